@@ -1,0 +1,364 @@
+"""Callbacks for [`OneShotPruner`], modelled on `transformers.TrainerCallback`.
+
+The pruning loop has no policy of its own: callbacks decide when to log, save or stop by setting flags on a
+[`PrunerControl`], and receive every event with the [`PruningConfig`], the [`PrunerState`] and the control.
+
+Events, in order:
+
+```
+on_init_end
+on_prune_begin
+for each decoder layer that is run:
+    on_layer_begin
+    on_stats_collected            (layers that are pruned)
+    on_module_pruned × modules    (layers that are pruned)
+    on_layer_end
+    on_log                        (when control.should_log)
+    on_save                       (when control.should_save)
+on_prune_end
+```
+
+Besides these, [`KeepSparsityCallback`] is a `transformers.TrainerCallback` that keeps a pruned model sparse while it
+is fine-tuned with `Trainer` or TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback as _HFTrainerCallback
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = [
+    "PrunerState",
+    "PrunerControl",
+    "PrunerCallback",
+    "CallbackHandler",
+    "DefaultFlowCallback",
+    "ProgressCallback",
+    "MetricsLoggerCallback",
+    "CheckpointCallback",
+    "PrintMetricsCallback",
+    "KeepSparsityCallback",
+    "PRUNER_STATE_NAME",
+]
+
+PRUNER_STATE_NAME = "pruner_state.json"
+
+
+@dataclass
+class PrunerState:
+    """Progress of a pruning run; saved as `pruner_state.json` in every checkpoint.
+
+    Args:
+        layer_index (`int`): index of the last decoder layer finished (-1 before the first).
+        num_layers (`int`): number of decoder layers the run goes through (the last pruned one + 1).
+        pruned_layers (`list[int]`): indices of the layers that are pruned.
+        num_samples (`int`): calibration rows. num_tokens (`int`): calibration tokens feeding the statistics.
+        module_metrics (`dict`): per pruned module (full name): `error`, `sparsity`, `seconds`, `damping`, ...
+        log_history (`list[dict]`): every log emitted, in order.
+        calibration_fingerprint (`str`): hash of the calibration rows, so a resume can refuse other data.
+        is_world_process_zero (`bool`): whether this process logs and saves.
+    """
+
+    layer_index: int = -1
+    num_layers: int = 0
+    pruned_layers: list[int] = field(default_factory=list)
+    num_samples: int = 0
+    num_tokens: int = 0
+    module_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    calibration_fingerprint: str | None = None
+    is_world_process_zero: bool = True
+    finished: bool = False
+
+    def save_to_json(self, json_path: str | os.PathLike) -> None:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def load_from_json(cls, json_path: str | os.PathLike) -> PrunerState:
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def layer_metrics(self, layer_index: int, layer_prefix: str) -> dict[str, dict[str, Any]]:
+        prefix = f"{layer_prefix}.{layer_index}."
+        return {k: v for k, v in self.module_metrics.items() if k.startswith(prefix)}
+
+
+@dataclass
+class PrunerControl:
+    """Flags that callbacks set to steer the loop.
+
+    `should_stop` stays set once set. `should_log` and `should_save` are reset at `on_layer_begin`, and cleared by
+    the event that acts on them (`on_log`, `on_save`).
+    """
+
+    should_stop: bool = False
+    should_log: bool = False
+    should_save: bool = False
+
+    def _new_layer(self) -> None:
+        self.should_log = False
+        self.should_save = False
+
+
+class PrunerCallback:
+    """Base class: every event is a no-op. Events receive `(config, state, control, **kwargs)`.
+
+    Keyword arguments: `model` and `pruner` always; `layer_index` from `on_layer_begin` to `on_layer_end`;
+    `name`, `metrics` in `on_module_pruned`; `logs` in `on_log`; `checkpoint_dir` in `on_save`.
+    Return a `PrunerControl` to replace the control object, or `None` to keep it.
+    """
+
+    def on_init_end(self, config, state, control, **kwargs):
+        pass
+
+    def on_prune_begin(self, config, state, control, **kwargs):
+        pass
+
+    def on_layer_begin(self, config, state, control, **kwargs):
+        pass
+
+    def on_stats_collected(self, config, state, control, **kwargs):
+        pass
+
+    def on_module_pruned(self, config, state, control, **kwargs):
+        pass
+
+    def on_layer_end(self, config, state, control, **kwargs):
+        pass
+
+    def on_log(self, config, state, control, **kwargs):
+        pass
+
+    def on_save(self, config, state, control, **kwargs):
+        pass
+
+    def on_prune_end(self, config, state, control, **kwargs):
+        pass
+
+
+class CallbackHandler(PrunerCallback):
+    """Calls the registered callbacks in order."""
+
+    def __init__(self, callbacks=None):
+        self.callbacks: list[PrunerCallback] = []
+        for cb in callbacks or []:
+            self.add_callback(cb)
+
+    def add_callback(self, callback):
+        cb = callback() if isinstance(callback, type) else callback
+        cb_class = callback if isinstance(callback, type) else callback.__class__
+        if any(isinstance(c, cb_class) for c in self.callbacks) and cb_class is not PrunerCallback:
+            logger.warning(f"A callback of type {cb_class.__name__} is already registered; adding another one.")
+        self.callbacks.append(cb)
+
+    def pop_callback(self, callback):
+        if isinstance(callback, type):
+            for cb in self.callbacks:
+                if isinstance(cb, callback):
+                    self.callbacks.remove(cb)
+                    return cb
+        else:
+            for cb in self.callbacks:
+                if cb == callback:
+                    self.callbacks.remove(cb)
+                    return cb
+        return None
+
+    def remove_callback(self, callback):
+        self.pop_callback(callback)
+
+    @property
+    def callback_list(self) -> str:
+        return "\n".join(cb.__class__.__name__ for cb in self.callbacks)
+
+    def call_event(self, event, config, state, control, **kwargs):
+        for callback in self.callbacks:
+            result = getattr(callback, event)(config, state, control, **kwargs)
+            if result is not None:
+                control = result
+        return control
+
+    def on_init_end(self, config, state, control, **kwargs):
+        return self.call_event("on_init_end", config, state, control, **kwargs)
+
+    def on_prune_begin(self, config, state, control, **kwargs):
+        control.should_stop = False
+        return self.call_event("on_prune_begin", config, state, control, **kwargs)
+
+    def on_layer_begin(self, config, state, control, **kwargs):
+        control._new_layer()
+        return self.call_event("on_layer_begin", config, state, control, **kwargs)
+
+    def on_stats_collected(self, config, state, control, **kwargs):
+        return self.call_event("on_stats_collected", config, state, control, **kwargs)
+
+    def on_module_pruned(self, config, state, control, **kwargs):
+        return self.call_event("on_module_pruned", config, state, control, **kwargs)
+
+    def on_layer_end(self, config, state, control, **kwargs):
+        return self.call_event("on_layer_end", config, state, control, **kwargs)
+
+    def on_log(self, config, state, control, **kwargs):
+        control.should_log = False
+        return self.call_event("on_log", config, state, control, **kwargs)
+
+    def on_save(self, config, state, control, **kwargs):
+        control.should_save = False
+        return self.call_event("on_save", config, state, control, **kwargs)
+
+    def on_prune_end(self, config, state, control, **kwargs):
+        return self.call_event("on_prune_end", config, state, control, **kwargs)
+
+
+class DefaultFlowCallback(PrunerCallback):
+    """Asks for a log line after every layer."""
+
+    def on_layer_end(self, config, state, control, **kwargs):
+        control.should_log = True
+        return control
+
+
+class CheckpointCallback(PrunerCallback):
+    """Asks for a checkpoint every `config.save_every_n_layers` pruned layers (and after the last one).
+
+    Only active when `config.output_dir` is set. The pruner writes `checkpoint-layer-XXX/` and then fires `on_save`.
+    """
+
+    def __init__(self):
+        self._since_save = 0
+
+    def on_layer_end(self, config, state, control, **kwargs):
+        if not config.output_dir:
+            return control
+        self._since_save += 1
+        last = kwargs.get("layer_index") == state.num_layers - 1
+        if self._since_save >= config.save_every_n_layers or last or control.should_stop:
+            control.should_save = True
+        return control
+
+    def on_save(self, config, state, control, **kwargs):
+        self._since_save = 0
+
+
+class ProgressCallback(PrunerCallback):
+    """A tqdm bar over decoder layers, showing the last layer's mean reconstruction error and sparsity."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_prune_begin(self, config, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.num_layers, initial=state.layer_index + 1, desc=f"{config.method} pruning", unit="layer")
+
+    def on_layer_end(self, config, state, control, **kwargs):
+        if self.bar is None:
+            return
+        metrics = kwargs.get("layer_metrics") or {}
+        errors = [m["error"] for m in metrics.values() if m.get("error") is not None]
+        postfix = {}
+        if errors:
+            postfix["err"] = f"{sum(errors) / len(errors):.3g}"
+        if metrics:
+            postfix["sparsity"] = f"{sum(m['sparsity'] for m in metrics.values()) / len(metrics):.3f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def on_prune_end(self, config, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class MetricsLoggerCallback(PrunerCallback):
+    """Appends every log to `output_dir/metrics.jsonl`, one JSON object a line, on the main process."""
+
+    file_name = "metrics.jsonl"
+
+    def on_log(self, config, state, control, **kwargs):
+        if not config.output_dir or not state.is_world_process_zero:
+            return
+        os.makedirs(config.output_dir, exist_ok=True)
+        with open(os.path.join(config.output_dir, self.file_name), "a", encoding="utf-8") as f:
+            f.write(json.dumps(kwargs.get("logs", {}), sort_keys=True) + "\n")
+
+
+class PrintMetricsCallback(PrunerCallback):
+    """Sends each log to the `hf_ssgr` logger at INFO level."""
+
+    def on_log(self, config, state, control, **kwargs):
+        if state.is_world_process_zero:
+            logger.info(json.dumps(kwargs.get("logs", {}), sort_keys=True))
+
+
+class KeepSparsityCallback(_HFTrainerCallback):
+    """Keeps a pruned model's zeros at zero while it is fine-tuned with `transformers.Trainer` (or TRL).
+
+    At `on_train_begin` the zero pattern of every `nn.Linear` weight whose sparsity reaches `min_sparsity` is recorded
+    (or of the parameters named in `param_names`); after every optimizer step the masks are applied again, so
+    optimizer updates, weight decay and momentum cannot revive pruned weights.
+
+    Args:
+        min_sparsity (`float`, *optional*, defaults to `0.05`): a weight is treated as pruned from this fraction of
+            zeros on; dense layers are left alone.
+        param_names (`list[str]`, *optional*): explicit parameter names to keep sparse instead.
+    """
+
+    def __init__(self, min_sparsity: float = 0.05, param_names: list[str] | None = None):
+        self.min_sparsity = min_sparsity
+        self.param_names = param_names
+        self.masks: dict[str, torch.Tensor] = {}
+        self._params: dict[str, torch.nn.Parameter] = {}
+
+    def record_masks(self, model: torch.nn.Module) -> None:
+        self.masks, self._params = {}, {}
+        wanted = set(self.param_names) if self.param_names is not None else None
+        for module_name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            name = f"{module_name}.weight" if module_name else "weight"
+            p = module.weight
+            if wanted is not None:
+                if name not in wanted:
+                    continue
+            elif float((p == 0).float().mean()) < self.min_sparsity:
+                continue
+            self.masks[name] = (p.detach() != 0)
+            self._params[name] = p
+        if wanted is not None and wanted - set(self.masks):
+            raise ValueError(f"KeepSparsityCallback: no linear weight named {sorted(wanted - set(self.masks))}.")
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        for name, mask in self.masks.items():
+            p = self._params[name]
+            if mask.device != p.device:
+                mask = self.masks[name] = mask.to(p.device)
+            p.mul_(mask)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            raise ValueError("KeepSparsityCallback needs the model in on_train_begin (the Trainer passes it).")
+        self.record_masks(model)
+        self.apply_masks()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.apply_masks()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.apply_masks()

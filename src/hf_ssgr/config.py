@@ -1,0 +1,278 @@
+"""Configuration dataclasses.
+
+Every config is a plain `@dataclass` whose fields carry `metadata={"help": ...}` so that `transformers.HfArgumentParser`
+can turn it into command-line flags, and that validates itself in `__post_init__` so a bad value fails before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = ["PruningConfig", "parse_sparsity_type", "PRUNING_METHODS", "LAYER_SCOPES", "TOKEN_MASKS"]
+
+PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")
+LAYER_SCOPES = ("all", "first_third", "first_last_third")
+TOKEN_MASKS = ("all", "prompt", "response")
+# Fields that change where or how often work happens but never the pruned weights.
+_NON_NUMERIC_FIELDS = ("output_dir", "device", "offload_activations", "save_every_n_layers", "restore_on_error")
+
+
+def parse_sparsity_type(sparsity_type: str) -> tuple[int, int] | None:
+    """Parse `"unstructured"` (returns `None`) or `"N:M"` (returns `(N, M)`: N zeros in every M weights)."""
+    if sparsity_type == "unstructured":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(sparsity_type))
+    if match is None:
+        raise ValueError(
+            f"sparsity_type={sparsity_type!r} is not understood: use 'unstructured' or 'N:M' such as '2:4' or '4:8'."
+        )
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise ValueError(f"sparsity_type={sparsity_type!r}: N:M needs 0 < N < M (N zeros in every M weights).")
+    return n, m
+
+
+@dataclass
+class PruningConfig:
+    r"""
+    Configuration of [`OneShotPruner`].
+
+    > Parameters that control what is pruned
+
+    method (`str`, *optional*, defaults to `"sparsegpt"`):
+        One of `"magnitude"`, `"wanda"`, `"sparsegpt"` or `"alps"`.
+    sparsity (`float`, *optional*, defaults to `0.5`):
+        Fraction of the weights of every pruned matrix set to zero, in `[0, 1)`.
+    sparsity_type (`str`, *optional*, defaults to `"unstructured"`):
+        `"unstructured"`, or `"N:M"` (for example `"2:4"` or `"4:8"`): N zeros in every M consecutive input weights of
+        a row. `sparsity` must then equal N/M.
+    layers (`str` or `list[int]`, *optional*, defaults to `"all"`):
+        Decoder layers to prune: `"all"`, `"first_third"`, `"first_last_third"`, a list of indices, or a
+        comma-separated string of indices such as `"0,1,5"`.
+    targets (`list[str]`, *optional*):
+        Linear modules inside a decoder layer to prune. `None` means every `nn.Linear`. An entry matches a module whose
+        name relative to the decoder layer equals it, ends with `.<entry>`, or starts with `<entry>.` (so `"mlp"`
+        selects the whole MLP); entries starting with `re:` are regular expressions matched against the full
+        relative name. The special entry `"lm_head"` also prunes the output projection (refused when it is tied to
+        the input embeddings).
+    exclude (`list[str]`, *optional*, defaults to `[]`):
+        Modules to leave dense, with the same matching rules as `targets`. Embeddings and `lm_head` are never pruned
+        unless `targets` names `lm_head`.
+
+    > Parameters that control the solvers
+
+    block_size (`int`, *optional*, defaults to `128`):
+        SparseGPT column block size. Must be a multiple of M for N:M sparsity.
+    dampening (`float`, *optional*, defaults to `0.01`):
+        SparseGPT / ALPS ridge term, as a fraction of the mean of the Hessian diagonal.
+    alps_rho (`float`, *optional*, defaults to `0.1`):
+        ALPS initial ADMM penalty ρ (reference default).
+    alps_max_iter (`int`, *optional*, defaults to `300`):
+        ALPS maximum number of ADMM iterations (reference default).
+    alps_update_iter (`int`, *optional*, defaults to `3`):
+        ALPS: how often (in iterations) ρ is adapted to the change of support.
+    alps_switch_iter (`int`, *optional*, defaults to `30`):
+        ALPS: after this many iterations, stop once the support has settled.
+    alps_cg_iters (`int`, *optional*, defaults to `10`):
+        ALPS: iterations of the conjugate-gradient refinement on the fixed support.
+    reconstruction_error (`bool`, *optional*, defaults to `True`):
+        Record each module's relative reconstruction error `‖(W − Ŵ)X‖² / ‖WX‖²`. Free for SparseGPT and ALPS (they
+        need `XᵀX` anyway); for Wanda and magnitude it adds the accumulation of `XᵀX`.
+
+    > Parameters that control the calibration data
+
+    token_mask (`str`, *optional*, defaults to `"all"`):
+        Which calibration tokens feed the statistics: `"all"`, `"prompt"` (the first `prompt_length` tokens of each
+        row) or `"response"` (the rest). Needs a `prompt_length` column for the latter two.
+    batch_size (`int`, *optional*, defaults to `1`):
+        Calibration rows per forward pass. Rows of a batch are right-padded; padding never enters the statistics.
+    chunk_size (`int`, *optional*, defaults to `4096`):
+        Tokens per matrix product when accumulating `XᵀX`, which bounds the temporary memory of the statistics.
+
+    > Parameters that control devices, checkpoints and reproducibility
+
+    device (`str`, *optional*):
+        Compute device, such as `"cpu"` or `"cuda"`. Defaults to the device of the first decoder layer. Only the
+        layer being pruned is moved there.
+    offload_activations (`bool`, *optional*, defaults to `False`):
+        Keep the cached layer inputs on the CPU (pinned when computing on a GPU) and stream them batch by batch.
+    output_dir (`str`, *optional*):
+        Where checkpoints (`checkpoint-layer-XXX/`) and `metrics.jsonl` are written. Needed for resuming.
+    save_every_n_layers (`int`, *optional*, defaults to `1`):
+        Checkpoint frequency, in decoder layers, when `output_dir` is set.
+    restore_on_error (`bool`, *optional*, defaults to `True`):
+        Keep a CPU copy of every weight before it is overwritten and put it back if pruning fails, so that a failed
+        run leaves the model as it was. Costs host memory equal to the pruned weights.
+    seed (`int`, *optional*, defaults to `0`):
+        Seed set before pruning. The solvers are deterministic; the seed only matters for code that samples.
+    """
+
+    method: str = field(default="sparsegpt", metadata={"help": f"Pruning method: one of {', '.join(PRUNING_METHODS)}."})
+    sparsity: float = field(default=0.5, metadata={"help": "Fraction of weights set to zero per matrix, in [0, 1)."})
+    sparsity_type: str = field(
+        default="unstructured", metadata={"help": "'unstructured' or 'N:M' (N zeros in every M weights), e.g. '2:4'."}
+    )
+    layers: str = field(
+        default="all",
+        metadata={"help": "Decoder layers: 'all', 'first_third', 'first_last_third' or indices such as '0,1,5'."},
+    )
+    targets: list[str] | None = field(
+        default=None, metadata={"help": "Modules inside a decoder layer to prune (default: every nn.Linear)."}
+    )
+    exclude: list[str] = field(default_factory=list, metadata={"help": "Modules to leave dense."})
+    block_size: int = field(default=128, metadata={"help": "SparseGPT column block size."})
+    dampening: float = field(default=0.01, metadata={"help": "Ridge term as a fraction of mean(diag(H))."})
+    alps_rho: float = field(default=0.1, metadata={"help": "ALPS initial ADMM penalty."})
+    alps_max_iter: int = field(default=300, metadata={"help": "ALPS maximum ADMM iterations."})
+    alps_update_iter: int = field(default=3, metadata={"help": "ALPS: iterations between penalty updates."})
+    alps_switch_iter: int = field(default=30, metadata={"help": "ALPS: iterations before the support test may stop."})
+    alps_cg_iters: int = field(default=10, metadata={"help": "ALPS: conjugate-gradient refinement iterations."})
+    reconstruction_error: bool = field(
+        default=True, metadata={"help": "Record each module's relative reconstruction error."}
+    )
+    token_mask: str = field(
+        default="all", metadata={"help": "Tokens feeding the statistics: 'all', 'prompt' or 'response'."}
+    )
+    batch_size: int = field(default=1, metadata={"help": "Calibration rows per forward pass."})
+    chunk_size: int = field(default=4096, metadata={"help": "Tokens per matrix product when accumulating X^T X."})
+    device: str | None = field(default=None, metadata={"help": "Compute device (default: the model's)."})
+    offload_activations: bool = field(default=False, metadata={"help": "Keep cached activations on the CPU."})
+    output_dir: str | None = field(default=None, metadata={"help": "Directory for checkpoints and metrics."})
+    save_every_n_layers: int = field(default=1, metadata={"help": "Checkpoint every N decoder layers."})
+    restore_on_error: bool = field(
+        default=True, metadata={"help": "Restore the original weights if pruning fails."}
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+
+    def __post_init__(self):
+        if self.method not in PRUNING_METHODS:
+            raise ValueError(f"Unknown pruning method {self.method!r}: choose one of {', '.join(PRUNING_METHODS)}.")
+        try:
+            self.sparsity = float(self.sparsity)
+        except (TypeError, ValueError):
+            raise ValueError(f"sparsity={self.sparsity!r} is not a number: pass a float in [0, 1).") from None
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(
+                f"sparsity={self.sparsity} is outside [0, 1): pass the fraction of weights to remove, e.g. 0.5."
+            )
+        nm = parse_sparsity_type(self.sparsity_type)
+        if nm is not None:
+            n, m = nm
+            self.sparsity_type = f"{n}:{m}"
+            if abs(self.sparsity - n / m) > 1e-9:
+                raise ValueError(
+                    f"sparsity_type={self.sparsity_type!r} removes {n}/{m} = {n / m:g} of the weights, but "
+                    f"sparsity={self.sparsity:g}: set sparsity={n / m:g} or choose a matching N:M pattern."
+                )
+            if self.block_size % m != 0:
+                raise ValueError(
+                    f"block_size={self.block_size} is not a multiple of M={m} for sparsity_type={self.sparsity_type!r}:"
+                    f" use a block_size divisible by {m}, e.g. {m * max(1, self.block_size // m)}."
+                )
+        if self.block_size < 1:
+            raise ValueError(f"block_size={self.block_size} must be a positive integer, e.g. 128.")
+        if self.dampening < 0:
+            raise ValueError(f"dampening={self.dampening} must be >= 0, e.g. 0.01.")
+        if self.alps_rho <= 0 or self.alps_max_iter < 1 or self.alps_update_iter < 1 or self.alps_cg_iters < 0:
+            raise ValueError("ALPS needs alps_rho > 0, alps_max_iter >= 1, alps_update_iter >= 1 and alps_cg_iters >= 0.")
+        self.layers = _normalize_layers(self.layers)
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if self.targets is not None and len(self.targets) == 0:
+            raise ValueError("targets=[] selects nothing: pass None for every linear module, or name some modules.")
+        if isinstance(self.exclude, str):
+            self.exclude = [self.exclude]
+        self.exclude = list(self.exclude or [])
+        for pattern in (self.targets or []) + self.exclude:
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as err:
+                    raise ValueError(f"Invalid regular expression in module pattern {pattern!r}: {err}.") from None
+        if self.token_mask not in TOKEN_MASKS:
+            raise ValueError(f"Unknown token_mask {self.token_mask!r}: choose one of {', '.join(TOKEN_MASKS)}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1.")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size} must be >= 1.")
+        if self.save_every_n_layers < 1:
+            raise ValueError(f"save_every_n_layers={self.save_every_n_layers} must be >= 1.")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """`(N, M)` for N:M sparsity, `None` for unstructured."""
+        return parse_sparsity_type(self.sparsity_type)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def numerics_dict(self) -> dict[str, Any]:
+        """The fields that decide the pruned weights (used to refuse resuming with a different config)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NON_NUMERIC_FIELDS}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown PruningConfig field(s) {unknown}: valid fields are {sorted(known)}.")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path_or_mapping: str | os.PathLike | dict[str, Any]) -> PruningConfig:
+        """Load from a YAML file or an already-parsed mapping. Keys must be field names."""
+        if isinstance(path_or_mapping, dict):
+            return cls.from_dict(path_or_mapping)
+        with open(path_or_mapping, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path_or_mapping}: expected a YAML mapping of PruningConfig fields.")
+        return cls.from_dict(data)
+
+
+def _normalize_layers(layers: Any) -> str | list[int]:
+    if isinstance(layers, str):
+        if layers in LAYER_SCOPES:
+            return layers
+        parts = [p.strip() for p in layers.split(",") if p.strip()]
+        if parts and all(re.fullmatch(r"-?\d+", p) for p in parts):
+            return [int(p) for p in parts]
+        raise ValueError(
+            f"layers={layers!r} is not understood: use one of {', '.join(LAYER_SCOPES)} or indices such as '0,1,5'."
+        )
+    if isinstance(layers, int):
+        return [layers]
+    if isinstance(layers, (list, tuple)) and layers and all(isinstance(i, int) for i in layers):
+        return [int(i) for i in layers]
+    raise ValueError(
+        f"layers={layers!r} is not understood: use one of {', '.join(LAYER_SCOPES)} or a non-empty list of indices."
+    )
+
+
+def resolve_layer_scope(layers: str | list[int], num_layers: int) -> list[int]:
+    """Turn a `layers` value into sorted decoder-layer indices for a model with `num_layers` layers."""
+    if layers == "all":
+        return list(range(num_layers))
+    third = num_layers // 3
+    if layers == "first_third":
+        return list(range(third))
+    if layers == "first_last_third":
+        return list(range(third)) + list(range(num_layers - third, num_layers))
+    out = []
+    for i in layers:
+        j = i + num_layers if i < 0 else i
+        if not 0 <= j < num_layers:
+            raise ValueError(f"Layer index {i} is out of range for a model with {num_layers} decoder layers.")
+        out.append(j)
+    return sorted(set(out))

@@ -1,0 +1,372 @@
+"""Pure tensor math of the pruning methods. Nothing here knows about models, layers or devices.
+
+Conventions: a weight `W` has shape `(d_out, d_in)` like `nn.Linear.weight`; an input batch `x` has shape
+`(tokens, d_in)`; `gram = Σ xᵀx` over calibration tokens (float32); `count` is the number of tokens summed.
+N:M means N zeros in every M consecutive input weights of a row. Masks are `True` where a weight is pruned.
+
+Mask selection is deterministic: ties are broken towards the lower index (stable sorts everywhere), so two runs on
+the same inputs give identical masks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "accumulate_gram",
+    "accumulate_sq_norms",
+    "lowest_k_mask",
+    "nm_mask",
+    "row_mask",
+    "magnitude_prune",
+    "wanda_prune",
+    "sparsegpt_prune",
+    "alps_prune",
+    "relative_reconstruction_error",
+    "SolveInfo",
+]
+
+
+@dataclass
+class SolveInfo:
+    """What a solver reports next to the pruned weight."""
+
+    damping: float | None = None  # relative damping actually used (SparseGPT / ALPS)
+    iterations: int | None = None  # ALPS ADMM iterations
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096) -> int:
+    """`gram += xᵀx` in float32, `chunk_size` tokens at a time. Returns the number of tokens added."""
+    x = x.reshape(-1, x.shape[-1])
+    for start in range(0, x.shape[0], chunk_size):
+        xc = x[start : start + chunk_size].to(torch.float32)
+        gram.addmm_(xc.t(), xc)
+    return x.shape[0]
+
+
+def accumulate_sq_norms(sq_norms: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096) -> int:
+    """`sq_norms += Σ_tokens x²` per input channel in float32 (Wanda's statistic). Returns the tokens added."""
+    x = x.reshape(-1, x.shape[-1])
+    for start in range(0, x.shape[0], chunk_size):
+        xc = x[start : start + chunk_size].to(torch.float32)
+        sq_norms.add_(xc.pow(2).sum(0))
+    return x.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mask selection
+
+
+def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the `k` lowest entries of `scores` (whole tensor), ties towards the lower flat index."""
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        idx = torch.argsort(scores.reshape(-1), stable=True)[:k]
+        mask[idx] = True
+    return mask.reshape(scores.shape)
+
+
+def row_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the `k` lowest entries of every row, ties towards the lower column."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if k > 0:
+        idx = torch.argsort(scores, dim=1, stable=True)[:, :k]
+        mask.scatter_(1, idx, True)
+    return mask
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Mask of the `n` lowest entries in every group of `m` consecutive columns of each row."""
+    rows, cols = scores.shape
+    if cols % m:
+        raise ValueError(f"{cols} columns are not divisible by M={m}.")
+    groups = scores.reshape(rows, cols // m, m)
+    idx = torch.argsort(groups, dim=-1, stable=True)[..., :n]
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, idx, True)
+    return mask.reshape(rows, cols)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Solvers
+
+
+def magnitude_prune(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """Magnitude pruning: |W| per matrix (the lowest ⌊numel·s⌋ weights), or per group of M for N:M."""
+    w = weight.to(torch.float32)
+    scores = w.abs()
+    mask = nm_mask(scores, *nm) if nm else lowest_k_mask(scores, int(w.numel() * sparsity))
+    return w.masked_fill(mask, 0.0)
+
+
+def wanda_prune(
+    weight: torch.Tensor, sq_norms: torch.Tensor, count: int, sparsity: float, nm: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Wanda (Sun et al. 2023): score |W_ij| · ‖X_j‖₂, compared per output row.
+
+    `sq_norms / count` is the mean squared norm of each input channel; exactly ⌊d_in·s⌋ weights are pruned per row
+    (stable sort), or N in every group of M for N:M.
+    """
+    w = weight.to(torch.float32)
+    scores = w.abs() * torch.sqrt(sq_norms.to(torch.float32) / max(count, 1)).reshape(1, -1)
+    mask = nm_mask(scores, *nm) if nm else row_mask(scores, int(w.shape[1] * sparsity))
+    return w.masked_fill(mask, 0.0)
+
+
+def _cholesky_inverse_upper(hessian: torch.Tensor, dampening: float, max_tries: int = 6) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor of `(H + λI)⁻¹` with λ = damping · mean(diag H).
+
+    If the factorisation fails, the relative damping is multiplied by 10 and the solve retried; the damping that
+    worked is returned so that the caller can record it.
+    """
+    diag_mean = torch.mean(torch.diag(hessian))
+    idx = torch.arange(hessian.shape[0], device=hessian.device)
+    damping = dampening
+    for attempt in range(max_tries):
+        h = hessian.clone()
+        h[idx, idx] += damping * diag_mean
+        chol, info = torch.linalg.cholesky_ex(h)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(chol)
+            upper, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            if int(info) == 0 and torch.isfinite(upper).all():
+                return upper, damping
+        damping = damping * 10 if damping > 0 else 1e-6
+    raise torch.linalg.LinAlgError(
+        f"The Hessian is not positive definite even with damping {damping / 10:g} x mean(diag(H)): "
+        "check the calibration activations for degenerate inputs, or raise `dampening`."
+    )
+
+
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    gram: torch.Tensor,
+    count: int,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """SparseGPT (Frantar & Alistarh 2023), following IST-DASLab `sparsegpt.py::fasterprune`.
+
+    H = (2/N) Σ xxᵀ. Dead inputs (H_ii = 0) get H_ii = 1 and their weight column zeroed before damping. Columns are
+    processed in blocks of `block_size`: the unstructured mask is chosen per block from w²/diag(Hinv)² on the
+    already-updated block (exactly ⌊rows·block·s⌋ weights, the lowest scores); an N:M mask is chosen every M
+    columns per row on the current weights. Each column's error is spread over the later columns of the block, and
+    the later blocks are updated lazily.
+
+    Differences from the reference code, both deliberate: the unstructured mask takes exactly the ⌊rows·block·s⌋
+    lowest scores (the reference keeps every score ≤ the value at that index, one more weight per block and any
+    ties); H is normalised by the token count rather than the sequence count (a scale that cancels in the solve).
+    """
+    w = weight.to(torch.float32).clone()
+    rows, cols = w.shape
+    h = gram.to(torch.float32) * (2.0 / max(count, 1))
+    dead = torch.diag(h) == 0
+    idx = torch.arange(cols, device=h.device)
+    h[idx[dead], idx[dead]] = 1.0
+    w[:, dead] = 0.0
+    hinv, damping = _cholesky_inverse_upper(h, dampening)
+    del h
+
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        count_b = i2 - i1
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        d1 = torch.diag(hinv1)
+        if nm is None:
+            scores = w1.pow(2) / d1.reshape(1, -1).pow(2)
+            mask1 = lowest_k_mask(scores, int(scores.numel() * sparsity))
+        else:
+            n, m = nm
+            mask1 = torch.zeros_like(w1, dtype=torch.bool)
+        for i in range(count_b):
+            if nm is not None and i % m == 0:
+                scores = w1[:, i : i + m].pow(2) / d1[i : i + m].reshape(1, -1).pow(2)
+                mask1[:, i : i + m] = nm_mask(scores, n, m)
+            col = w1[:, i]
+            d = hinv1[i, i]
+            q = col.masked_fill(mask1[:, i], 0.0)
+            q1[:, i] = q
+            e = (col - q) / d
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        if i2 < cols:
+            w[:, i2:] -= err1.matmul(hinv[i1:i2, i2:])
+    return w, SolveInfo(damping=damping)
+
+
+def _alps_project(b: torch.Tensor, keep: int, nm: tuple[int, int] | None) -> torch.Tensor:
+    """Keep the `keep` largest |b| (unstructured, whole matrix) or zero N of every M in a row of `bᵀ` (N:M).
+
+    `b` is laid out as in ALPS, `(d_in, d_out)`: a row of the weight is a column of `b`.
+    """
+    if nm is None:
+        mask = lowest_k_mask(b.pow(2), b.numel() - keep)
+        return b.masked_fill(mask, 0.0)
+    n, m = nm
+    bt = b.t()
+    return bt.masked_fill(nm_mask(bt.pow(2), n, m), 0.0).t()
+
+
+def _masked_cg(a: torch.Tensor, rhs: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, max_iter: int, rtol: float):
+    """Conjugate gradient for `A X = B` restricted to `support` (columns solved independently; A is SPD)."""
+    x = x0.clone()
+    r = (rhs - a @ x) * support
+    p = r.clone()
+    rs = (r * r).sum(0)
+    rhs_norm = torch.linalg.vector_norm(rhs * support, dim=0)
+    for _ in range(max_iter):
+        ap = (a @ p) * support
+        denom = (p * ap).sum(0)
+        alpha = torch.where(denom > 0, rs / denom.clamp_min(1e-30), torch.zeros_like(rs))
+        x += alpha.unsqueeze(0) * p
+        r -= alpha.unsqueeze(0) * ap
+        rs_new = (r * r).sum(0)
+        if bool((rs_new.sqrt() <= rtol * rhs_norm).all()):
+            break
+        beta = torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
+        p = r + beta.unsqueeze(0) * p
+        rs = rs_new
+    return x
+
+
+@dataclass
+class AlpsFactors:
+    """What ALPS precomputes from XᵀX; shared by every module that reads the same input."""
+
+    gram_n: torch.Tensor  # normalised, damped XᵀX (unit diagonal)
+    x_norm: torch.Tensor  # per-channel scale used for the normalisation
+    eigvals: torch.Tensor
+    eigvecs: torch.Tensor
+    damping: float
+
+
+def alps_factors(gram: torch.Tensor, dampening: float = 0.01) -> AlpsFactors:
+    g = gram.to(torch.float32).clone()
+    idx = torch.arange(g.shape[0], device=g.device)
+    g[idx, idx] += dampening * torch.mean(torch.diag(g))
+    x_norm = torch.diag(g).sqrt() + 1e-8
+    g = g / x_norm.reshape(1, -1) / x_norm.reshape(-1, 1)
+    eigvals, eigvecs = torch.linalg.eigh(g.double())
+    return AlpsFactors(g, x_norm, eigvals, eigvecs, dampening)
+
+
+def alps_prune(
+    weight: torch.Tensor,
+    gram: torch.Tensor | None,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    rho: float = 0.1,
+    max_iter: int = 300,
+    update_iter: int = 3,
+    switch_iter: int = 30,
+    cg_iters: int = 10,
+    dampening: float = 0.01,
+    factors: AlpsFactors | None = None,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """ALPS (Meng et al. 2024, arXiv 2406.07831), following `mazumder-lab/ALPS alps.py`.
+
+    Operator splitting (ADMM) on min ‖(W − Ŵ)X‖² s.t. Ŵ sparse, in the column-normalised basis, with the penalty ρ
+    adapted to how much the support still moves; then a conjugate-gradient refinement of the kept weights on the
+    fixed support. Unstructured sparsity keeps the ⌈(1−s)·numel⌉ largest weights of the whole matrix, as the
+    reference does; N:M zeroes N of every M inputs per row.
+    """
+    if factors is None:
+        factors = alps_factors(gram, dampening)
+    g, x_norm = factors.gram_n, factors.x_norm
+    eigvals, eigvecs = factors.eigvals, factors.eigvecs
+    device = g.device
+
+    def inv_plus_rho(r: float) -> torch.Tensor:  # (G + ρI)⁻¹ from the eigendecomposition
+        return (eigvecs @ ((1.0 / (eigvals + r)).unsqueeze(1) * eigvecs.t())).to(torch.float32)
+
+    w = weight.to(device=device, dtype=torch.float32)
+    d_out, d_in = w.shape
+    b_orig = (w * x_norm.reshape(1, -1)).t().contiguous()  # (d_in, d_out)
+    ytx = b_orig.t() @ g  # (d_out, d_in): W̃ G̃
+    rhs = ytx.t().contiguous()
+    numel = d_in * d_out
+    if nm is None:
+        keep = int(round((1.0 - sparsity) * numel))
+        k_spar = keep
+    else:
+        keep = None
+        k_spar = numel * nm[0] / nm[1]
+
+    def support(d: torch.Tensor) -> torch.Tensor:
+        return (d == 0).to(torch.float32)
+
+    b = b_orig.clone()
+    d = _alps_project(b_orig, keep, nm)
+    d_init = d.clone()
+    v = torch.zeros_like(b)
+    supp_prev = support(d)
+    inv = inv_plus_rho(rho)
+    init_rho = False
+    iterations = 0
+    for it in range(max_iter):
+        iterations = it + 1
+        b = inv @ (rhs - v + rho * d)
+        d = _alps_project((v + rho * b) / rho, keep, nm)
+        v = v + rho * (b - d)
+        if (it + 1) % update_iter == 0:
+            supp = support(d)
+            change = float(((supp - supp_prev) ** 2).sum())
+            if change / k_spar > 0.1:
+                init_rho = True
+                rho *= 1.3
+            elif change / k_spar > 0.005:
+                init_rho = True
+                rho *= 1.2
+            elif change > 0.5:
+                if init_rho:
+                    rho *= 1.1
+                else:
+                    rho /= 5
+                    b = b_orig.clone()
+                    d = d_init.clone()
+                    v = torch.zeros_like(b)
+            else:
+                if init_rho:
+                    break
+                rho /= 5
+            supp_prev = supp
+            rho = min(rho, 1e6)
+            inv = inv_plus_rho(rho)
+            if it >= switch_iter and change / k_spar < 0.0003:
+                break
+
+    b = _alps_project(b, keep, nm)
+    if cg_iters > 0:
+        b = _masked_cg(g, rhs, (b != 0).to(torch.float32), b, cg_iters, rtol=1e-4)
+    w_new = (b.t() / x_norm.reshape(1, -1)).contiguous()
+    return w_new, SolveInfo(damping=factors.damping, iterations=iterations)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def relative_reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, gram: torch.Tensor) -> float:
+    """‖(W − Ŵ)X‖² / ‖WX‖², computed from the Gram matrix `XᵀX` (rows of X are tokens)."""
+    w = weight.to(torch.float32)
+    delta = w - pruned.to(torch.float32)
+    g = gram.to(torch.float32)
+    num = torch.sum((delta @ g) * delta)
+    den = torch.sum((w @ g) * w)
+    if float(den) <= 0:
+        return 0.0 if float(num) <= 0 else math.inf
+    return float(num / den)
