@@ -677,7 +677,7 @@ class OneShotPruner:
         if cfg.restore_on_error and full not in backup:
             backup[full] = module.weight.detach().to("cpu", copy=True)
         t0 = time.perf_counter()
-        weight = module.weight.detach().to(device=device, dtype=torch.float32)
+        weight = module.weight.detach().to(device=device, dtype=torch.float32, copy=True)
         info = None
         if cfg.method == "magnitude":
             new = magnitude_prune(weight, cfg.sparsity, cfg.nm)

@@ -1,0 +1,64 @@
+"""Helpers for the test-suite: tiny random models built from a config, calibration rows, skip markers."""
+
+import importlib.util
+
+import pytest
+import torch
+
+VOCAB = 128
+
+
+def make_tiny_model(arch: str = "llama", num_layers: int = 2, seed: int = 0, dtype=torch.float32, **overrides):
+    """A seeded tiny causal LM built from a config (nothing from the Hub)."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+    common.update(overrides)
+    classes = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    }
+    config_cls, model_cls = classes[arch]
+    if arch == "qwen3":
+        common.setdefault("head_dim", 16)
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**common)).to(dtype)
+    model.eval()
+    return model
+
+
+def make_calibration(num_rows: int = 6, seq_len: int = 24, vocab_size: int = VOCAB, seed: int = 1, ragged=False):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(num_rows):
+        n = seq_len - (i % 3) * 5 if ragged else seq_len
+        rows.append(torch.randint(0, vocab_size, (n,), generator=g).tolist())
+    return rows
+
+
+def linear_weights(model) -> dict:
+    return {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def require_module(name: str):
+    return pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"{name} is not installed")
+
+
+require_torch_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
