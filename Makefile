@@ -1,0 +1,29 @@
+# Set-up and test commands. Each target installs what it needs into $(VENV).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
+# On a GPU machine, pass the build you want, e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install
+	$(BIN)/python -m pytest -q --run-slow
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
