@@ -43,9 +43,32 @@ class SolveInfo:
 # Statistics
 
 
+_MM_OUT_DTYPE: dict[str, bool] = {}
+
+
+def _mm_fp32_out_supported(x: torch.Tensor) -> bool:
+    """Whether `torch.mm(a, b, out_dtype=torch.float32)` works for 16-bit inputs on this device (CUDA, torch >= 2.9)."""
+    key = f"{x.device.type}:{x.dtype}"
+    if key not in _MM_OUT_DTYPE:
+        try:
+            probe = torch.ones(2, 2, dtype=x.dtype, device=x.device)
+            _MM_OUT_DTYPE[key] = torch.mm(probe, probe, out_dtype=torch.float32).dtype == torch.float32
+        except (TypeError, RuntimeError, NotImplementedError):
+            _MM_OUT_DTYPE[key] = False
+    return _MM_OUT_DTYPE[key]
+
+
 def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096) -> int:
-    """`gram += xᵀx` in float32, `chunk_size` tokens at a time. Returns the number of tokens added."""
+    """`gram += xᵀx` in float32, `chunk_size` tokens at a time. Returns the number of tokens added.
+
+    16-bit activations on a GPU go through a 16-bit matrix product with float32 accumulation and output: the product
+    of two bf16/fp16 numbers is exact in float32, so this is float32 statistics without upcasting the activations
+    (and uses the tensor cores). Elsewhere the chunk is upcast and multiplied in float32.
+    """
     x = x.reshape(-1, x.shape[-1])
+    if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda and _mm_fp32_out_supported(x):
+        gram.add_(torch.mm(x.t(), x, out_dtype=torch.float32))  # no upcast copy, so no need to chunk
+        return x.shape[0]
     for start in range(0, x.shape[0], chunk_size):
         xc = x[start : start + chunk_size].to(torch.float32)
         gram.addmm_(xc.t(), xc)
