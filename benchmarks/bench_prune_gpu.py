@@ -73,14 +73,18 @@ def check(results):
         for pattern in ("unstructured", "2:4"):
             outs = {}
             for where in ("cpu", "cuda", "stream"):
-                model = qwen2("cpu" if where in ("cpu", "stream") else "cuda", torch.float32, **small)
+                model = qwen2("cpu", torch.float32, **small)  # same weights everywhere (CPU RNG)
+                if where == "cuda":
+                    model.to("cuda")
                 cfg = PruningConfig(method=method, sparsity=0.5, sparsity_type=pattern,
                                     device="cuda" if where == "stream" else None,
                                     offload_activations=where == "stream")
                 t0 = time.perf_counter()
-                OneShotPruner(cfg, progress_bar=False).prune(model, calib)
+                pruner = OneShotPruner(cfg, progress_bar=False)
+                pruner.prune(model, calib)
                 torch.cuda.synchronize()
-                outs[where] = (linear_weights(model), time.perf_counter() - t0)
+                errors = [m["error"] for m in pruner.state.module_metrics.values()]
+                outs[where] = (linear_weights(model), time.perf_counter() - t0, sum(errors) / len(errors))
                 if where == "stream":
                     assert next(model.parameters()).device.type == "cpu", "layers must go back to the CPU"
             ref = outs["cpu"][0]
@@ -90,13 +94,16 @@ def check(results):
                 diff = max(float((w[n] - ref[n]).abs().max()) for n in ref)
                 same_as_gpu = all(torch.equal(w[n], outs["cuda"][0][n]) for n in ref)
                 rows.append(dict(method=method, pattern=pattern, run=where, mask_agreement=agree, max_abs_diff=diff,
-                                 identical_to_all_gpu=same_as_gpu, seconds=outs[where][1], cpu_seconds=outs["cpu"][1]))
+                                 identical_to_all_gpu=same_as_gpu, seconds=outs[where][1], cpu_seconds=outs["cpu"][1],
+                                 mean_error=outs[where][2], cpu_mean_error=outs["cpu"][2]))
     print("\n### CUDA vs CPU (3-layer Qwen2, hidden 256, fp32, 8 x 256 tokens)\n")
-    print("| method | pattern | run | mask agreement | max abs diff | identical to all-GPU | s | CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | pattern | run | mask agreement | max abs diff | identical to all-GPU | mean err | CPU mean err "
+          "| s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['pattern']} | {r['run']} | {r['mask_agreement']:.5f} | {r['max_abs_diff']:.2e} "
-              f"| {r['identical_to_all_gpu']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} |")
+              f"| {r['identical_to_all_gpu']} | {r['mean_error']:.5f} | {r['cpu_mean_error']:.5f} "
+              f"| {r['seconds']:.2f} | {r['cpu_seconds']:.2f} |")
     results["check"] = rows
 
 
