@@ -62,3 +62,36 @@ def require_module(name: str):
 
 
 require_torch_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+R1_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<|User|>{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}<|Assistant|>{{ message['content'] }}<|end|>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}"
+)
+
+
+def make_char_tokenizer(chat_template: str | None = R1_CHAT_TEMPLATE):
+    """An offline character-level tokenizer (≈100 printable characters) with an R1-style chat template.
+
+    `<think>`/`</think>` are ordinary added tokens (not special), as in DeepSeek-R1-Distill; `<|end|>` is EOS.
+    """
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|end|>", "<|User|>", "<|Assistant|>"]
+    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    vocab = {t: i for i, t in enumerate(specials + ["<think>", "</think>"] + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>")
+    fast.add_special_tokens({"additional_special_tokens": ["<|User|>", "<|Assistant|>"]})
+    fast.add_tokens(["<think>", "</think>"])
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    return fast
