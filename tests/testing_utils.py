@@ -95,3 +95,49 @@ def make_char_tokenizer(chat_template: str | None = R1_CHAT_TEMPLATE):
     if chat_template is not None:
         fast.chat_template = chat_template
     return fast
+
+
+class ScriptedEngine:
+    """A generation engine with scripted replies, to test selection end to end with known correctness.
+
+    `script(problem_text, sample_index) -> (reply_text, finish_reason)`. Replies are encoded with the tokenizer and
+    end with EOS, like real ones. Counts the prompts and samples it was asked for.
+    """
+
+    name = "scripted"
+
+    def __init__(self, tokenizer, script, problems):
+        self.tokenizer, self.script, self.problems = tokenizer, script, problems
+        self.calls = 0
+        self.samples_generated = 0
+        self.issued: dict[str, int] = {}
+        self.fail_after: int | None = None
+
+    def _problem_of(self, prompt_ids):
+        text = self.tokenizer.decode(prompt_ids)
+        for p in self.problems:
+            if p in text:
+                return p
+        raise AssertionError("prompt does not contain a known problem")
+
+    def generate(self, prompts, num_samples, seed):
+        from hf_ssgr.rollouts import Sample
+
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated crash")
+        self.calls += 1
+        out = []
+        for prompt in prompts:
+            problem = self._problem_of(prompt)
+            samples = []
+            for _ in range(num_samples):
+                j = self.issued.get(problem, 0)
+                self.issued[problem] = j + 1
+                text, finish = self.script(problem, j)
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if finish == "eos":
+                    ids = ids + [self.tokenizer.eos_token_id]
+                samples.append(Sample(ids, finish))
+                self.samples_generated += 1
+            out.append(samples)
+        return out

@@ -14,12 +14,19 @@ from .callbacks import (
     PrunerState,
     ProgressCallback,
 )
+from .calibration import CalibrationConfig, SSGRCalibrator
 from .config import PruningConfig
 from .pruner import NonFiniteActivationError, OneShotPruner
+from .sources import list_sources, load_source, register_source
 
 __all__ = [
     "__version__",
     "OneShotPruner",
+    "SSGRCalibrator",
+    "CalibrationConfig",
+    "register_source",
+    "load_source",
+    "list_sources",
     "PruningConfig",
     "NonFiniteActivationError",
     "PrunerCallback",

@@ -332,14 +332,25 @@ class SSGRCalibrator:
         store_dir = cfg.rollouts_dir or tempfile.mkdtemp(prefix="hf_ssgr_rollouts_")
         store = RolloutStore(store_dir, meta)
         quality = QualityConfig(cfg.repetition_ngram, cfg.max_repeat_ratio, cfg.min_thinking_words)
-        engine = None
         n = cfg.num_generations
+        order = self._order(len(problems), rng)
+        wave = max(1, cfg.generation_batch_size // max(1, min(n, cfg.samples_per_round)))
+        self._engine = None  # created on the first generation: a fully stored run never starts one
+        try:
+            return self._generate_and_select(
+                problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir
+            )
+        finally:
+            if self._engine is not None and hasattr(self._engine, "close"):
+                self._engine.close()
+            self._engine = None
+
+    def _generate_and_select(self, problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir):
+        cfg = self.config
         rows: list[dict] = []
         counts: Counter = Counter()
         tokens_generated = 0
         responses_generated = 0
-        order = self._order(len(problems), rng)
-        wave = max(1, cfg.generation_batch_size // max(1, min(n, cfg.samples_per_round)))
         collected_tokens = 0
 
         def enough() -> bool:
@@ -361,14 +372,14 @@ class SSGRCalibrator:
             while active:
                 round_n = {p["problem_id"]: min(n - len(store.samples(p["problem_id"])), cfg.samples_per_round if cfg.early_stop else n) for p in active}
                 k = max(round_n.values())
-                if engine is None:
-                    engine = make_engine(
+                if self._engine is None:
+                    self._engine = make_engine(
                         cfg.engine, gen_model, gen_tok, gen_path, temperature=cfg.temperature, top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=cfg.seed,
                         vllm_kwargs=cfg.vllm_kwargs,
                     )
                 seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in active) + pos
-                outs = engine.generate([prompts[p["problem_id"]] for p in active], k, seed)
+                outs = self._engine.generate([prompts[p["problem_id"]] for p in active], k, seed)
                 for p, samples in zip(active, outs):
                     pid = p["problem_id"]
                     have = len(store.samples(pid))

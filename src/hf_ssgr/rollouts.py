@@ -198,6 +198,14 @@ class VLLMEngine:
         return results
 
 
+    def close(self) -> None:
+        """Shut vLLM's engine processes down now rather than at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None
+
+
 def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs):
     if engine == "transformers":
         kwargs.pop("vllm_kwargs", None)

@@ -86,7 +86,7 @@ _GSM8K_NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 def normalize_gold(answer: str) -> str:
     """Gold answers as math-verify likes them: GSM8K numbers lose thousands separators, `$` and trailing units."""
     a = str(answer).strip()
-    a = a.replace("$", "").strip()
+    a = a.replace("\\$", "").replace("$", "").strip()
     if _GSM8K_NUMBER.match(a.replace(" ", "")):
         return a.replace(",", "").replace(" ", "")
     m = re.match(r"^(-?[\d,]*\.?\d+)\s*[a-zA-Z%]+\.?$", a)  # "18 dollars", "5 cm"

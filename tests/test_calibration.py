@@ -1,0 +1,230 @@
+import json
+import logging
+import pathlib
+
+import datasets
+import pytest
+from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model
+
+import hf_ssgr.calibration as calibration_module
+from hf_ssgr import CalibrationConfig, SSGRCalibrator
+from hf_ssgr.calibration import CALIBRATION_COLUMNS
+from hf_ssgr.rollouts import PROMPT_SUFFIX, RolloutStore, encode_prompt
+from hf_ssgr.sources import load_source
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")
+MATH = str(FIXTURES / "math_train_sample.jsonl")
+PROBLEMS = load_source("GSM8K", path=GSM8K)
+GOLD = dict(zip(PROBLEMS["problem"], PROBLEMS["answer"]))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
+
+
+def build(model, tok, source="GSM8K", **kwargs):
+    kwargs.setdefault("source_path", GSM8K if source == "GSM8K" else None)
+    cal = SSGRCalibrator(CalibrationConfig(**kwargs))
+    return cal.build(model, source, tokenizer=tok), cal
+
+
+def check_contract(ds, max_length):
+    assert ds.column_names == CALIBRATION_COLUMNS
+    for row in ds:
+        assert 0 < len(row["input_ids"]) <= max_length
+        assert 0 <= row["prompt_length"] <= len(row["input_ids"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end on a tiny random model with the transformers engine
+
+
+def test_text_policy_windows(model, tok, tmp_path):
+    corpus = tmp_path / "c4.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"Document {i}: " + "lorem ipsum dolor " * 30}) + "\n" for i in range(6)))
+    ds, cal = build(model, tok, "C4", policy="text", num_samples=5, max_length=64, source_path=str(corpus))
+    check_contract(ds, 64)
+    assert len(ds) == 5 and set(ds["prompt_length"]) == {0} and all(len(r) == 64 for r in ds["input_ids"])
+    assert set(ds["source"]) == {"C4"}
+
+
+def test_prompt_only_rows_are_templated_prompts(model, tok):
+    ds, cal = build(model, tok, policy="prompt_only", num_samples=4, max_length=1024)
+    check_contract(ds, 1024)
+    for row in ds:
+        problem = PROBLEMS[int(row["problem_id"].split("/")[-1])]["problem"]
+        expected = encode_prompt(tok, problem)
+        assert row["input_ids"] == expected and row["prompt_length"] == len(expected)
+        text = tok.decode(expected)
+        assert text.endswith("<think>\n") and PROMPT_SUFFIX in text
+
+
+def test_rac_on_policy_rollouts(model, tok, tmp_path):
+    ds, cal = build(model, tok, policy="rac", num_samples=3, max_length=1024, max_new_tokens=12,
+                    rollouts_dir=str(tmp_path / "store"))
+    check_contract(ds, 1024)
+    assert len(ds) == 3 and set(ds["num_generations"]) == {1}
+    store = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json")))
+    for row in ds:
+        (sample,) = store.samples(row["problem_id"])
+        assert row["input_ids"][row["prompt_length"]:] == sample["response_ids"]
+        assert row["response_tokens"] == len(sample["response_ids"]) <= 12 + 1
+    info = json.loads(ds.info.description)
+    assert info["policy"] == "rac" and info["counts"]["responses_generated"] == 3
+    assert info["config"]["max_new_tokens"] == 12 and info["config"]["num_generations"] == 1
+
+    again, _ = build(model, tok, policy="rac", num_samples=3, max_length=1024, max_new_tokens=12,
+                     rollouts_dir=str(tmp_path / "store2"))
+    assert again["input_ids"] == ds["input_ids"], "same seed, same calibration set"
+
+
+def test_human_policy_on_mathr(model, tok):
+    ds, _ = build(model, tok, "MathR", policy="human", num_samples=30, max_length=4096,
+                  source_path={"GSM8K": GSM8K, "MATH": MATH})
+    assert len(ds) == 27
+    row = ds[0]
+    assert tok.decode(row["input_ids"][row["prompt_length"]:]).strip() != ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Selection through the real loop, with scripted generations
+
+
+def reply(problem, correct, length=1):
+    answer = GOLD[problem] if correct else str(int(GOLD[problem]) + 1)
+    return "I add the numbers one by one. " * length + f"</think>\nSo \\boxed{{{answer}}}"
+
+
+@pytest.fixture
+def scripted(monkeypatch, tok):
+    # Problem index i gets (i % 5) correct samples out of every 4: 0, 1, 2, 3, 4 -> c = 0, .25, .5, .75, 1
+    def script(problem, j):
+        i = PROBLEMS["problem"].index(problem)
+        return reply(problem, j % 4 < (i % 5), length=1 + j), "eos"
+
+    engine = ScriptedEngine(tok, script, PROBLEMS["problem"])
+    monkeypatch.setattr(calibration_module, "make_engine", lambda *a, **k: engine)
+    return engine
+
+
+def test_ssgr_selects_hard_correct_median(model, tok, scripted):
+    ds, cal = build(model, tok, policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2)
+    counts = cal.report["counts"]
+    # c = 1 problems (indices 4, 9) are dropped, c = 0 problems (0, 5, 10) have no correct sample
+    ids = sorted(int(p.split("/")[-1]) for p in ds["problem_id"])
+    assert ids == [1, 2, 3, 6, 7, 8, 11]
+    assert counts["too_easy"] == 2 and counts["no_correct"] == 3
+    for row in ds:
+        i = int(row["problem_id"].split("/")[-1])
+        assert row["correct_ratio"] == pytest.approx((i % 5) / 4)
+        # correct samples are j < i%5 with lengths 1..k: Eq. 1 takes r_m, m = max(k//2, 1)
+        k = i % 5
+        m = max(k // 2, 1)
+        assert tok.decode(row["input_ids"][row["prompt_length"]:]).count("I add") == m
+    assert counts["responses_generated"] == scripted.samples_generated == 12 * 4
+
+
+def test_streaming_stops_early_and_reports_cost(model, tok, scripted):
+    ds, cal = build(model, tok, policy="sgr", num_samples=3, num_generations=16, max_length=4096, samples_per_round=4)
+    counts = cal.report["counts"]
+    assert len(ds) == 3
+    assert counts["problems_visited"] <= 5
+    assert counts["responses_generated"] < 12 * 16
+    assert 0 < counts["generated_to_exhaustive_ratio"] < 0.5
+    for row in ds:
+        assert "\\boxed{" + GOLD[PROBLEMS[int(row["problem_id"].split("/")[-1])]["problem"]] in tok.decode(row["input_ids"])
+
+
+def test_no_thinking_keeps_the_answer_only(model, tok, scripted):
+    ds, _ = build(model, tok, policy="no_thinking", num_samples=2, num_generations=4, max_length=4096)
+    for row in ds:
+        response = tok.decode(row["input_ids"][row["prompt_length"]:])
+        assert response.startswith("</think>") and "I add" not in response
+
+
+def test_store_resume_after_crash(model, tok, scripted, tmp_path):
+    kwargs = dict(policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2,
+                  rollouts_dir=str(tmp_path / "store"), generation_batch_size=4)
+    scripted.fail_after = 3
+    with pytest.raises(KeyboardInterrupt):
+        build(model, tok, **kwargs)
+    # a torn line, as if the process died mid-write
+    store_file = tmp_path / "store" / "rollouts.jsonl"
+    with open(store_file, "a") as f:
+        f.write('{"problem_id": "GSM8K/3", "prompt_ids": [1, 2')
+    partial = scripted.samples_generated
+    assert partial > 0
+    scripted.fail_after = None
+    ds, cal = build(model, tok, **kwargs)
+
+    rollouts = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json"))).to_dataset()
+    keys = list(zip(rollouts["problem_id"], rollouts["sample_idx"]))
+    assert len(keys) == len(set(keys)), "no duplicated rollout"
+    per_problem = {}
+    for pid, _ in keys:
+        per_problem[pid] = per_problem.get(pid, 0) + 1
+    assert all(v <= 4 for v in per_problem.values())
+    # nothing generated twice: the total is what an uninterrupted run needs
+    assert scripted.samples_generated == len(keys)
+    assert sorted(ds["problem_id"]) == sorted(["GSM8K/1", "GSM8K/2", "GSM8K/3", "GSM8K/6", "GSM8K/7", "GSM8K/8", "GSM8K/11"])
+
+
+def test_store_refuses_another_generation_config(model, tok, scripted, tmp_path):
+    build(model, tok, policy="sgr", num_samples=1, num_generations=4, rollouts_dir=str(tmp_path / "s"))
+    with pytest.raises(ValueError, match="another model or generation config.*temperature"):
+        build(model, tok, policy="sgr", num_samples=1, num_generations=4, temperature=0.9, rollouts_dir=str(tmp_path / "s"))
+
+
+def test_too_few_problems_warns_and_returns_what_was_selected(model, tok, scripted, caplog):
+    with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
+        ds, cal = build(model, tok, policy="easy", num_samples=50, num_generations=4)
+    assert len(ds) == 2  # problems 4 and 9 are always right
+    assert "Only 2 of the 50 requested" in caplog.text
+
+
+def test_off_policy_rollouts_from_another_model(tok, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    make_tiny_model("llama", vocab_size=128, max_position_embeddings=2048, seed=5).save_pretrained(other)
+    tok.save_pretrained(other)
+    target = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
+    ds, cal = build(target, tok, policy="rac", num_samples=2, max_new_tokens=8, rollout_model=str(other))
+    assert set(ds["model"]) == {str(other)}
+    assert cal.report["rollout_model"] == str(other)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(policy="best"), "Unknown policy"), (dict(tau=0.0), r"outside \(0, 1\]"), (dict(tau=1.5), r"outside \(0, 1\]"),
+     (dict(engine="tgi"), "Unknown engine"), (dict(num_samples=0), "num_samples=0 must be >= 1")],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CalibrationConfig(**kwargs)
+
+
+def test_rac_and_ssgr_defaults():
+    assert (CalibrationConfig(policy="rac").num_generations, CalibrationConfig(policy="rac").max_new_tokens) == (1, 8192)
+    assert (CalibrationConfig().num_generations, CalibrationConfig().max_new_tokens, CalibrationConfig().tau) == (16, 32768, 0.75)
+
+
+def test_unknown_source_and_missing_template(model, tok):
+    with pytest.raises(ValueError, match="Unknown source 'MathQ'"):
+        SSGRCalibrator(CalibrationConfig(policy="prompt_only")).build(model, "MathQ", tokenizer=tok)
+    plain = make_char_tokenizer(chat_template=None)
+    with pytest.raises(ValueError, match="no chat template"):
+        build(model, plain, policy="prompt_only", num_samples=1)
+    with pytest.raises(ValueError, match="no answer column"):
+        SSGRCalibrator(CalibrationConfig(policy="prompt_only")).build(
+            model, datasets.Dataset.from_dict({"problem": ["x"]}), tokenizer=tok
+        )
