@@ -109,3 +109,14 @@ def test_sampling_decided_for_streaming():
     assert sampling_decided("hard", [S(1, True)] * 9, n, tau)
     assert not sampling_decided("median", [S(1, True)] * 15, n, tau)
     assert sampling_decided("median", [S(1, True)] * 16, n, tau)
+
+
+def test_samples_before_decision():
+    from hf_ssgr.selection import samples_before_decision
+
+    assert samples_before_decision("ssgr", [], 16, 0.75) == 13  # out only with 13 correct
+    assert samples_before_decision("ssgr", [S(1, True)] * 10, 16, 0.75) == 3
+    assert samples_before_decision("ssgr", [S(1, False)] * 10, 16, 0.75) == 6  # capped by what is left
+    assert samples_before_decision("sgr", [], 16, 0.75) == 1
+    assert samples_before_decision("median", [S(1, True)] * 4, 16, 0.75) == 12
+    assert samples_before_decision("median", [S(1, True)] * 16, 16, 0.75) == 0

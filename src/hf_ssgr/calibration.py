@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint
-from .selection import GENERATION_POLICIES, canonical_policy, sampling_decided, select_response
+from .selection import (
+    GENERATION_POLICIES,
+    canonical_policy,
+    samples_before_decision,
+    sampling_decided,
+    select_response,
+)
 from .sources import get_source, load_problems, load_texts
 from .verification import THINK_END, QualityConfig, verify_reply
 
@@ -370,7 +376,7 @@ class SSGRCalibrator:
             prompts = {p["problem_id"]: encode_prompt(gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs) for p in batch}
             active = [p for p in batch if not self._decided(store.samples(p["problem_id"]), n)]
             while active:
-                round_n = {p["problem_id"]: min(n - len(store.samples(p["problem_id"])), cfg.samples_per_round if cfg.early_stop else n) for p in active}
+                round_n = {p["problem_id"]: self._round_size(store.samples(p["problem_id"]), n) for p in active}
                 k = max(round_n.values())
                 if self._engine is None:
                     self._engine = make_engine(
@@ -434,6 +440,14 @@ class SSGRCalibrator:
             tokens_generated, 100 * counts["generated_to_exhaustive_ratio"],
         )
         return rows, counts
+
+    def _round_size(self, samples: list[dict], n: int) -> int:
+        """Samples to draw for a problem before the next early-stop check."""
+        left = n - len(samples)
+        if not self.config.early_stop:
+            return left
+        floor = samples_before_decision(self.config.policy, samples, n, self.config.tau)
+        return min(left, max(self.config.samples_per_round, floor))
 
     def _decided(self, samples: list[dict], n: int) -> bool:
         if len(samples) >= n:

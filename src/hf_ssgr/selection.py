@@ -32,6 +32,7 @@ __all__ = [
     "eq1_pick",
     "select_response",
     "sampling_decided",
+    "samples_before_decision",
     "Decision",
 ]
 
@@ -191,3 +192,26 @@ def sampling_decided(policy: str, samples: list[dict], n: int, tau: float) -> bo
     if policy == "medium":
         return wrong >= n / 2  # c = k/n ≤ 0.5 for sure
     return False
+
+
+def samples_before_decision(policy: str, samples: list[dict], n: int, tau: float) -> int:
+    """A lower bound on how many more samples must be drawn before `sampling_decided` can turn true.
+
+    Drawing fewer than this between two checks only adds generation rounds: e.g. SSGR with n = 16 and τ = 0.75 can
+    only rule a problem out once it has 13 correct samples.
+    """
+    policy = canonical_policy(policy)
+    k = sum(bool(s["correct"]) for s in samples)
+    wrong = len(samples) - k
+    left = n - len(samples)
+    if policy in ("ssgr", "no_thinking"):
+        need = int(tau * n) + 1 - k
+    elif policy == "hard":
+        need = n // 2 + 1 - k
+    elif policy == "medium":
+        need = -(-n // 2) - wrong
+    elif policy in ("sgr", "correct", "incorrect", "rac", "easy"):
+        need = 1
+    else:
+        need = left
+    return max(1, min(need, left)) if left > 0 else 0
