@@ -48,7 +48,7 @@ def throughput(args, results):
     prompts = [encode_prompt(tok, f"What is {a} + {b}?") for a, b in zip(range(3, 3 + args.prompts), range(7, 7 + args.prompts))]
     rows = []
     for engine_name in args.engines:
-        kwargs = dict(temperature=0.6, top_p=0.95, max_new_tokens=args.new_tokens, seed=0)
+        kwargs = dict(temperature=0.6, top_p=0.95, max_new_tokens=args.new_tokens, seed=0, ignore_eos=True)
         t0 = time.perf_counter()
         if engine_name == "vllm":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -71,7 +71,7 @@ def throughput(args, results):
         if hasattr(engine, "close"):
             engine.close()
     print(f"\n### Rollout throughput, random Qwen2 (hidden 256, 4 layers), {args.prompts} prompts x {args.samples} "
-          f"samples, up to {args.new_tokens} new tokens, bf16, {os.cpu_count()} CPU cores\n")
+          f"samples x {args.new_tokens} new tokens (EOS ignored), bf16, {os.cpu_count()} CPU cores\n")
     print("| engine | generated tokens | seconds | tokens/s | start-up s |")
     print("|---|---|---|---|---|")
     for r in rows:

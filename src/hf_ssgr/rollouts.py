@@ -103,8 +103,11 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, model, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, batch_size=16, seed=0):
+    def __init__(
+        self, model, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, batch_size=16, seed=0, ignore_eos=False
+    ):
         self.model, self.tokenizer = model, tokenizer
+        self.ignore_eos = ignore_eos  # generate exactly max_new_tokens (benchmarks)
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.batch_size, self.seed = batch_size, seed
         self.eos_ids = _eos_ids(tokenizer, model)
@@ -137,6 +140,7 @@ class TransformersEngine:
                     top_p=self.top_p if self.temperature > 0 else None,
                     top_k=0,
                     max_new_tokens=self.max_new_tokens,
+                    min_new_tokens=self.max_new_tokens if self.ignore_eos else None,
                     num_return_sequences=num_samples,
                     eos_token_id=self.eos_ids,
                     pad_token_id=self.pad_id,
@@ -145,7 +149,7 @@ class TransformersEngine:
                 for i in range(len(group)):
                     samples = []
                     for seq in new[i * num_samples : (i + 1) * num_samples]:
-                        cut = next((j for j, t in enumerate(seq) if t in self.eos_ids), None)
+                        cut = None if self.ignore_eos else next((j for j, t in enumerate(seq) if t in self.eos_ids), None)
                         if cut is None:
                             samples.append(Sample(seq[: self.max_new_tokens], "length"))
                         else:
@@ -161,7 +165,10 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, seed=0, **vllm_kwargs):
+    def __init__(
+        self, model_path: str, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, seed=0, ignore_eos=False,
+        **vllm_kwargs,
+    ):
         try:
             from vllm import LLM
         except ImportError as err:
@@ -171,16 +178,23 @@ class VLLMEngine:
             ) from err
         self.tokenizer = tokenizer
         self.temperature, self.top_p, self.max_new_tokens, self.seed = temperature, top_p, max_new_tokens, seed
+        self.ignore_eos = ignore_eos
         kwargs = {"seed": seed, "dtype": "auto"}
         kwargs.update(vllm_kwargs)
         self.llm = LLM(model=model_path, tokenizer=model_path, **kwargs)
         self.eos_ids = _eos_ids(tokenizer)
+        from vllm.platforms import current_platform
+
+        # vLLM's CPU backend cannot rewind a per-request generator when a prefill is chunked ("CPU Generator does not
+        # use offset"), so on CPU sampling relies on the engine-level seed alone.
+        self.per_request_seed = not current_platform.is_cpu()
 
     def generate(self, prompts: list[list[int]], num_samples: int, seed: int) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=num_samples, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens, seed=seed
+            n=num_samples, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
+            seed=seed if self.per_request_seed else None, ignore_eos=self.ignore_eos,
         )
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         results = []
