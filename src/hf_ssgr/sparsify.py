@@ -89,12 +89,23 @@ def accumulate_sq_norms(sq_norms: torch.Tensor, x: torch.Tensor, chunk_size: int
 
 
 def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of the `k` lowest entries of `scores` (whole tensor), ties towards the lower flat index."""
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        idx = torch.argsort(scores.reshape(-1), stable=True)[:k]
-        mask[idx] = True
-    return mask.reshape(scores.shape)
+    """Mask of the `k` lowest entries of `scores` (whole tensor), ties towards the lower flat index.
+
+    Selection in O(numel): the k-th smallest value is found with `kthvalue`; everything below it is taken, and the
+    entries equal to it fill the rest in flat order. Same result as a stable argsort, without the sort.
+    """
+    flat = scores.reshape(-1)
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, k).values
+    below = flat < threshold
+    equal = flat == threshold
+    missing = k - int(below.sum())
+    take_equal = equal & (torch.cumsum(equal, 0) <= missing)
+    return (below | take_equal).reshape(scores.shape)
 
 
 def row_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -144,16 +155,17 @@ def wanda_prune(
     return w.masked_fill(mask, 0.0)
 
 
-def _cholesky_inverse_upper(hessian: torch.Tensor, dampening: float, max_tries: int = 6) -> tuple[torch.Tensor, float]:
+def _cholesky_inverse_upper(hessian: torch.Tensor, dampening: float, max_damping: float = 100.0) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of `(H + λI)⁻¹` with λ = damping · mean(diag H).
 
-    If the factorisation fails, the relative damping is multiplied by 10 and the solve retried; the damping that
-    worked is returned so that the caller can record it.
+    If the factorisation fails, the relative damping is multiplied by 10 (starting from at least 1e-4) and the solve
+    retried, up to `max_damping`; the damping that worked is returned so that the caller can record it. There is no
+    silent fallback to an identity Hessian.
     """
     diag_mean = torch.mean(torch.diag(hessian))
     idx = torch.arange(hessian.shape[0], device=hessian.device)
     damping = dampening
-    for attempt in range(max_tries):
+    while True:
         h = hessian.clone()
         h[idx, idx] += damping * diag_mean
         chol, info = torch.linalg.cholesky_ex(h)
@@ -162,11 +174,12 @@ def _cholesky_inverse_upper(hessian: torch.Tensor, dampening: float, max_tries: 
             upper, info = torch.linalg.cholesky_ex(hinv, upper=True)
             if int(info) == 0 and torch.isfinite(upper).all():
                 return upper, damping
-        damping = damping * 10 if damping > 0 else 1e-6
-    raise torch.linalg.LinAlgError(
-        f"The Hessian is not positive definite even with damping {damping / 10:g} x mean(diag(H)): "
-        "check the calibration activations for degenerate inputs, or raise `dampening`."
-    )
+        if damping >= max_damping:
+            raise torch.linalg.LinAlgError(
+                f"The Hessian is not positive definite even with damping {damping:g} x mean(diag(H)): check the "
+                "calibration activations for degenerate inputs."
+            )
+        damping = max(damping * 10, 1e-4)
 
 
 def sparsegpt_prune(
@@ -310,11 +323,15 @@ def alps_prune(
     if factors is None:
         factors = alps_factors(gram, dampening)
     g, x_norm = factors.gram_n, factors.x_norm
-    eigvals, eigvecs = factors.eigvals, factors.eigvecs
+    q = factors.eigvecs.to(torch.float32)
+    q_t = q.t().contiguous()
+    eigvals = factors.eigvals
     device = g.device
 
-    def inv_plus_rho(r: float) -> torch.Tensor:  # (G + ρI)⁻¹ from the eigendecomposition
-        return (eigvecs @ ((1.0 / (eigvals + r)).unsqueeze(1) * eigvecs.t())).to(torch.float32)
+    def solve_plus_rho(r: float, rhs_: torch.Tensor) -> torch.Tensor:
+        # (G + ρI)⁻¹ rhs = Q diag(1 / (λ + ρ)) Qᵀ rhs: two products, no d³ re-inversion when ρ changes
+        scale = (1.0 / (eigvals + r)).to(torch.float32).unsqueeze(1)
+        return q @ (scale * (q_t @ rhs_))
 
     w = weight.to(device=device, dtype=torch.float32)
     d_out, d_in = w.shape
@@ -337,12 +354,11 @@ def alps_prune(
     d_init = d.clone()
     v = torch.zeros_like(b)
     supp_prev = support(d)
-    inv = inv_plus_rho(rho)
     init_rho = False
     iterations = 0
     for it in range(max_iter):
         iterations = it + 1
-        b = inv @ (rhs - v + rho * d)
+        b = solve_plus_rho(rho, rhs - v + rho * d)
         d = _alps_project((v + rho * b) / rho, keep, nm)
         v = v + rho * (b - d)
         if (it + 1) % update_iter == 0:
@@ -368,7 +384,6 @@ def alps_prune(
                 rho /= 5
             supp_prev = supp
             rho = min(rho, 1e6)
-            inv = inv_plus_rho(rho)
             if it >= switch_iter and change / k_spar < 0.0003:
                 break
 

@@ -1,0 +1,231 @@
+"""The pruning math against hand-computed cases and straightforward re-implementations (float64, no blocking)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hf_ssgr.sparsify import (
+    accumulate_gram,
+    accumulate_sq_norms,
+    alps_prune,
+    lowest_k_mask,
+    magnitude_prune,
+    nm_mask,
+    relative_reconstruction_error,
+    row_mask,
+    sparsegpt_prune,
+    wanda_prune,
+)
+
+
+def correlated_inputs(tokens=400, d_in=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(tokens, d_in, generator=g)
+    mix = torch.randn(d_in, d_in, generator=g) / d_in**0.5 + torch.diag(torch.rand(d_in, generator=g) * 3)
+    return z @ mix
+
+
+def weight(d_out=32, d_in=64, seed=1):
+    return torch.randn(d_out, d_in, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hand-computed masks
+
+
+def test_two_of_four_on_one_to_eight():
+    w = torch.arange(1.0, 9.0).reshape(1, 8)
+    assert magnitude_prune(w, 0.5, (2, 4)).tolist() == [[0, 0, 3, 4, 0, 0, 7, 8]]
+
+
+def test_mask_helpers_with_ties():
+    scores = torch.tensor([[3.0, 1.0, 1.0, 2.0], [0.0, 0.0, 0.0, 5.0]])
+    assert nm_mask(scores, 2, 4).tolist() == [[False, True, True, False], [True, True, False, False]]
+    assert row_mask(scores, 1).tolist() == [[False, True, False, False], [True, False, False, False]]
+    assert lowest_k_mask(scores, 3).tolist() == [[False, False, False, False], [True, True, True, False]]
+    assert lowest_k_mask(scores, 0).sum() == 0
+
+
+def test_wanda_uses_activation_norms():
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    x = torch.tensor([[10.0, 0.1, 0.1, 0.1]])  # channel 0 carries the signal
+    sq = torch.zeros(4)
+    accumulate_sq_norms(sq, x)
+    # |W|·|x|: [10, .2, .3, .4] -> the two lowest are channels 1 and 2; plain magnitude would drop channels 0 and 1
+    assert wanda_prune(w, sq, 1, 0.5).tolist() == [[1.0, 0.0, 0.0, 4.0]]
+    assert magnitude_prune(w, 0.5).tolist() == [[0.0, 0.0, 3.0, 4.0]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact sparsity
+
+
+def solve(method, w, x, sparsity, nm, block_size=128):
+    gram = torch.zeros(w.shape[1], w.shape[1])
+    count = accumulate_gram(gram, x)
+    sq = torch.zeros(w.shape[1])
+    accumulate_sq_norms(sq, x)
+    if method == "magnitude":
+        return magnitude_prune(w, sparsity, nm)
+    if method == "wanda":
+        return wanda_prune(w, sq, count, sparsity, nm)
+    if method == "sparsegpt":
+        return sparsegpt_prune(w, gram, count, sparsity, nm, block_size=block_size)[0]
+    return alps_prune(w, gram, sparsity, nm, max_iter=60)[0]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "alps"])
+@pytest.mark.parametrize("pattern", [None, (2, 4), (4, 8)])
+def test_exact_sparsity(method, pattern):
+    w, x = weight(), correlated_inputs()
+    sparsity = 0.5 if pattern is None else pattern[0] / pattern[1]
+    out = solve(method, w, x, sparsity, pattern, block_size=16)
+    if pattern is None:
+        if method == "wanda":
+            assert ((out == 0).sum(1) == 32).all()  # per row
+        elif method == "sparsegpt":
+            for b in range(0, 64, 16):  # per rows x block
+                assert int((out[:, b : b + 16] == 0).sum()) == 32 * 16 // 2
+        assert int((out == 0).sum()) == w.numel() // 2
+    else:
+        n, m = pattern
+        assert ((out.reshape(32, -1, m) == 0).sum(-1) == n).all()
+
+
+def test_unstructured_sparsity_that_is_not_a_half():
+    w, x = weight(), correlated_inputs()
+    assert int((solve("magnitude", w, x, 0.3, None) == 0).sum()) == int(w.numel() * 0.3)
+    assert ((solve("wanda", w, x, 0.3, None) == 0).sum(1) == int(64 * 0.3)).all()
+    assert int((solve("alps", w, x, 0.3, None) == 0).sum()) == w.numel() - round(0.7 * w.numel())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Equality with straightforward implementations
+
+
+def naive_sparsegpt(w, x, sparsity, nm, block_size, dampening=0.01):
+    """Column by column over the whole matrix, full updates, float64."""
+    W = w.double().clone()
+    X = x.double()
+    H = 2.0 / X.shape[0] * X.T @ X
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += dampening * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)
+    rows, cols = W.shape
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    for i in range(cols):
+        if nm is None and i % block_size == 0:
+            j = min(i + block_size, cols)
+            scores = (W[:, i:j] ** 2 / torch.diag(Hinv)[i:j] ** 2).flatten().numpy()
+            k = int(scores.size * sparsity)
+            chosen = np.argsort(scores, kind="stable")[:k]
+            block = np.zeros(scores.size, dtype=bool)
+            block[chosen] = True
+            mask[:, i:j] = torch.from_numpy(block.reshape(rows, j - i))
+        if nm is not None and i % nm[1] == 0:
+            n, m = nm
+            scores = W[:, i : i + m] ** 2 / torch.diag(Hinv)[i : i + m] ** 2
+            for r in range(rows):
+                for c in np.argsort(scores[r].numpy(), kind="stable")[:n]:
+                    mask[r, i + c] = True
+        q = W[:, i].clone()
+        q[mask[:, i]] = 0.0
+        err = (W[:, i] - q) / Hinv[i, i]
+        W[:, i:] -= err.unsqueeze(1) * Hinv[i, i:].unsqueeze(0)
+        W[:, i] = q
+    return W
+
+
+@pytest.mark.parametrize("shape, block_size", [((16, 64), 128), ((24, 96), 32), ((20, 72), 32)])
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_sparsegpt_equals_unblocked_reference(shape, block_size, nm):
+    w = weight(*shape, seed=3)
+    x = correlated_inputs(tokens=300, d_in=shape[1], seed=4)
+    x[:, 5] = 0.0  # a dead input
+    gram = torch.zeros(shape[1], shape[1])
+    count = accumulate_gram(gram, x, chunk_size=64)
+    got, info = sparsegpt_prune(w, gram, count, 0.5, nm, block_size=block_size)
+    ref = naive_sparsegpt(w, x, 0.5, nm, block_size)
+    assert info.damping == 0.01
+    assert torch.equal(got == 0, ref == 0)
+    assert bool((got[:, 5] == 0).all())
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_wanda_equals_reference(nm):
+    w, x = weight(), correlated_inputs()
+    sq = torch.zeros(64)
+    assert accumulate_sq_norms(sq, x, chunk_size=37) == 400
+    torch.testing.assert_close(sq, (x**2).sum(0))
+    got = wanda_prune(w, sq, 400, 0.5, nm)
+    metric = (w.abs() * torch.sqrt((x**2).mean(0))).numpy()
+    expected = w.clone().numpy()
+    for r in range(w.shape[0]):
+        if nm is None:
+            expected[r, np.argsort(metric[r], kind="stable")[:32]] = 0
+        else:
+            for g in range(0, 64, 4):
+                expected[r, g + np.argsort(metric[r, g : g + 4], kind="stable")[:2]] = 0
+    assert torch.equal(got, torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("nm", [None, (4, 8)])
+def test_magnitude_equals_reference(nm):
+    w = weight()
+    got = magnitude_prune(w, 0.5, nm)
+    a = w.abs().numpy()
+    expected = w.clone().numpy()
+    if nm is None:
+        flat = expected.reshape(-1)
+        flat[np.argsort(a.reshape(-1), kind="stable")[: w.numel() // 2]] = 0
+    else:
+        for r in range(w.shape[0]):
+            for g in range(0, 64, 8):
+                expected[r, g + np.argsort(a[r, g : g + 8], kind="stable")[:4]] = 0
+    assert torch.equal(got, torch.from_numpy(expected))
+
+
+def test_gram_and_error_metric():
+    x = correlated_inputs(tokens=257, d_in=48)
+    gram = torch.zeros(48, 48)
+    assert accumulate_gram(gram, x.reshape(1, 257, 48), chunk_size=50) == 257
+    torch.testing.assert_close(gram, x.T @ x, rtol=1e-5, atol=1e-3)
+    w = weight(16, 48)
+    w_hat = magnitude_prune(w, 0.5)
+    direct = torch.linalg.norm((w - w_hat) @ x.T) ** 2 / torch.linalg.norm(w @ x.T) ** 2
+    assert relative_reconstruction_error(w, w_hat, gram) == pytest.approx(float(direct), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quality, damping, determinism
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_second_order_methods_reconstruct_better(nm):
+    w, x = weight(48, 96, seed=7), correlated_inputs(tokens=500, d_in=96, seed=8)
+    gram = torch.zeros(96, 96)
+    accumulate_gram(gram, x)
+    errors = {m: relative_reconstruction_error(w, solve(m, w, x, 0.5, nm), gram) for m in ("magnitude", "wanda", "sparsegpt", "alps")}
+    for good in ("sparsegpt", "alps"):
+        for bad in ("magnitude", "wanda"):
+            assert errors[good] < errors[bad], errors
+
+
+def test_damping_is_raised_when_cholesky_fails():
+    w = weight(8, 16)
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))  # rank 4 < 16: singular without damping
+    gram = torch.zeros(16, 16)
+    accumulate_gram(gram, x)
+    gram[0, 1] = gram[1, 0] = gram[0, 0] * 10  # make it indefinite
+    out, info = sparsegpt_prune(w, gram, 4, 0.5, dampening=0.0)
+    assert info.damping > 0 and torch.isfinite(out).all()
+    assert int((out == 0).sum()) == w.numel() // 2
+
+
+def test_solvers_are_deterministic():
+    w, x = weight(), correlated_inputs()
+    for method in ("magnitude", "wanda", "sparsegpt", "alps"):
+        assert torch.equal(solve(method, w, x, 0.5, None), solve(method, w, x, 0.5, None)), method
