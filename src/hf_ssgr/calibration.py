@@ -400,6 +400,10 @@ class SSGRCalibrator:
                         })  # fmt: skip
                         tokens_generated += len(s.response_ids)
                         responses_generated += 1
+                        counts["responses_correct"] += v.correct
+                        counts["responses_truncated"] += s.finish_reason == "length"
+                        for flag in ("repetitive", "no_reasoning", "wrong_format"):
+                            counts[f"responses_{flag}"] += getattr(v, flag)
                     all_samples = store.samples(pid) + new
                     done = self._decided(all_samples, n)
                     store.append(pid, prompts[pid], new, done=done)
