@@ -390,9 +390,10 @@ class OneShotPruner:
             raise ValueError("targets/exclude leave no module to prune: loosen them.")
         self._check_divisibility(targets, model if prune_head else None)
 
+        # Magnitude pruning reads calibration data only to measure the reconstruction error.
         needs_data = cfg.method != "magnitude" or (calibration is not None and cfg.reconstruction_error)
         rows = None
-        if calibration is not None or needs_data:
+        if needs_data:
             if calibration is None:
                 raise ValueError(f"method={cfg.method!r} needs calibration data: pass a Dataset with 'input_ids'.")
             rows = _as_rows(calibration, need_prompt_length=cfg.token_mask != "all")
