@@ -174,6 +174,15 @@ def _load_model(model_or_path, tokenizer):
     return model_or_path, tokenizer, None
 
 
+def _load_tokenizer(model_or_path):
+    """The tokenizer alone, for policies that generate nothing (no need to load the weights)."""
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise ValueError("Pass tokenizer=... with a model object (or pass a Hub id / local path instead).")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_or_path))
+
+
 class SSGRCalibrator:
     """Builds calibration Datasets from a model's own reasoning (SSGR, RAC and every baseline and ablation).
 
@@ -197,7 +206,7 @@ class SSGRCalibrator:
         source_name = source if isinstance(source, str) else "user"
         rng = random.Random(cfg.seed)
         if cfg.policy == "text":
-            model_obj, tok, _ = _load_model(model, tokenizer) if tokenizer is None else (model, tokenizer, None)
+            tok = tokenizer or _load_tokenizer(model)
             rows = self._text_rows(load_texts(source, cfg.source_path), tok, source_name, rng)
             counts = {"documents_sampled": len(rows)}
         else:
@@ -208,10 +217,7 @@ class SSGRCalibrator:
                 model_obj, tok, model_path = _load_model(model, tokenizer)
                 rows, counts = self._rollout_rows(model_obj, tok, model_path, problems, rng)
             else:
-                tok = tokenizer
-                if tok is None:
-                    _, tok, _ = _load_model(model, None)
-                rows, counts = self._static_rows(problems, tok, rng)
+                rows, counts = self._static_rows(problems, tokenizer or _load_tokenizer(model), rng)
         if len(rows) < cfg.num_samples and cfg.policy != "rac":
             logger.warning(
                 "Only %d of the %d requested calibration rows could be selected (policy %s, counts %s): the source "
