@@ -154,14 +154,15 @@ def scale(args, results):
         shape["num_hidden_layers"] = args.layers
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    model = qwen2("cuda", torch.bfloat16, **shape)
+    model = qwen2("cpu" if args.stream else "cuda", torch.bfloat16, **shape)
     torch.cuda.synchronize()
     build = time.perf_counter() - t0
     model_gib = torch.cuda.memory_allocated() / 2**30
     g = torch.Generator().manual_seed(0)
     calib = torch.randint(0, shape["vocab_size"], (args.rows, args.seq_len), generator=g)
     timer = PhaseTimer(os.path.join(args.out_dir, "scale_layers.jsonl") if args.out_dir else None)
-    cfg = PruningConfig(method=args.method, sparsity=0.5, sparsity_type=args.sparsity_type)
+    cfg = PruningConfig(method=args.method, sparsity=0.5, sparsity_type=args.sparsity_type,
+                        device="cuda" if args.stream else None, offload_activations=args.stream)
     torch.cuda.reset_peak_memory_stats()
     timer.t = time.perf_counter()
     start = timer.t
@@ -170,12 +171,13 @@ def scale(args, results):
     torch.cuda.synchronize()
     total = time.perf_counter() - start
     errors = [m["error"] for m in pruner.state.module_metrics.values()]
-    row = dict(method=args.method, pattern=args.sparsity_type, layers=shape["num_hidden_layers"], rows=args.rows,
+    row = dict(method=args.method, pattern=args.sparsity_type, stream=args.stream, layers=shape["num_hidden_layers"], rows=args.rows,
                seq_len=args.seq_len, build_s=build, model_gib=model_gib, total_s=total,
                peak_gib=torch.cuda.max_memory_allocated() / 2**30, mean_error=sum(errors) / len(errors),
                **{f"{k}_s": v for k, v in timer.phases.items()}, per_layer=timer.layers)
+    where = "model and activations on the CPU, one layer at a time on the GPU" if args.stream else "all on the GPU"
     print(f"\n### {args.method} {args.sparsity_type}, R1-Distill-Qwen-7B shape ({row['layers']} layers), "
-          f"{args.rows} x {args.seq_len} tokens, bf16, {torch.cuda.get_device_name()}\n")
+          f"{args.rows} x {args.seq_len} tokens, bf16, {where}, {torch.cuda.get_device_name()}\n")
     print("| total s | capture s | stats s | solve s | propagate s | peak GPU GiB | model GiB | mean rel. error |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {total:.1f} | {row['capture_s']:.1f} | {row['stats_s']:.1f} | {row['solve_s']:.1f} | "
@@ -241,6 +243,8 @@ def main():
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=16384)
     parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers than the real 28")
+    parser.add_argument("--stream", action="store_true",
+                        help="keep the model and the cached activations on the CPU; move one layer at a time to the GPU")
     parser.add_argument("--tokens", type=int, nargs="+", default=[16384])
     parser.add_argument("--out", default="benchmarks/results/prune_gpu.json")
     parser.add_argument("--out-dir", default=None, help="also append per-layer lines to OUT_DIR/scale_layers.jsonl")
