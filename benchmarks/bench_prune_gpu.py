@@ -171,17 +171,22 @@ def scale(args, results):
     torch.cuda.synchronize()
     total = time.perf_counter() - start
     errors = [m["error"] for m in pruner.state.module_metrics.values()]
-    row = dict(method=args.method, pattern=args.sparsity_type, stream=args.stream, layers=shape["num_hidden_layers"], rows=args.rows,
+    import resource
+
+    row = dict(method=args.method, pattern=args.sparsity_type, stream=args.stream,
+               peak_host_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, layers=shape["num_hidden_layers"], rows=args.rows,
                seq_len=args.seq_len, build_s=build, model_gib=model_gib, total_s=total,
                peak_gib=torch.cuda.max_memory_allocated() / 2**30, mean_error=sum(errors) / len(errors),
                **{f"{k}_s": v for k, v in timer.phases.items()}, per_layer=timer.layers)
     where = "model and activations on the CPU, one layer at a time on the GPU" if args.stream else "all on the GPU"
     print(f"\n### {args.method} {args.sparsity_type}, R1-Distill-Qwen-7B shape ({row['layers']} layers), "
           f"{args.rows} x {args.seq_len} tokens, bf16, {where}, {torch.cuda.get_device_name()}\n")
-    print("| total s | capture s | stats s | solve s | propagate s | peak GPU GiB | model GiB | mean rel. error |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| total s | capture s | stats s | solve s | propagate s | peak GPU GiB | model GiB on GPU | peak host RSS GiB "
+          "| mean rel. error |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {total:.1f} | {row['capture_s']:.1f} | {row['stats_s']:.1f} | {row['solve_s']:.1f} | "
-          f"{row['propagate_s']:.1f} | {row['peak_gib']:.1f} | {model_gib:.1f} | {row['mean_error']:.4f} |")
+          f"{row['propagate_s']:.1f} | {row['peak_gib']:.1f} | {model_gib:.1f} | {row['peak_host_rss_gib']:.1f} "
+          f"| {row['mean_error']:.4f} |")
     results.setdefault("scale", []).append(row)
     del model, pruner
     torch.cuda.empty_cache()
