@@ -207,7 +207,7 @@ def _to_device(obj: Any, device: torch.device, memo: dict | None = None, pin: bo
     if isinstance(obj, torch.Tensor):
         key = id(obj)
         if key not in memo:
-            moved = obj.to(device)
+            moved = obj.to(device, non_blocking=obj.device.type == "cpu" and obj.is_pinned())
             if pin and moved.device.type == "cpu" and not moved.is_pinned():
                 moved = moved.pin_memory()
             memo[key] = (obj, moved)  # keep obj alive so its id is not reused
@@ -631,29 +631,49 @@ class OneShotPruner:
 
     def _collect(self, layer, i, modules, batches, device):
         method = self.config.method
+        finite = []
         with _LayerStats(modules, self._need_gram(), method == "wanda", self.config.chunk_size) as stats:
             for b in batches:
                 stats.begin_batch(b.stat_mask)
                 out = self._run_layer(layer, i, b, device)
-                self._check_finite(out, b, f"decoder layer {i}")
+                finite.append(self._finite_flag(out, b))
                 del out
+        self._raise_if_non_finite(finite, f"decoder layer {i}")
         return stats
 
     def _propagate(self, layer, i, batches, device, storage):
+        finite = []
         for b in batches:
             out = self._run_layer(layer, i, b, device)
-            self._check_finite(out, b, f"decoder layer {i}")
-            b.hidden = out.to(storage)
+            finite.append(self._finite_flag(out, b))
+            if b.hidden.is_pinned() and b.hidden.shape == out.shape and b.hidden.dtype == out.dtype:
+                # The input was already copied to the device earlier on this stream, so its pinned buffer can take the
+                # output asynchronously: no pageable copy, no synchronisation per batch.
+                b.hidden.copy_(out, non_blocking=True)
+            else:
+                b.hidden = out.to(storage)
+        self._raise_if_non_finite(finite, f"decoder layer {i}")
+        if device.type == "cuda" and storage.type == "cpu":
+            torch.cuda.synchronize(device)  # the host buffers are complete before anyone reads them
 
-    def _check_finite(self, hidden: torch.Tensor, batch: _Batch, where: str) -> None:
+    @staticmethod
+    def _finite_flag(hidden: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        """A device-side flag (no synchronisation): whether the non-padding activations are all finite."""
         h = hidden
         if batch.attention_mask is not None:
             h = hidden[batch.attention_mask.to(hidden.device).bool()]
-        if not bool(torch.isfinite(h).all()):
+        return torch.isfinite(h).all()
+
+    @staticmethod
+    def _raise_if_non_finite(flags: list[torch.Tensor], where: str) -> None:
+        if flags and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
             raise NonFiniteActivationError(
                 f"Non-finite activations (NaN or inf) at the output of {where}: the model overflows on the calibration "
                 "data. Load it in bfloat16 or float32 instead of float16, and check the calibration rows."
             )
+
+    def _check_finite(self, hidden: torch.Tensor, batch: _Batch, where: str) -> None:
+        self._raise_if_non_finite([self._finite_flag(hidden, batch)], where)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Solving
