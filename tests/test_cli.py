@@ -32,3 +32,16 @@ def test_cli_usage(capsys):
     assert main([]) == 0
     assert main(["frobnicate"]) == 2
     assert "usage: hf-ssgr" in capsys.readouterr().out
+
+
+def test_every_prune_recipe_parses():
+    import pathlib
+
+    from hf_ssgr.cli import PruneArguments, _parse
+    from hf_ssgr.config import PRUNING_METHODS, PruningConfig
+
+    recipes = sorted((pathlib.Path(__file__).resolve().parents[1] / "recipes").glob("prune_*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        args, config = _parse((PruneArguments, PruningConfig), ["--config", str(recipe)])
+        assert config.method in PRUNING_METHODS, recipe
