@@ -45,7 +45,10 @@ def throughput(args, results):
     tok = make_char_tokenizer()
     model = make_tiny_model("qwen2", vocab_size=128, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)  # fmt: skip
-    prompts = [encode_prompt(tok, f"What is {a} + {b}?") for a, b in zip(range(3, 3 + args.prompts), range(7, 7 + args.prompts))]
+    prompts = [
+        encode_prompt(tok, f"What is {a} + {b}?")
+        for a, b in zip(range(3, 3 + args.prompts), range(7, 7 + args.prompts))
+    ]
     rows = []
     for engine_name in args.engines:
         kwargs = dict(temperature=0.6, top_p=0.95, max_new_tokens=args.new_tokens, seed=0, ignore_eos=True)
@@ -55,27 +58,47 @@ def throughput(args, results):
             path = tempfile.mkdtemp(prefix="bench_vllm_")
             model.save_pretrained(path)
             tok.save_pretrained(path)
-            engine = make_engine("vllm", None, tok, path, vllm_kwargs={"dtype": "bfloat16", "enforce_eager": True,
-                                                                         "max_model_len": 2048}, **kwargs)
+            engine = make_engine(
+                "vllm",
+                None,
+                tok,
+                path,
+                vllm_kwargs={"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 2048},
+                **kwargs,
+            )
         else:
-            engine = make_engine("transformers", model.to(torch.bfloat16), tok, None,
-                                 batch_size=args.prompts * args.samples, **kwargs)
+            engine = make_engine(
+                "transformers", model.to(torch.bfloat16), tok, None, batch_size=args.prompts * args.samples, **kwargs
+            )
         startup = time.perf_counter() - t0
         engine.generate(prompts[:1], 1, seed=1)  # warm-up
         t0 = time.perf_counter()
         outs = engine.generate(prompts, args.samples, seed=2)
         seconds = time.perf_counter() - t0
         tokens = sum(len(s.response_ids) for o in outs for s in o)
-        rows.append(dict(engine=engine_name, prompts=len(prompts), samples=args.samples, tokens=tokens,
-                         seconds=seconds, tokens_per_s=tokens / seconds, startup_s=startup))
+        rows.append(
+            dict(
+                engine=engine_name,
+                prompts=len(prompts),
+                samples=args.samples,
+                tokens=tokens,
+                seconds=seconds,
+                tokens_per_s=tokens / seconds,
+                startup_s=startup,
+            )
+        )
         if hasattr(engine, "close"):
             engine.close()
-    print(f"\n### Rollout throughput, random Qwen2 (hidden 256, 4 layers), {args.prompts} prompts x {args.samples} "
-          f"samples x {args.new_tokens} new tokens (EOS ignored), bf16, {os.cpu_count()} CPU cores\n")
+    print(
+        f"\n### Rollout throughput, random Qwen2 (hidden 256, 4 layers), {args.prompts} prompts x {args.samples} "
+        f"samples x {args.new_tokens} new tokens (EOS ignored), bf16, {os.cpu_count()} CPU cores\n"
+    )
     print("| engine | generated tokens | seconds | tokens/s | start-up s |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['engine']} | {r['tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {r['startup_s']:.1f} |")
+        print(
+            f"| {r['engine']} | {r['tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {r['startup_s']:.1f} |"
+        )
     results["throughput"] = rows
 
 
@@ -116,8 +139,18 @@ def selection(args, results):
         for i in range(int(args.pool * share)):
             p = min(1.0, max(0.0, rng.betavariate(mean_p * 6, (1 - mean_p) * 6)))
             mean_len = 60 + int(240 * (1 - mean_p))
-            rows.append(dict(problem_id=f"{bucket}/{i}", problem=f"Problem {bucket}-{i}: find n.", answer=str(i % 97),
-                             solution="", source=bucket, level=bucket, p=p, mean_len=mean_len))
+            rows.append(
+                dict(
+                    problem_id=f"{bucket}/{i}",
+                    problem=f"Problem {bucket}-{i}: find n.",
+                    answer=str(i % 97),
+                    solution="",
+                    source=bucket,
+                    level=bucket,
+                    p=p,
+                    mean_len=mean_len,
+                )
+            )
     pool = datasets.Dataset.from_list(rows)
     model = make_tiny_model("qwen2", vocab_size=128)
     out = []
@@ -139,13 +172,17 @@ def selection(args, results):
                         selected=sorted(ds["problem_id"])))  # fmt: skip
     exhaustive, streaming = out
     same = exhaustive["selected"] == streaming["selected"]
-    print(f"\n### SSGR selection cost, simulated MathR-like pool of {len(rows)} problems, n = 16, tau = 0.75, "
-          f"{args.num_samples} rows\n")
+    print(
+        f"\n### SSGR selection cost, simulated MathR-like pool of {len(rows)} problems, n = 16, tau = 0.75, "
+        f"{args.num_samples} rows\n"
+    )
     print("| mode | rows | problems sampled | responses | tokens | tokens vs exhaustive |")
     print("|---|---|---|---|---|---|")
     for r in out:
-        print(f"| {r['mode']} | {r['rows']} | {r['problems_sampled']} | {r['responses']} | {r['tokens']} "
-              f"| {r['tokens'] / exhaustive['tokens']:.3f} |")
+        print(
+            f"| {r['mode']} | {r['rows']} | {r['problems_sampled']} | {r['responses']} | {r['tokens']} "
+            f"| {r['tokens'] / exhaustive['tokens']:.3f} |"
+        )
     print(f"\nSame rows selected by both: {same}")
     for r in out:
         r.pop("selected")

@@ -57,8 +57,9 @@ def single(args) -> dict:
     g = torch.Generator().manual_seed(1)
     calib = torch.randint(0, shape["vocab_size"], (args.rows, args.seq_len), generator=g)
     baseline = current_rss_mib()
-    cfg = PruningConfig(method=args.single, sparsity=0.5, sparsity_type=args.sparsity_type,
-                        reconstruction_error=not args.no_error)
+    cfg = PruningConfig(
+        method=args.single, sparsity=0.5, sparsity_type=args.sparsity_type, reconstruction_error=not args.no_error
+    )
     pruner = OneShotPruner(cfg, progress_bar=False)
     t0 = time.perf_counter()
     pruner.prune(model, calib)
@@ -94,8 +95,11 @@ def main():
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--no-error", action="store_true",
-                        help="skip the per-module error metric (saves the X^T X of Wanda and magnitude)")
+    parser.add_argument(
+        "--no-error",
+        action="store_true",
+        help="skip the per-module error metric (saves the X^T X of Wanda and magnitude)",
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "prune_cpu.json"))
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,18 +116,28 @@ def main():
             raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"{method}: {results[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
-    print(f"\n### Prune on CPU: Qwen2.5-0.5B shape ({args.layers} layers), {args.rows} x {args.seq_len} tokens, "
-          f"{args.dtype}, {os.cpu_count()} cores\n")
-    print("| method | pattern | error metric | wall s | solve s | peak RSS MiB | RSS over baseline MiB | mean err | max err "
-          "| sparsity |")
+    print(
+        f"\n### Prune on CPU: Qwen2.5-0.5B shape ({args.layers} layers), {args.rows} x {args.seq_len} tokens, "
+        f"{args.dtype}, {os.cpu_count()} cores\n"
+    )
+    print(
+        "| method | pattern | error metric | wall s | solve s | peak RSS MiB | RSS over baseline MiB | mean err | max err "
+        "| sparsity |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['method']} | {r['pattern']} | {'on' if r['reconstruction_error'] else 'off'} | {r['wall_s']:.1f} | "
-              f"{r['solve_s']:.1f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['baseline_rss_mib']:.0f} | "
-              f"{r['mean_error']:.4f} | {r['max_error']:.4f} | {r['sparsity']:.3f} |")
+        print(
+            f"| {r['method']} | {r['pattern']} | {'on' if r['reconstruction_error'] else 'off'} | {r['wall_s']:.1f} | "
+            f"{r['solve_s']:.1f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['baseline_rss_mib']:.0f} | "
+            f"{r['mean_error']:.4f} | {r['max_error']:.4f} | {r['sparsity']:.3f} |"
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "results": results}, f, indent=2)
+        json.dump(
+            {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "results": results},
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,15 @@ def linear_weights(model):
 
 
 def check(results):
-    small = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=8,
-                 num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024)
+    small = dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=512,
+        max_position_embeddings=1024,
+    )
     g = torch.Generator().manual_seed(1)
     calib = [torch.randint(0, 512, (256,), generator=g).tolist() for _ in range(8)]
     rows = []
@@ -76,9 +83,13 @@ def check(results):
                 model = qwen2("cpu", torch.float32, **small)  # same weights everywhere (CPU RNG)
                 if where == "cuda":
                     model.to("cuda")
-                cfg = PruningConfig(method=method, sparsity=0.5, sparsity_type=pattern,
-                                    device="cuda" if where == "stream" else None,
-                                    offload_activations=where == "stream")
+                cfg = PruningConfig(
+                    method=method,
+                    sparsity=0.5,
+                    sparsity_type=pattern,
+                    device="cuda" if where == "stream" else None,
+                    offload_activations=where == "stream",
+                )
                 t0 = time.perf_counter()
                 pruner = OneShotPruner(cfg, progress_bar=False)
                 pruner.prune(model, calib)
@@ -93,17 +104,32 @@ def check(results):
                 agree = sum(int(((w[n] == 0) == (ref[n] == 0)).sum()) for n in ref) / sum(ref[n].numel() for n in ref)
                 diff = max(float((w[n] - ref[n]).abs().max()) for n in ref)
                 same_as_gpu = all(torch.equal(w[n], outs["cuda"][0][n]) for n in ref)
-                rows.append(dict(method=method, pattern=pattern, run=where, mask_agreement=agree, max_abs_diff=diff,
-                                 identical_to_all_gpu=same_as_gpu, seconds=outs[where][1], cpu_seconds=outs["cpu"][1],
-                                 mean_error=outs[where][2], cpu_mean_error=outs["cpu"][2]))
+                rows.append(
+                    dict(
+                        method=method,
+                        pattern=pattern,
+                        run=where,
+                        mask_agreement=agree,
+                        max_abs_diff=diff,
+                        identical_to_all_gpu=same_as_gpu,
+                        seconds=outs[where][1],
+                        cpu_seconds=outs["cpu"][1],
+                        mean_error=outs[where][2],
+                        cpu_mean_error=outs["cpu"][2],
+                    )
+                )
     print("\n### CUDA vs CPU (3-layer Qwen2, hidden 256, fp32, 8 x 256 tokens)\n")
-    print("| method | pattern | run | mask agreement | max abs diff | identical to all-GPU | mean err | CPU mean err "
-          "| s | CPU s |")
+    print(
+        "| method | pattern | run | mask agreement | max abs diff | identical to all-GPU | mean err | CPU mean err "
+        "| s | CPU s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['pattern']} | {r['run']} | {r['mask_agreement']:.5f} | {r['max_abs_diff']:.2e} "
-              f"| {r['identical_to_all_gpu']} | {r['mean_error']:.5f} | {r['cpu_mean_error']:.5f} "
-              f"| {r['seconds']:.2f} | {r['cpu_seconds']:.2f} |")
+        print(
+            f"| {r['method']} | {r['pattern']} | {r['run']} | {r['mask_agreement']:.5f} | {r['max_abs_diff']:.2e} "
+            f"| {r['identical_to_all_gpu']} | {r['mean_error']:.5f} | {r['cpu_mean_error']:.5f} "
+            f"| {r['seconds']:.2f} | {r['cpu_seconds']:.2f} |"
+        )
     results["check"] = rows
 
 
@@ -161,8 +187,13 @@ def scale(args, results):
     g = torch.Generator().manual_seed(0)
     calib = torch.randint(0, shape["vocab_size"], (args.rows, args.seq_len), generator=g)
     timer = PhaseTimer(os.path.join(args.out_dir, "scale_layers.jsonl") if args.out_dir else None)
-    cfg = PruningConfig(method=args.method, sparsity=0.5, sparsity_type=args.sparsity_type,
-                        device="cuda" if args.stream else None, offload_activations=args.stream)
+    cfg = PruningConfig(
+        method=args.method,
+        sparsity=0.5,
+        sparsity_type=args.sparsity_type,
+        device="cuda" if args.stream else None,
+        offload_activations=args.stream,
+    )
     torch.cuda.reset_peak_memory_stats()
     timer.t = time.perf_counter()
     start = timer.t
@@ -173,20 +204,37 @@ def scale(args, results):
     errors = [m["error"] for m in pruner.state.module_metrics.values()]
     import resource
 
-    row = dict(method=args.method, pattern=args.sparsity_type, stream=args.stream,
-               peak_host_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, layers=shape["num_hidden_layers"], rows=args.rows,
-               seq_len=args.seq_len, build_s=build, model_gib=model_gib, total_s=total,
-               peak_gib=torch.cuda.max_memory_allocated() / 2**30, mean_error=sum(errors) / len(errors),
-               **{f"{k}_s": v for k, v in timer.phases.items()}, per_layer=timer.layers)
+    row = dict(
+        method=args.method,
+        pattern=args.sparsity_type,
+        stream=args.stream,
+        peak_host_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        layers=shape["num_hidden_layers"],
+        rows=args.rows,
+        seq_len=args.seq_len,
+        build_s=build,
+        model_gib=model_gib,
+        total_s=total,
+        peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+        mean_error=sum(errors) / len(errors),
+        **{f"{k}_s": v for k, v in timer.phases.items()},
+        per_layer=timer.layers,
+    )
     where = "model and activations on the CPU, one layer at a time on the GPU" if args.stream else "all on the GPU"
-    print(f"\n### {args.method} {args.sparsity_type}, R1-Distill-Qwen-7B shape ({row['layers']} layers), "
-          f"{args.rows} x {args.seq_len} tokens, bf16, {where}, {torch.cuda.get_device_name()}\n")
-    print("| total s | capture s | stats s | solve s | propagate s | peak GPU GiB | model GiB on GPU | peak host RSS GiB "
-          "| mean rel. error |")
+    print(
+        f"\n### {args.method} {args.sparsity_type}, R1-Distill-Qwen-7B shape ({row['layers']} layers), "
+        f"{args.rows} x {args.seq_len} tokens, bf16, {where}, {torch.cuda.get_device_name()}\n"
+    )
+    print(
+        "| total s | capture s | stats s | solve s | propagate s | peak GPU GiB | model GiB on GPU | peak host RSS GiB "
+        "| mean rel. error |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {total:.1f} | {row['capture_s']:.1f} | {row['stats_s']:.1f} | {row['solve_s']:.1f} | "
-          f"{row['propagate_s']:.1f} | {row['peak_gib']:.1f} | {model_gib:.1f} | {row['peak_host_rss_gib']:.1f} "
-          f"| {row['mean_error']:.4f} |")
+    print(
+        f"| {total:.1f} | {row['capture_s']:.1f} | {row['stats_s']:.1f} | {row['solve_s']:.1f} | "
+        f"{row['propagate_s']:.1f} | {row['peak_gib']:.1f} | {model_gib:.1f} | {row['peak_host_rss_gib']:.1f} "
+        f"| {row['mean_error']:.4f} |"
+    )
     results.setdefault("scale", []).append(row)
     del model, pruner
     torch.cuda.empty_cache()
@@ -221,11 +269,20 @@ def semi_structured(args, results):
                 torch.cuda.synchronize()
                 return (time.perf_counter() - t) / reps * 1e3
 
-            dense_ms = bench(lambda: torch.nn.functional.linear(x, w))
-            sparse_ms = bench(lambda: torch.nn.functional.linear(x, ws))
+            dense_ms = bench(lambda x=x, w=w: torch.nn.functional.linear(x, w))
+            sparse_ms = bench(lambda x=x, ws=ws: torch.nn.functional.linear(x, ws))
             err = float((torch.nn.functional.linear(x, ws) - torch.nn.functional.linear(x, w)).abs().max())
-            rows.append(dict(tokens=tokens, module=name, shape=[out_f, in_f], dense_ms=dense_ms, sparse_ms=sparse_ms,
-                             speedup=dense_ms / sparse_ms, max_abs_diff=err))
+            rows.append(
+                dict(
+                    tokens=tokens,
+                    module=name,
+                    shape=[out_f, in_f],
+                    dense_ms=dense_ms,
+                    sparse_ms=sparse_ms,
+                    speedup=dense_ms / sparse_ms,
+                    max_abs_diff=err,
+                )
+            )
     print("\n### 2:4 semi-structured linear vs dense (bf16, R1-Distill-Qwen-7B shapes)\n")
     print("| tokens | module | shape | dense ms | 2:4 ms | speed-up |")
     print("|---|---|---|---|---|---|")
@@ -233,8 +290,10 @@ def semi_structured(args, results):
         if "error" in r:
             print(f"| {r['tokens']} | {r['module']} | - | - | - | failed: {r['error']} |")
         else:
-            print(f"| {r['tokens']} | {r['module']} | {r['shape']} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} "
-                  f"| {r['speedup']:.2f}x |")
+            print(
+                f"| {r['tokens']} | {r['module']} | {r['shape']} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} "
+                f"| {r['speedup']:.2f}x |"
+            )
     results["semi_structured"] = rows
 
 
@@ -248,8 +307,11 @@ def main():
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=16384)
     parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers than the real 28")
-    parser.add_argument("--stream", action="store_true",
-                        help="keep the model and the cached activations on the CPU; move one layer at a time to the GPU")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="keep the model and the cached activations on the CPU; move one layer at a time to the GPU",
+    )
     parser.add_argument("--tokens", type=int, nargs="+", default=[16384])
     parser.add_argument("--out", default="benchmarks/results/prune_gpu.json")
     parser.add_argument("--out-dir", default=None, help="also append per-layer lines to OUT_DIR/scale_layers.jsonl")

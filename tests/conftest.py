@@ -6,7 +6,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from testing_utils import make_calibration, make_tiny_model  # noqa: E402
 
 

@@ -48,7 +48,9 @@ def check_contract(ds, max_length):
 
 def test_text_policy_windows(model, tok, tmp_path):
     corpus = tmp_path / "c4.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"Document {i}: " + "lorem ipsum dolor " * 30}) + "\n" for i in range(6)))
+    corpus.write_text(
+        "".join(json.dumps({"text": f"Document {i}: " + "lorem ipsum dolor " * 30}) + "\n" for i in range(6))
+    )
     ds, cal = build(model, tok, "C4", policy="text", num_samples=5, max_length=64, source_path=str(corpus))
     check_contract(ds, 64)
     assert len(ds) == 5 and set(ds["prompt_length"]) == {0} and all(len(r) == 64 for r in ds["input_ids"])
@@ -67,30 +69,51 @@ def test_prompt_only_rows_are_templated_prompts(model, tok):
 
 
 def test_rac_on_policy_rollouts(model, tok, tmp_path):
-    ds, cal = build(model, tok, policy="rac", num_samples=3, max_length=1024, max_new_tokens=12,
-                    rollouts_dir=str(tmp_path / "store"))
+    ds, cal = build(
+        model,
+        tok,
+        policy="rac",
+        num_samples=3,
+        max_length=1024,
+        max_new_tokens=12,
+        rollouts_dir=str(tmp_path / "store"),
+    )
     check_contract(ds, 1024)
     assert len(ds) == 3 and set(ds["num_generations"]) == {1}
     store = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json")))
     for row in ds:
         (sample,) = store.samples(row["problem_id"])
-        assert row["input_ids"][row["prompt_length"]:] == sample["response_ids"]
+        assert row["input_ids"][row["prompt_length"] :] == sample["response_ids"]
         assert row["response_tokens"] == len(sample["response_ids"]) <= 12 + 1
     info = json.loads(ds.info.description)
     assert info["policy"] == "rac" and info["counts"]["responses_generated"] == 3
     assert info["config"]["max_new_tokens"] == 12 and info["config"]["num_generations"] == 1
 
-    again, _ = build(model, tok, policy="rac", num_samples=3, max_length=1024, max_new_tokens=12,
-                     rollouts_dir=str(tmp_path / "store2"))
+    again, _ = build(
+        model,
+        tok,
+        policy="rac",
+        num_samples=3,
+        max_length=1024,
+        max_new_tokens=12,
+        rollouts_dir=str(tmp_path / "store2"),
+    )
     assert again["input_ids"] == ds["input_ids"], "same seed, same calibration set"
 
 
 def test_human_policy_on_mathr(model, tok):
-    ds, _ = build(model, tok, "MathR", policy="human", num_samples=30, max_length=4096,
-                  source_path={"GSM8K": GSM8K, "MATH": MATH})
+    ds, _ = build(
+        model,
+        tok,
+        "MathR",
+        policy="human",
+        num_samples=30,
+        max_length=4096,
+        source_path={"GSM8K": GSM8K, "MATH": MATH},
+    )
     assert len(ds) == 27
     row = ds[0]
-    assert tok.decode(row["input_ids"][row["prompt_length"]:]).strip() != ""
+    assert tok.decode(row["input_ids"][row["prompt_length"] :]).strip() != ""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,7 +138,9 @@ def scripted(monkeypatch, tok):
 
 
 def test_ssgr_selects_hard_correct_median(model, tok, scripted):
-    ds, cal = build(model, tok, policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2)
+    ds, cal = build(
+        model, tok, policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2
+    )
     counts = cal.report["counts"]
     # c = 1 problems (indices 4, 9) are dropped, c = 0 problems (0, 5, 10) have no correct sample
     ids = sorted(int(p.split("/")[-1]) for p in ds["problem_id"])
@@ -127,7 +152,7 @@ def test_ssgr_selects_hard_correct_median(model, tok, scripted):
         # correct samples are j < i%5 with lengths 1..k: Eq. 1 takes r_m, m = max(k//2, 1)
         k = i % 5
         m = max(k // 2, 1)
-        assert tok.decode(row["input_ids"][row["prompt_length"]:]).count("I add") == m
+        assert tok.decode(row["input_ids"][row["prompt_length"] :]).count("I add") == m
     assert counts["responses_generated"] == scripted.samples_generated == 12 * 4
 
 
@@ -139,19 +164,28 @@ def test_streaming_stops_early_and_reports_cost(model, tok, scripted):
     assert counts["responses_generated"] < 12 * 16
     assert 0 < counts["generated_to_exhaustive_ratio"] < 0.5
     for row in ds:
-        assert "\\boxed{" + GOLD[PROBLEMS[int(row["problem_id"].split("/")[-1])]["problem"]] in tok.decode(row["input_ids"])
+        assert "\\boxed{" + GOLD[PROBLEMS[int(row["problem_id"].split("/")[-1])]["problem"]] in tok.decode(
+            row["input_ids"]
+        )
 
 
 def test_no_thinking_keeps_the_answer_only(model, tok, scripted):
     ds, _ = build(model, tok, policy="no_thinking", num_samples=2, num_generations=4, max_length=4096)
     for row in ds:
-        response = tok.decode(row["input_ids"][row["prompt_length"]:])
+        response = tok.decode(row["input_ids"][row["prompt_length"] :])
         assert response.startswith("</think>") and "I add" not in response
 
 
 def test_store_resume_after_crash(model, tok, scripted, tmp_path):
-    kwargs = dict(policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2,
-                  rollouts_dir=str(tmp_path / "store"), generation_batch_size=4)
+    kwargs = dict(
+        policy="ssgr",
+        num_samples=100,
+        num_generations=4,
+        max_length=4096,
+        samples_per_round=2,
+        rollouts_dir=str(tmp_path / "store"),
+        generation_batch_size=4,
+    )
     scripted.fail_after = 3
     with pytest.raises(KeyboardInterrupt):
         build(model, tok, **kwargs)
@@ -173,13 +207,23 @@ def test_store_resume_after_crash(model, tok, scripted, tmp_path):
     assert all(v <= 4 for v in per_problem.values())
     # nothing generated twice: the total is what an uninterrupted run needs
     assert scripted.samples_generated == len(keys)
-    assert sorted(ds["problem_id"]) == sorted(["GSM8K/1", "GSM8K/2", "GSM8K/3", "GSM8K/6", "GSM8K/7", "GSM8K/8", "GSM8K/11"])
+    assert sorted(ds["problem_id"]) == sorted(
+        ["GSM8K/1", "GSM8K/2", "GSM8K/3", "GSM8K/6", "GSM8K/7", "GSM8K/8", "GSM8K/11"]
+    )
 
 
 def test_store_refuses_another_generation_config(model, tok, scripted, tmp_path):
     build(model, tok, policy="sgr", num_samples=1, num_generations=4, rollouts_dir=str(tmp_path / "s"))
     with pytest.raises(ValueError, match="another model or generation config.*temperature"):
-        build(model, tok, policy="sgr", num_samples=1, num_generations=4, temperature=0.9, rollouts_dir=str(tmp_path / "s"))
+        build(
+            model,
+            tok,
+            policy="sgr",
+            num_samples=1,
+            num_generations=4,
+            temperature=0.9,
+            rollouts_dir=str(tmp_path / "s"),
+        )
 
 
 def test_store_refuses_another_model(tok, scripted, tmp_path):
@@ -191,8 +235,12 @@ def test_store_refuses_another_model(tok, scripted, tmp_path):
 
 
 def test_quality_reasons_are_counted(model, tok, monkeypatch):
-    replies = ["</think>\\boxed{72}", "Reasoning about the clips in detail.</think> seventy-two",
-               " ".join(["again and again"] * 40) + "</think>\\boxed{72}", "I add 48 and 24 to get it.</think>\\boxed{72}"]
+    replies = [
+        "</think>\\boxed{72}",
+        "Reasoning about the clips in detail.</think> seventy-two",
+        " ".join(["again and again"] * 40) + "</think>\\boxed{72}",
+        "I add 48 and 24 to get it.</think>\\boxed{72}",
+    ]
     engine = ScriptedEngine(tok, lambda problem, j: (replies[j % 4], "eos"), PROBLEMS["problem"])
     monkeypatch.setattr(calibration_module, "make_engine", lambda *a, **k: engine)
     ds, cal = build(model, tok, policy="ssgr", num_samples=1, num_generations=4, max_problems=1, tau=1.0)
@@ -224,8 +272,13 @@ def test_off_policy_rollouts_from_another_model(tok, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(policy="best"), "Unknown policy"), (dict(tau=0.0), r"outside \(0, 1\]"), (dict(tau=1.5), r"outside \(0, 1\]"),
-     (dict(engine="tgi"), "Unknown engine"), (dict(num_samples=0), "num_samples=0 must be >= 1")],
+    [
+        (dict(policy="best"), "Unknown policy"),
+        (dict(tau=0.0), r"outside \(0, 1\]"),
+        (dict(tau=1.5), r"outside \(0, 1\]"),
+        (dict(engine="tgi"), "Unknown engine"),
+        (dict(num_samples=0), "num_samples=0 must be >= 1"),
+    ],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -233,8 +286,15 @@ def test_bad_config(kwargs, match):
 
 
 def test_rac_and_ssgr_defaults():
-    assert (CalibrationConfig(policy="rac").num_generations, CalibrationConfig(policy="rac").max_new_tokens) == (1, 8192)
-    assert (CalibrationConfig().num_generations, CalibrationConfig().max_new_tokens, CalibrationConfig().tau) == (16, 32768, 0.75)
+    assert (CalibrationConfig(policy="rac").num_generations, CalibrationConfig(policy="rac").max_new_tokens) == (
+        1,
+        8192,
+    )
+    assert (CalibrationConfig().num_generations, CalibrationConfig().max_new_tokens, CalibrationConfig().tau) == (
+        16,
+        32768,
+        0.75,
+    )
 
 
 def test_unknown_source_and_missing_template(model, tok):

@@ -16,7 +16,19 @@ def test_cli_prune_with_yaml_and_flag_override(tmp_path):
     recipe.write_text(f"model_name_or_path: {model_dir}\nmethod: wanda\nsparsity: 0.5\nsparsity_type: '4:8'\n")
     out = tmp_path / "pruned"
 
-    rc = main(["prune", "--config", str(recipe), "--calibration", str(calib), "--save_dir", str(out), "--sparsity_type", "2:4"])
+    rc = main(
+        [
+            "prune",
+            "--config",
+            str(recipe),
+            "--calibration",
+            str(calib),
+            "--save_dir",
+            str(out),
+            "--sparsity_type",
+            "2:4",
+        ]
+    )
 
     assert rc == 0
     pruned = AutoModelForCausalLM.from_pretrained(out)

@@ -208,7 +208,10 @@ def test_second_order_methods_reconstruct_better(nm):
     w, x = weight(48, 96, seed=7), correlated_inputs(tokens=500, d_in=96, seed=8)
     gram = torch.zeros(96, 96)
     accumulate_gram(gram, x)
-    errors = {m: relative_reconstruction_error(w, solve(m, w, x, 0.5, nm), gram) for m in ("magnitude", "wanda", "sparsegpt", "alps")}
+    errors = {
+        m: relative_reconstruction_error(w, solve(m, w, x, 0.5, nm), gram)
+        for m in ("magnitude", "wanda", "sparsegpt", "alps")
+    }
     for good in ("sparsegpt", "alps"):
         for bad in ("magnitude", "wanda"):
             assert errors[good] < errors[bad], errors

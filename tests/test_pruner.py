@@ -115,11 +115,14 @@ def test_token_mask_selects_prompt_or_response_tokens():
     for row, p in zip(calib, [5, 8, 0, 20]):
         hs = model(torch.tensor([row]), output_hidden_states=True).hidden_states
         layer = model.model.layers[0]
-        h = hs[0] + layer.self_attn(
-            layer.input_layernorm(hs[0]),
-            position_embeddings=model.model.rotary_emb(hs[0], torch.arange(len(row))[None]),
-            attention_mask=None,
-        )[0]
+        h = (
+            hs[0]
+            + layer.self_attn(
+                layer.input_layernorm(hs[0]),
+                position_embeddings=model.model.rotary_emb(hs[0], torch.arange(len(row))[None]),
+                attention_mask=None,
+            )[0]
+        )
         hs_rows.append(layer.post_attention_layernorm(h)[0, :p])
     x = torch.cat(hs_rows)
     expected = wanda_prune(dense, (x.float() ** 2).sum(0), x.shape[0], 0.5)
@@ -136,7 +139,13 @@ def test_token_mask_needs_prompt_length():
 
 @pytest.mark.parametrize(
     "layers, num_layers, expected",
-    [("all", 3, [0, 1, 2]), ("first_third", 3, [0]), ("first_last_third", 6, [0, 1, 4, 5]), ([1], 3, [1]), ("0,2", 3, [0, 2])],
+    [
+        ("all", 3, [0, 1, 2]),
+        ("first_third", 3, [0]),
+        ("first_last_third", 6, [0, 1, 4, 5]),
+        ([1], 3, [1]),
+        ("0,2", 3, [0, 2]),
+    ],
 )
 def test_layer_scopes(layers, num_layers, expected):
     model = make_tiny_model("qwen2", num_layers=num_layers)
@@ -303,8 +312,10 @@ class EventRecorder(PrunerCallback):
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
+
             def record(config, state, control, **kwargs):
                 self.events.append(name)
+
             return record
         return super().__getattribute__(name)
 
@@ -319,7 +330,15 @@ def test_callback_event_order(tmp_path):
     )
     pruner.prune(model, make_calibration())
     layer0 = ["on_layer_begin", "on_layer_end", "on_log", "on_save"]  # run (to propagate) but not pruned
-    layer1 = ["on_layer_begin", "on_stats_collected", "on_module_pruned", "on_module_pruned", "on_layer_end", "on_log", "on_save"]
+    layer1 = [
+        "on_layer_begin",
+        "on_stats_collected",
+        "on_module_pruned",
+        "on_module_pruned",
+        "on_layer_end",
+        "on_log",
+        "on_save",
+    ]
     assert recorder.events == ["on_init_end", "on_prune_begin", *layer0, *layer1, "on_prune_end"]
 
 

@@ -49,8 +49,15 @@ def test_gsm8k_gold_answers_verify(name):
         assert not verify_reply(r1_reply(str(int(gold.replace(",", "")) + 1)), gold).correct, gold
 
 
-@pytest.mark.parametrize("name, field", [("math500_sample.jsonl", "answer"), ("aime24_sample.jsonl", "answer"),
-                                         ("aime25_sample.jsonl", "answer"), ("olympiadbench_sample.jsonl", "final_answer")])
+@pytest.mark.parametrize(
+    "name, field",
+    [
+        ("math500_sample.jsonl", "answer"),
+        ("aime24_sample.jsonl", "answer"),
+        ("aime25_sample.jsonl", "answer"),
+        ("olympiadbench_sample.jsonl", "final_answer"),
+    ],
+)
 def test_competition_gold_answers_verify(name, field):
     for row in rows(name):
         gold = row[field][0] if isinstance(row[field], list) else str(row[field])

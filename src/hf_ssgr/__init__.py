@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from .calibration import CalibrationConfig, SSGRCalibrator
 from .callbacks import (
     CallbackHandler,
     CheckpointCallback,
@@ -9,12 +10,11 @@ from .callbacks import (
     KeepSparsityCallback,
     MetricsLoggerCallback,
     PrintMetricsCallback,
+    ProgressCallback,
     PrunerCallback,
     PrunerControl,
     PrunerState,
-    ProgressCallback,
 )
-from .calibration import CalibrationConfig, SSGRCalibrator
 from .config import PruningConfig
 from .pruner import NonFiniteActivationError, OneShotPruner
 from .sources import list_sources, load_source, register_source

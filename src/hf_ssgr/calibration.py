@@ -126,7 +126,9 @@ class CalibrationConfig:
         if self.max_new_tokens is None:
             self.max_new_tokens = 8192 if self.policy == "rac" else 32768
         if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau={self.tau} is outside (0, 1]: SSGR keeps problems with correct ratio <= tau (0.75).")
+            raise ValueError(
+                f"tau={self.tau} is outside (0, 1]: SSGR keeps problems with correct ratio <= tau (0.75)."
+            )
         for name in ("num_samples", "max_length", "num_generations", "max_new_tokens", "samples_per_round",
                      "generation_batch_size", "token_budget"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -210,7 +212,11 @@ class SSGRCalibrator:
             rows = self._text_rows(load_texts(source, cfg.source_path), tok, source_name, rng)
             counts = {"documents_sampled": len(rows)}
         else:
-            if isinstance(source, str) and source.lower() in ("c4", "wikipedia", "dclm") and get_source(source).kind == "text":
+            if (
+                isinstance(source, str)
+                and source.lower() in ("c4", "wikipedia", "dclm")
+                and get_source(source).kind == "text"
+            ):
                 raise ValueError(f"{source} is a text corpus: use policy='text' with it, or a problem source.")
             problems = load_problems(source, cfg.source_path)
             if cfg.policy in GENERATION_POLICIES:
@@ -221,7 +227,11 @@ class SSGRCalibrator:
         if len(rows) < cfg.num_samples and cfg.policy != "rac":
             logger.warning(
                 "Only %d of the %d requested calibration rows could be selected (policy %s, counts %s): the source "
-                "has too few problems that pass the filters.", len(rows), cfg.num_samples, cfg.policy, counts,
+                "has too few problems that pass the filters.",
+                len(rows),
+                cfg.num_samples,
+                cfg.policy,
+                counts,
             )
         self.report = {
             "model": _model_name(model),
@@ -254,7 +264,9 @@ class SSGRCalibrator:
     # ----------------------------------------------------------------------------------------------------------------
     # Policies without generation
 
-    def _row(self, input_ids, prompt_length, pid, source, num_generations=0, correct_ratio=None, response_tokens=0, model=""):
+    def _row(
+        self, input_ids, prompt_length, pid, source, num_generations=0, correct_ratio=None, response_tokens=0, model=""
+    ):
         cfg = self.config
         ids = list(input_ids)[: cfg.max_length]
         return {
@@ -292,7 +304,9 @@ class SSGRCalibrator:
                     counts["no_solution"] += 1
                     continue
                 sol = tok(p["solution"], add_special_tokens=False)["input_ids"]
-                rows.append(self._row(prompt + sol, len(prompt), p["problem_id"], p["source"], response_tokens=len(sol)))
+                rows.append(
+                    self._row(prompt + sol, len(prompt), p["problem_id"], p["source"], response_tokens=len(sol))
+                )
             counts["selected"] += 1
         return rows, dict(counts)
 
@@ -322,7 +336,9 @@ class SSGRCalibrator:
                 )
             while len(rows) < cfg.num_samples:
                 start = rng.randrange(len(stream) - cfg.max_length)
-                rows.append(self._row(stream[start : start + cfg.max_length], 0, f"{source_name}/stream@{start}", source_name))
+                rows.append(
+                    self._row(stream[start : start + cfg.max_length], 0, f"{source_name}/stream@{start}", source_name)
+                )
         return rows
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -357,7 +373,9 @@ class SSGRCalibrator:
                 self._engine.close()
             self._engine = None
 
-    def _generate_and_select(self, problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir):
+    def _generate_and_select(
+        self, problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir
+    ):
         cfg = self.config
         rows: list[dict] = []
         counts: Counter = Counter()
@@ -379,15 +397,25 @@ class SSGRCalibrator:
             size = min(wave, max(1, needed)) if cfg.streaming else wave
             batch = [problems[i] for i in order[pos : pos + size]]
             pos += len(batch)
-            prompts = {p["problem_id"]: encode_prompt(gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs) for p in batch}
+            prompts = {
+                p["problem_id"]: encode_prompt(gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs)
+                for p in batch
+            }
             active = [p for p in batch if not self._decided(store.samples(p["problem_id"]), n)]
             while active:
                 round_n = {p["problem_id"]: self._round_size(store.samples(p["problem_id"]), n) for p in active}
                 k = max(round_n.values())
                 if self._engine is None:
                     self._engine = make_engine(
-                        cfg.engine, gen_model, gen_tok, gen_path, temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=cfg.seed,
+                        cfg.engine,
+                        gen_model,
+                        gen_tok,
+                        gen_path,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                        max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.generation_batch_size,
+                        seed=cfg.seed,
                         vllm_kwargs=cfg.vllm_kwargs,
                     )
                 seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in active) + pos
@@ -421,11 +449,15 @@ class SSGRCalibrator:
                 samples = store.samples(p["problem_id"])
                 if len(samples) < n:
                     counts["stopped_early"] += 1
-                d = select_response(cfg.policy, samples, tau=cfg.tau, budget=cfg.max_length - len(prompts[p["problem_id"]]), rng=rng)
+                d = select_response(
+                    cfg.policy, samples, tau=cfg.tau, budget=cfg.max_length - len(prompts[p["problem_id"]]), rng=rng
+                )
                 counts[d.reason] += 1
                 if d.sample is None:
                     continue
-                row = self._rollout_row(p, prompts[p["problem_id"]], d.sample, d.correct_ratio, samples, tok, gen_tok, same_vocab)
+                row = self._rollout_row(
+                    p, prompts[p["problem_id"]], d.sample, d.correct_ratio, samples, tok, gen_tok, same_vocab
+                )
                 if row is None:
                     counts["no_think_end"] += 1
                     continue
@@ -446,8 +478,13 @@ class SSGRCalibrator:
         )
         logger.info(
             "Calibration %s: %d rows from %d problems visited; generated %d responses / %d tokens (%.1f%% of the "
-            "exhaustive estimate).", cfg.policy, len(rows), counts["problems_visited"], responses_generated,
-            tokens_generated, 100 * counts["generated_to_exhaustive_ratio"],
+            "exhaustive estimate).",
+            cfg.policy,
+            len(rows),
+            counts["problems_visited"],
+            responses_generated,
+            tokens_generated,
+            100 * counts["generated_to_exhaustive_ratio"],
         )
         return rows, counts
 
@@ -476,8 +513,14 @@ class SSGRCalibrator:
                 return None
             response = response[cut:]
         return self._row(
-            prompt_ids + response, len(prompt_ids), problem["problem_id"], problem["source"], len(samples),
-            correct_ratio, len(response), self._generator_name,
+            prompt_ids + response,
+            len(prompt_ids),
+            problem["problem_id"],
+            problem["source"],
+            len(samples),
+            correct_ratio,
+            len(response),
+            self._generator_name,
         )
 
 

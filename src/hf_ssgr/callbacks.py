@@ -264,7 +264,9 @@ class ProgressCallback(PrunerCallback):
             return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.num_layers, initial=state.layer_index + 1, desc=f"{config.method} pruning", unit="layer")
+        self.bar = tqdm(
+            total=state.num_layers, initial=state.layer_index + 1, desc=f"{config.method} pruning", unit="layer"
+        )
 
     def on_layer_end(self, config, state, control, **kwargs):
         if self.bar is None:
@@ -338,7 +340,7 @@ class KeepSparsityCallback(_HFTrainerCallback):
                     continue
             elif float((p == 0).float().mean()) < self.min_sparsity:
                 continue
-            self.masks[name] = (p.detach() != 0)
+            self.masks[name] = p.detach() != 0
             self._params[name] = p
         if wanted is not None and wanted - set(self.masks):
             raise ValueError(f"KeepSparsityCallback: no linear weight named {sorted(wanted - set(self.masks))}.")

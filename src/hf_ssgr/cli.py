@@ -31,7 +31,9 @@ class PruneArguments:
     model_name_or_path: str = field(default=None, metadata={"help": "Hub id or local folder of the model to prune."})
     calibration: str = field(
         default=None,
-        metadata={"help": "Calibration data: a `save_to_disk` folder, or a .jsonl/.json/.parquet file with input_ids."},
+        metadata={
+            "help": "Calibration data: a `save_to_disk` folder, or a .jsonl/.json/.parquet file with input_ids."
+        },
     )
     save_dir: str = field(default=None, metadata={"help": "Where the pruned model is written (save_pretrained)."})
     torch_dtype: str = field(default="auto", metadata={"help": "dtype to load the model in: auto, bfloat16, float32."})

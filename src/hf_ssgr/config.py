@@ -115,7 +115,9 @@ class PruningConfig:
         Seed set before pruning. The solvers are deterministic; the seed only matters for code that samples.
     """
 
-    method: str = field(default="sparsegpt", metadata={"help": f"Pruning method: one of {', '.join(PRUNING_METHODS)}."})
+    method: str = field(
+        default="sparsegpt", metadata={"help": f"Pruning method: one of {', '.join(PRUNING_METHODS)}."}
+    )
     sparsity: float = field(default=0.5, metadata={"help": "Fraction of weights set to zero per matrix, in [0, 1)."})
     sparsity_type: str = field(
         default="unstructured", metadata={"help": "'unstructured' or 'N:M' (N zeros in every M weights), e.g. '2:4'."}
@@ -147,9 +149,7 @@ class PruningConfig:
     offload_activations: bool = field(default=False, metadata={"help": "Keep cached activations on the CPU."})
     output_dir: str | None = field(default=None, metadata={"help": "Directory for checkpoints and metrics."})
     save_every_n_layers: int = field(default=1, metadata={"help": "Checkpoint every N decoder layers."})
-    restore_on_error: bool = field(
-        default=True, metadata={"help": "Restore the original weights if pruning fails."}
-    )
+    restore_on_error: bool = field(default=True, metadata={"help": "Restore the original weights if pruning fails."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
 
     def __post_init__(self):
@@ -182,7 +182,9 @@ class PruningConfig:
         if self.dampening < 0:
             raise ValueError(f"dampening={self.dampening} must be >= 0, e.g. 0.01.")
         if self.alps_rho <= 0 or self.alps_max_iter < 1 or self.alps_update_iter < 1 or self.alps_cg_iters < 0:
-            raise ValueError("ALPS needs alps_rho > 0, alps_max_iter >= 1, alps_update_iter >= 1 and alps_cg_iters >= 0.")
+            raise ValueError(
+                "ALPS needs alps_rho > 0, alps_max_iter >= 1, alps_update_iter >= 1 and alps_cg_iters >= 0."
+            )
         self.layers = _normalize_layers(self.layers)
         if isinstance(self.targets, str):
             self.targets = [self.targets]

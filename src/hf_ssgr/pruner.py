@@ -35,10 +35,10 @@ from .callbacks import (
     CheckpointCallback,
     DefaultFlowCallback,
     MetricsLoggerCallback,
+    ProgressCallback,
     PrunerCallback,
     PrunerControl,
     PrunerState,
-    ProgressCallback,
 )
 from .config import PruningConfig, resolve_layer_scope
 from .modeling import (
@@ -147,7 +147,11 @@ def _as_rows(calibration: Any, need_prompt_length: bool) -> list[_Row]:
         )
     rows = []
     for i, r in enumerate(ids):
-        t = r.detach().to("cpu", torch.long).reshape(-1) if isinstance(r, torch.Tensor) else torch.as_tensor(r, dtype=torch.long).reshape(-1)
+        t = (
+            r.detach().to("cpu", torch.long).reshape(-1)
+            if isinstance(r, torch.Tensor)
+            else torch.as_tensor(r, dtype=torch.long).reshape(-1)
+        )
         if t.numel() == 0:
             raise ValueError(f"Calibration row {i} is empty: drop empty rows before pruning.")
         p = int(prompt_lengths[i]) if prompt_lengths is not None and prompt_lengths[i] is not None else 0
@@ -419,7 +423,9 @@ class OneShotPruner:
                 if rows is None:
                     self._prune_without_data(model, layers, targets, pruned, start_layer, num_run, prune_head, backup)
                 else:
-                    self._prune_sequential(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
+                    self._prune_sequential(
+                        model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup
+                    )
         except BaseException:
             if cfg.restore_on_error and backup:
                 self._restore(model, backup)
@@ -621,7 +627,11 @@ class OneShotPruner:
     def _run_layer(self, layer, i, batch, device):
         rest, kwargs = batch.layer_inputs[i]
         memo: dict = {}
-        out = layer(batch.hidden.to(device, non_blocking=True), *_to_device(rest, device, memo), **_to_device(kwargs, device, memo))
+        out = layer(
+            batch.hidden.to(device, non_blocking=True),
+            *_to_device(rest, device, memo),
+            **_to_device(kwargs, device, memo),
+        )
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out
@@ -713,8 +723,15 @@ class OneShotPruner:
             if factors is None:
                 factors = shared[("alps", leader)] = alps_factors(st["gram"], cfg.dampening)
             new, info = alps_prune(
-                weight, None, cfg.sparsity, cfg.nm, rho=cfg.alps_rho, max_iter=cfg.alps_max_iter,
-                update_iter=cfg.alps_update_iter, switch_iter=cfg.alps_switch_iter, cg_iters=cfg.alps_cg_iters,
+                weight,
+                None,
+                cfg.sparsity,
+                cfg.nm,
+                rho=cfg.alps_rho,
+                max_iter=cfg.alps_max_iter,
+                update_iter=cfg.alps_update_iter,
+                switch_iter=cfg.alps_switch_iter,
+                cg_iters=cfg.alps_cg_iters,
                 factors=factors,
             )
         module.weight.data.copy_(new.to(module.weight.dtype))
@@ -741,7 +758,9 @@ class OneShotPruner:
         head_device, norm_device = module_device(head), module_device(norm)
         head.to(device)
         norm.to(device)
-        stats = _LayerStats({"lm_head": head}, self._need_gram(), self.config.method == "wanda", self.config.chunk_size)
+        stats = _LayerStats(
+            {"lm_head": head}, self._need_gram(), self.config.method == "wanda", self.config.chunk_size
+        )
         for b in batches:
             stats.begin_batch(b.stat_mask)
             # Only the statistics of lm_head's input are needed, not the logits.
@@ -817,7 +836,9 @@ class OneShotPruner:
             saved_cfg = PruningConfig.from_dict(json.load(f))
         if saved_cfg.numerics_dict() != cfg.numerics_dict():
             diff = {
-                k: (v, cfg.numerics_dict()[k]) for k, v in saved_cfg.numerics_dict().items() if cfg.numerics_dict()[k] != v
+                k: (v, cfg.numerics_dict()[k])
+                for k, v in saved_cfg.numerics_dict().items()
+                if cfg.numerics_dict()[k] != v
             }
             raise ValueError(f"Cannot resume from {path}: its pruning config differs (saved, now): {diff}.")
         saved = PrunerState.load_from_json(os.path.join(path, PRUNER_STATE_NAME))

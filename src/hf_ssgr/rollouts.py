@@ -56,7 +56,9 @@ ROLLOUT_COLUMNS = [
 ]
 
 
-def render_prompt(tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None) -> str:
+def render_prompt(
+    tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None
+) -> str:
     """The R1-style prompt text: chat template, user turn = problem + instruction, generation prompt opening `<think>`."""
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if not template:
@@ -74,7 +76,9 @@ def render_prompt(tokenizer, problem: str, chat_template: str | None = None, cha
     return text
 
 
-def encode_prompt(tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None) -> list[int]:
+def encode_prompt(
+    tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None
+) -> list[int]:
     return tokenizer(render_prompt(tokenizer, problem, chat_template, chat_template_kwargs), add_special_tokens=False)[
         "input_ids"
     ]
@@ -104,7 +108,15 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(
-        self, model, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, batch_size=16, seed=0, ignore_eos=False
+        self,
+        model,
+        tokenizer,
+        temperature=0.6,
+        top_p=0.95,
+        max_new_tokens=32768,
+        batch_size=16,
+        seed=0,
+        ignore_eos=False,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.ignore_eos = ignore_eos  # generate exactly max_new_tokens (benchmarks)
@@ -149,7 +161,11 @@ class TransformersEngine:
                 for i in range(len(group)):
                     samples = []
                     for seq in new[i * num_samples : (i + 1) * num_samples]:
-                        cut = None if self.ignore_eos else next((j for j, t in enumerate(seq) if t in self.eos_ids), None)
+                        cut = (
+                            None
+                            if self.ignore_eos
+                            else next((j for j, t in enumerate(seq) if t in self.eos_ids), None)
+                        )
                         if cut is None:
                             samples.append(Sample(seq[: self.max_new_tokens], "length"))
                         else:
@@ -166,7 +182,14 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(
-        self, model_path: str, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=32768, seed=0, ignore_eos=False,
+        self,
+        model_path: str,
+        tokenizer,
+        temperature=0.6,
+        top_p=0.95,
+        max_new_tokens=32768,
+        seed=0,
+        ignore_eos=False,
         **vllm_kwargs,
     ):
         try:
@@ -193,8 +216,12 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=num_samples, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
-            seed=seed if self.per_request_seed else None, ignore_eos=self.ignore_eos,
+            n=num_samples,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_new_tokens,
+            seed=seed if self.per_request_seed else None,
+            ignore_eos=self.ignore_eos,
         )
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         results = []
@@ -210,7 +237,6 @@ class VLLMEngine:
                     samples.append(Sample(ids, "eos"))
             results.append(samples)
         return results
-
 
     def close(self) -> None:
         """Shut vLLM's engine processes down now rather than at interpreter exit."""
@@ -266,7 +292,9 @@ class RolloutStore:
         if os.path.exists(meta_path):
             with open(meta_path, encoding="utf-8") as f:
                 saved = json.load(f)
-            diff = {k: (saved.get(k), meta.get(k)) for k in sorted(set(saved) | set(meta)) if saved.get(k) != meta.get(k)}
+            diff = {
+                k: (saved.get(k), meta.get(k)) for k in sorted(set(saved) | set(meta)) if saved.get(k) != meta.get(k)
+            }
             if diff:
                 raise ValueError(
                     f"The rollout store {path} was made with another model or generation config (stored, now): {diff}. "
@@ -283,7 +311,11 @@ class RolloutStore:
         self._load()
 
     def _files(self) -> list[str]:
-        return sorted(os.path.join(self.path, f) for f in os.listdir(self.path) if f.startswith("rollouts") and f.endswith(".jsonl"))
+        return sorted(
+            os.path.join(self.path, f)
+            for f in os.listdir(self.path)
+            if f.startswith("rollouts") and f.endswith(".jsonl")
+        )
 
     def _load(self) -> None:
         for file in self._files():

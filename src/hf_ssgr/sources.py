@@ -129,32 +129,67 @@ MATH_SUBJECTS = [
 ]
 
 register_source(
-    "GSM8K", dataset_id="openai/gsm8k", config_names=["main"], split="train", problem_column="question",
-    answer_fn=_gsm8k_answer, solution_fn=_gsm8k_solution, license="MIT",
+    "GSM8K",
+    dataset_id="openai/gsm8k",
+    config_names=["main"],
+    split="train",
+    problem_column="question",
+    answer_fn=_gsm8k_answer,
+    solution_fn=_gsm8k_solution,
+    license="MIT",
     description="Grade-school math word problems (train split); gold answer after '####'.",
 )
 register_source(
-    "MATH", dataset_id="EleutherAI/hendrycks_math", config_names=list(MATH_SUBJECTS), split="train",
-    problem_column="problem", solution_column="solution", answer_fn=_boxed_answer, level_column="level",
-    license="MIT", description="Competition math (train split, 7 subjects); gold answer = last \\boxed{} of the solution.",
+    "MATH",
+    dataset_id="EleutherAI/hendrycks_math",
+    config_names=list(MATH_SUBJECTS),
+    split="train",
+    problem_column="problem",
+    solution_column="solution",
+    answer_fn=_boxed_answer,
+    level_column="level",
+    license="MIT",
+    description="Competition math (train split, 7 subjects); gold answer = last \\boxed{} of the solution.",
 )
 register_source("MathR", components=["GSM8K", "MATH"], license="MIT", description="GSM8K train + MATH train.")
 register_source(
-    "OpenR1-Math", dataset_id="open-r1/OpenR1-Math-220k", config_names=["default"], split="train",
-    problem_column="problem", answer_column="answer", solution_column="solution", license="Apache-2.0",
+    "OpenR1-Math",
+    dataset_id="open-r1/OpenR1-Math-220k",
+    config_names=["default"],
+    split="train",
+    problem_column="problem",
+    answer_column="answer",
+    solution_column="solution",
+    license="Apache-2.0",
     description="OpenR1-Math-220k problems (RAC's prompt source).",
 )
 register_source(
-    "C4", kind="text", dataset_id="allenai/c4", data_files="en/c4-train.00000-of-01024.json.gz", split="train",
-    license="ODC-BY", description="The C4 en shard c4-train.00000-of-01024 used by SparseGPT and Wanda.",
+    "C4",
+    kind="text",
+    dataset_id="allenai/c4",
+    data_files="en/c4-train.00000-of-01024.json.gz",
+    split="train",
+    license="ODC-BY",
+    description="The C4 en shard c4-train.00000-of-01024 used by SparseGPT and Wanda.",
 )
 register_source(
-    "Wikipedia", kind="text", dataset_id="Salesforce/wikitext", config_names=["wikitext-2-raw-v1"], split="train",
-    license="CC-BY-SA-3.0", description="WikiText-2 raw (train).",
+    "Wikipedia",
+    kind="text",
+    dataset_id="Salesforce/wikitext",
+    config_names=["wikitext-2-raw-v1"],
+    split="train",
+    license="CC-BY-SA-3.0",
+    description="WikiText-2 raw (train).",
 )
 register_source(
-    "DCLM", kind="text", dataset_id="mlfoundations/dclm-baseline-1.0", split="train", streaming=True,
-    max_rows=20000, license="CC-BY-4.0", description="DCLM-baseline 1.0 (first rows of the stream).",
+    "DCLM",
+    kind="text",
+    dataset_id="mlfoundations/dclm-baseline-1.0",
+    split="train",
+    streaming=True,
+    max_rows=20000,
+    license="CC-BY-4.0",
+    description="DCLM-baseline 1.0 (first rows of the stream).",
 )
 
 
@@ -228,7 +263,9 @@ def _normalize_problems(ds, spec: SourceSpec, config: str | None, where: str):
     columns = ds.column_names
     problem_col = _pick(columns, spec.problem_column, _PROBLEM_ALIASES, "problem", True, where)
     answer_col = None if spec.answer_fn else _pick(columns, spec.answer_column, _ANSWER_ALIASES, "answer", True, where)
-    solution_col = None if spec.solution_fn else _pick(columns, spec.solution_column, _SOLUTION_ALIASES, "solution", False, where)
+    solution_col = (
+        None if spec.solution_fn else _pick(columns, spec.solution_column, _SOLUTION_ALIASES, "solution", False, where)
+    )
     level_col = spec.level_column if spec.level_column in columns else ("level" if "level" in columns else None)
     id_col = next((c for c in ("problem_id", "unique_id", "id") if c in columns), None)
     prefix = f"{spec.name}/{config}" if config and len(spec.config_names) > 1 else spec.name

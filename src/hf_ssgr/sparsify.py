@@ -155,7 +155,9 @@ def wanda_prune(
     return w.masked_fill(mask, 0.0)
 
 
-def _cholesky_inverse_upper(hessian: torch.Tensor, dampening: float, max_damping: float = 100.0) -> tuple[torch.Tensor, float]:
+def _cholesky_inverse_upper(
+    hessian: torch.Tensor, dampening: float, max_damping: float = 100.0
+) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of `(H + λI)⁻¹` with λ = damping · mean(diag H).
 
     If the factorisation fails, the relative damping is multiplied by 10 (starting from at least 1e-4) and the solve
@@ -257,7 +259,9 @@ def _alps_project(b: torch.Tensor, keep: int, nm: tuple[int, int] | None) -> tor
     return bt.masked_fill(nm_mask(bt.pow(2), n, m), 0.0).t()
 
 
-def _masked_cg(a: torch.Tensor, rhs: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, max_iter: int, rtol: float):
+def _masked_cg(
+    a: torch.Tensor, rhs: torch.Tensor, support: torch.Tensor, x0: torch.Tensor, max_iter: int, rtol: float
+):
     """Conjugate gradient for `A X = B` restricted to `support` (columns solved independently; A is SPD)."""
     x = x0.clone()
     r = (rhs - a @ x) * support
