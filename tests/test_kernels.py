@@ -232,3 +232,18 @@ def test_solvers_are_deterministic():
     w, x = weight(), correlated_inputs()
     for method in ("magnitude", "wanda", "sparsegpt", "alps"):
         assert torch.equal(solve(method, w, x, 0.5, None), solve(method, w, x, 0.5, None)), method
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 8])
+def test_block_upper_gram_equals_full(blocks):
+    from hf_ssgr.sparsify import complete_gram
+
+    x = correlated_inputs(tokens=300, d_in=70)
+    full = torch.zeros(70, 70)
+    accumulate_gram(full, x, chunk_size=128)
+    upper = torch.zeros(70, 70)
+    accumulate_gram(upper, x, chunk_size=128, upper_blocks=blocks)
+    assert not torch.allclose(upper, full)  # the lower blocks are still empty
+    complete_gram(upper, blocks)
+    torch.testing.assert_close(upper, full, rtol=1e-5, atol=1e-3)
+    assert torch.equal(upper, upper.T)

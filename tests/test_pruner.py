@@ -448,3 +448,20 @@ def test_non_finite_activations_restore_the_model():
     model.model.embed_tokens.weight[5] = float("nan")
     with pytest.raises(NonFiniteActivationError, match="embeddings"):
         prune(model, [[1, 5, 7]], method="wanda")
+
+
+def test_block_triangular_statistics_give_the_same_prune(monkeypatch):
+    import hf_ssgr.pruner as pruner_module
+
+    calib = make_calibration()
+    results = []
+    for min_dim in (10**9, 1):  # full XᵀX, then the block-upper accumulation on every module
+        monkeypatch.setattr(pruner_module, "GRAM_BLOCKS_MIN_DIM", min_dim)
+        model = make_tiny_model("llama")
+        pruner = prune(model, calib, method="sparsegpt")
+        results.append((linear_weights(model), pruner.state.module_metrics))
+    (w_full, m_full), (w_block, m_block) = results
+    for name in w_full:
+        torch.testing.assert_close(w_block[name], w_full[name], rtol=1e-3, atol=1e-4)
+    for name in m_full:
+        assert m_block[name]["error"] == pytest.approx(m_full[name]["error"], rel=1e-3)

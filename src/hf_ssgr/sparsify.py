@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "accumulate_gram",
+    "complete_gram",
     "accumulate_sq_norms",
     "lowest_k_mask",
     "nm_mask",
@@ -58,21 +59,44 @@ def _mm_fp32_out_supported(x: torch.Tensor) -> bool:
     return _MM_OUT_DTYPE[key]
 
 
-def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096) -> int:
+def _block_bounds(d: int, blocks: int) -> list[int]:
+    size = -(-d // blocks)
+    return list(range(0, d, size)) + [d]
+
+
+def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096, upper_blocks: int = 1) -> int:
     """`gram += xᵀx` in float32, `chunk_size` tokens at a time. Returns the number of tokens added.
 
     16-bit activations on a GPU go through a 16-bit matrix product with float32 accumulation and output: the product
     of two bf16/fp16 numbers is exact in float32, so this is float32 statistics without upcasting the activations
     (and uses the tensor cores). Elsewhere the chunk is upcast and multiplied in float32.
+
+    With `upper_blocks=B > 1` (float32 path), the columns are cut into B blocks and only the blocks on or above the
+    block diagonal are accumulated: (B + 1)/(2B) of the work, since XᵀX is symmetric. Call `complete_gram(gram, B)`
+    once after the last batch to mirror the rest.
     """
     x = x.reshape(-1, x.shape[-1])
     if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda and _mm_fp32_out_supported(x):
         gram.add_(torch.mm(x.t(), x, out_dtype=torch.float32))  # no upcast copy, so no need to chunk
         return x.shape[0]
+    bounds = _block_bounds(x.shape[-1], upper_blocks) if upper_blocks > 1 else None
     for start in range(0, x.shape[0], chunk_size):
         xc = x[start : start + chunk_size].to(torch.float32)
-        gram.addmm_(xc.t(), xc)
+        if bounds is None:
+            gram.addmm_(xc.t(), xc)
+            continue
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            gram[lo:hi, lo:].addmm_(xc[:, lo:hi].t(), xc[:, lo:])
     return x.shape[0]
+
+
+def complete_gram(gram: torch.Tensor, upper_blocks: int) -> torch.Tensor:
+    """Fill the blocks below the block diagonal of a Gram matrix accumulated with `upper_blocks` (in place)."""
+    if upper_blocks > 1:
+        bounds = _block_bounds(gram.shape[0], upper_blocks)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            gram[hi:, lo:hi] = gram[lo:hi, hi:].t()
+    return gram
 
 
 def accumulate_sq_norms(sq_norms: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096) -> int:
