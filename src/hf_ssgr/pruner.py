@@ -51,10 +51,10 @@ from .modeling import (
 )
 from .sparsify import (
     accumulate_gram,
-    complete_gram,
     accumulate_sq_norms,
     alps_factors,
     alps_prune,
+    complete_gram,
     magnitude_prune,
     relative_reconstruction_error,
     sparsegpt_prune,
