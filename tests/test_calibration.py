@@ -307,3 +307,23 @@ def test_unknown_source_and_missing_template(model, tok):
         SSGRCalibrator(CalibrationConfig(policy="prompt_only")).build(
             model, datasets.Dataset.from_dict({"problem": ["x"]}), tokenizer=tok
         )
+
+
+def test_mixed_round_sizes_generate_nothing_extra(model, tok, scripted, tmp_path):
+    """A resumed store leaves problems at different stages: each is sampled exactly as much as it needs."""
+    kwargs = dict(policy="ssgr", num_samples=100, num_generations=16, max_length=4096, samples_per_round=4,
+                  rollouts_dir=str(tmp_path / "store"))  # fmt: skip
+    scripted.fail_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        build(model, tok, generation_batch_size=4, **kwargs)  # one problem per wave: it gets 13 samples, then a crash
+    scripted.fail_after = None
+    first = scripted.samples_generated
+    assert first == 13
+    ds, cal = build(model, tok, generation_batch_size=64, **kwargs)  # one wave holds it next to fresh problems
+    assert cal.report["counts"]["responses_generated"] == scripted.samples_generated - first
+    rollouts = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json"))).to_dataset()
+    assert len(rollouts) == scripted.samples_generated
+    per_problem = {}
+    for pid in rollouts["problem_id"]:
+        per_problem[pid] = per_problem.get(pid, 0) + 1
+    assert max(per_problem.values()) <= 16

@@ -403,8 +403,10 @@ class SSGRCalibrator:
             }
             active = [p for p in batch if not self._decided(store.samples(p["problem_id"]), n)]
             while active:
-                round_n = {p["problem_id"]: self._round_size(store.samples(p["problem_id"]), n) for p in active}
-                k = max(round_n.values())
+                # One generate call per round size, so that no problem is sampled more than it needs.
+                sizes = [self._round_size(store.samples(p["problem_id"]), n) for p in active]
+                k = max(sizes)
+                group = [p for p, size in zip(active, sizes) if size == k]
                 if self._engine is None:
                     self._engine = make_engine(
                         cfg.engine,
@@ -418,13 +420,13 @@ class SSGRCalibrator:
                         seed=cfg.seed,
                         vllm_kwargs=cfg.vllm_kwargs,
                     )
-                seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in active) + pos
-                outs = self._engine.generate([prompts[p["problem_id"]] for p in active], k, seed)
-                for p, samples in zip(active, outs):
+                seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
+                outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed)
+                for p, samples in zip(group, outs):
                     pid = p["problem_id"]
                     have = len(store.samples(pid))
                     new = []
-                    for j, s in enumerate(samples[: round_n[pid]]):
+                    for j, s in enumerate(samples):
                         text = gen_tok.decode(s.response_ids, skip_special_tokens=True)
                         v = verify_reply(text, p["answer"], s.finish_reason, cfg.require_think_end, quality)
                         new.append({
