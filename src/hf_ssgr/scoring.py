@@ -1,0 +1,111 @@
+"""Scoring of sampled reasoning replies: pass@1 over k samples, pass@k, response lengths and truncation.
+
+These are the per-problem metrics the evaluation tasks report. A reply counts as correct only if its thinking is
+closed (`</think>`), it did not hit the length limit, and its final answer matches: math answers through
+math-verify (`hf_ssgr.verification`), multiple-choice answers (GPQA) through `extract_choice_letter`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+
+from .verification import THINK_END, extract_answer, extract_boxed, is_equivalent, split_thinking
+
+__all__ = ["pass_at_k", "extract_choice_letter", "score_problem", "summarize_lengths"]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 − C(n−c, k)/C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k}).")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+_LETTER_PATTERNS = [
+    r"\\boxed\{\s*\(?([A-D])\)?\s*\}",
+    r"(?i)answer\s*(?:is|:)?\s*[:\s]*\(?\**\s*([A-D])\b",
+    r"^\s*\(?([A-D])\)?[.)]?\s*$",
+    r"\(([A-D])\)",
+]
+
+
+def extract_choice_letter(text: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
+    """The chosen option letter (A–D) of a multiple-choice reply, read after `</think>`.
+
+    Tried in order: `\\boxed{C}` (also `\\boxed{(C)}`), "answer is C" / "Answer: (C)", a line that is only a letter,
+    and finally the last "(C)". `None` when the thinking never closed, the reply was truncated, or no letter is found.
+    """
+    if finish_reason == "length":
+        return None
+    if THINK_END in text:
+        _, text = split_thinking(text)
+    elif require_think_end:
+        return None
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        m = re.fullmatch(r"\s*\(?\s*([A-D])\s*\)?\s*(?:[.:].*)?", boxed)
+        if m:
+            return m.group(1)
+    for pattern in _LETTER_PATTERNS[1:]:
+        matches = re.findall(pattern, text, flags=re.M)
+        if matches:
+            return matches[-1].upper()
+    return None
+
+
+def _is_correct(reply: str, gold: str, kind: str, finish_reason: str | None) -> bool:
+    if kind == "choice":
+        return extract_choice_letter(reply, finish_reason) == gold.strip().upper()
+    answer = extract_answer(reply, finish_reason)
+    return answer is not None and is_equivalent(answer, gold)
+
+
+def score_problem(
+    replies: Sequence[str],
+    gold: str,
+    *,
+    kind: str = "math",
+    lengths: Sequence[int] | None = None,
+    max_new_tokens: int | None = None,
+    finish_reasons: Sequence[str | None] | None = None,
+) -> dict[str, float]:
+    """Metrics of one problem from its k sampled replies.
+
+    Args:
+        replies: the k replies (text after the generation prompt).
+        gold: the gold answer (a math expression, or a letter for `kind="choice"`).
+        lengths: response lengths in tokens; with `max_new_tokens`, a reply of that length counts as truncated.
+        finish_reasons: `"length"` marks a truncated reply explicitly (it then is not correct).
+
+    Returns `pass@1` (mean correctness over the k replies: the papers' avg pass@1), `pass@k` (any correct),
+    `correct` (count), `mean_length` and `truncated` (fraction), each a float.
+    """
+    if not replies:
+        raise ValueError("score_problem needs at least one reply.")
+    k = len(replies)
+    reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
+    if lengths is not None and max_new_tokens is not None:
+        reasons = ["length" if (r == "length" or n >= max_new_tokens) else r for r, n in zip(reasons, lengths)]
+    correct = [_is_correct(r, gold, kind, f) for r, f in zip(replies, reasons)]
+    c = sum(correct)
+    out = {
+        "pass@1": c / k,
+        f"pass@{k}": pass_at_k(k, c, k),
+        "correct": float(c),
+        "truncated": sum(r == "length" for r in reasons) / k,
+    }
+    if lengths is not None:
+        out["mean_length"] = float(statistics.fmean(lengths))
+    return out
+
+
+def summarize_lengths(lengths: Sequence[int]) -> dict[str, float]:
+    """Mean and median response length (tokens) over every sampled reply of a benchmark."""
+    if not lengths:
+        return {"mean_length": float("nan"), "median_length": float("nan")}
+    return {"mean_length": float(statistics.fmean(lengths)), "median_length": float(statistics.median(lengths))}
