@@ -57,3 +57,11 @@ def test_every_prune_recipe_parses():
     for recipe in recipes:
         args, config = _parse((PruneArguments, PruningConfig), ["--config", str(recipe)])
         assert config.method in PRUNING_METHODS, recipe
+
+
+def test_cli_tasks_path(capsys):
+    import os
+
+    assert main(["tasks-path"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert os.path.isfile(os.path.join(path, "ssgr_reasoning.yaml"))

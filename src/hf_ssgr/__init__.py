@@ -7,7 +7,6 @@ from .callbacks import (
     CallbackHandler,
     CheckpointCallback,
     DefaultFlowCallback,
-    KeepSparsityCallback,
     MetricsLoggerCallback,
     PrintMetricsCallback,
     ProgressCallback,
@@ -16,6 +15,7 @@ from .callbacks import (
     PrunerState,
 )
 from .config import PruningConfig
+from .evaluation import EvalReport, TaskResult, evaluate
 from .pruner import NonFiniteActivationError, OneShotPruner
 from .sources import list_sources, load_source, register_source
 
@@ -28,6 +28,9 @@ __all__ = [
     "load_source",
     "list_sources",
     "PruningConfig",
+    "evaluate",
+    "EvalReport",
+    "TaskResult",
     "NonFiniteActivationError",
     "PrunerCallback",
     "PrunerState",
@@ -40,3 +43,11 @@ __all__ = [
     "PrintMetricsCallback",
     "KeepSparsityCallback",
 ]
+
+
+def __getattr__(name):  # imported on first use: transformers' Trainer stack takes seconds to import
+    if name == "KeepSparsityCallback":
+        from .training import KeepSparsityCallback
+
+        return KeepSparsityCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

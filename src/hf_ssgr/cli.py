@@ -3,6 +3,7 @@
 ```
 hf-ssgr prune --model_name_or_path PATH --calibration PATH --output_dir OUT [--method sparsegpt --sparsity 0.5 ...]
 hf-ssgr prune --config recipe.yaml [--sparsity 0.6]        # flags override the YAML
+hf-ssgr tasks-path                                          # the lm-eval tasks folder, for lm_eval --include_path
 ```
 
 Configs are dataclasses parsed with `transformers.HfArgumentParser`; `--config` reads a flat YAML mapping of the same
@@ -105,7 +106,14 @@ def prune_main(argv):
     print(f"Pruned model written to {args.save_dir}")
 
 
-COMMANDS = {"prune": prune_main}
+def tasks_path_main(argv):
+    """Print the folder of the shipped lm-eval tasks, for `lm_eval --include_path`."""
+    from .benchmarks import tasks_path
+
+    print(tasks_path())
+
+
+COMMANDS = {"prune": prune_main, "tasks-path": tasks_path_main}
 
 
 def main(argv=None):

@@ -206,14 +206,17 @@ def _read_local(path: str):
         if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "state.json")):
             return datasets.load_from_disk(path)
         files = sorted(
-            os.path.join(path, f) for f in os.listdir(path) if f.endswith((".jsonl", ".json", ".parquet", ".json.gz"))
+            os.path.join(path, f)
+            for f in os.listdir(path)
+            if f.endswith((".jsonl", ".json", ".parquet", ".json.gz", ".csv"))
         )
         if not files:
-            raise ValueError(f"{path} holds no .jsonl/.json/.parquet file and is not a save_to_disk folder.")
+            raise ValueError(f"{path} holds no .jsonl/.json/.parquet/.csv file and is not a save_to_disk folder.")
         path_list = files
     else:
         path_list = [path]
-    builder = "parquet" if path_list[0].endswith(".parquet") else "json"
+    suffix = path_list[0].rsplit(".", 1)[-1]
+    builder = {"parquet": "parquet", "csv": "csv"}.get(suffix, "json")
     return datasets.load_dataset(builder, data_files=path_list, split="train")
 
 

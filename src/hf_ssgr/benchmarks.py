@@ -1,0 +1,371 @@
+"""Evaluation benchmarks of reasoning models, as lm-evaluation-harness tasks shipped inside the package.
+
+The YAMLs in `hf_ssgr/tasks/` (see `tasks_path()`) define the tasks; this module holds what they call: the data
+loaders (Hub by default, any local file instead) and the scoring. The tasks run under stock lm-eval:
+
+    lm_eval --model hf --model_args pretrained=PATH --apply_chat_template \\
+        --include_path $(python -m hf_ssgr.benchmarks) --tasks ssgr_reasoning
+
+or through `hf_ssgr.evaluate`, whose model class reports exact token counts, finish reasons and generation time.
+
+Scoring follows the papers: zero-shot, chat template, k sampled replies per problem, math-verify on the answer after
+`</think>` (a letter for GPQA). A reply whose thinking never closed, or that hit the length limit, is not correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from .rollouts import PROMPT_SUFFIX
+from .scoring import pass_at_k, score_problem
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = [
+    "Benchmark",
+    "BENCHMARKS",
+    "TASK_GROUPS",
+    "Reply",
+    "tasks_path",
+    "list_tasks",
+    "resolve_tasks",
+    "load_benchmark",
+    "process_results",
+    "GPQA_SUFFIX",
+]
+
+GPQA_SUFFIX = "Please reason step by step, and put the letter of your final answer (A, B, C or D) within \\boxed{}."
+DEFAULT_MAX_GEN_TOKS = 32768
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One evaluation task: where its data lives on the Hub and how it is scored.
+
+    `parts` are `(dataset_id, config, split)` triples, concatenated in order (AIME = 2024 + 2025).
+    """
+
+    task: str
+    title: str
+    parts: tuple[tuple[str, str | None, str], ...]
+    kind: str = "math"  # "math" (math-verify) or "choice" (a letter)
+    license: str = ""
+    gated: bool = False
+
+    @property
+    def dataset_ids(self) -> list[str]:
+        return [p[0] for p in self.parts]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.task: b
+    for b in [
+        Benchmark("ssgr_gsm8k", "GSM8K", (("openai/gsm8k", "main", "test"),), license="MIT"),
+        Benchmark("ssgr_math500", "MATH-500", (("HuggingFaceH4/MATH-500", None, "test"),), license="MIT"),
+        Benchmark(
+            "ssgr_aime",
+            "AIME 2024+2025",
+            (("HuggingFaceH4/aime_2024", None, "train"), ("math-ai/aime25", None, "test")),
+            license="problems (c) MAA",
+        ),
+        Benchmark(
+            "ssgr_aime24", "AIME 2024", (("HuggingFaceH4/aime_2024", None, "train"),), license="problems (c) MAA"
+        ),
+        Benchmark("ssgr_aime25", "AIME 2025", (("math-ai/aime25", None, "test"),), license="problems (c) MAA"),
+        Benchmark(
+            "ssgr_olympiadbench",
+            "OlympiadBench",
+            (("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),),
+            license="Apache-2.0",
+        ),
+        Benchmark(
+            "ssgr_gpqa_diamond",
+            "GPQA Diamond",
+            (("Idavidrein/gpqa", "gpqa_diamond", "train"),),
+            kind="choice",
+            license="CC-BY-4.0",
+            gated=True,
+        ),
+    ]
+}
+
+# The five benchmarks of the SSGR paper. Mirrors tasks/ssgr_reasoning.yaml (a test keeps the two in step).
+TASK_GROUPS: dict[str, list[str]] = {
+    "ssgr_reasoning": ["ssgr_gsm8k", "ssgr_math500", "ssgr_aime", "ssgr_olympiadbench", "ssgr_gpqa_diamond"],
+}
+
+
+def tasks_path() -> str:
+    """The folder of the task YAMLs, for `lm_eval --include_path`."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+
+
+def list_tasks() -> list[str]:
+    return sorted(BENCHMARKS) + sorted(TASK_GROUPS)
+
+
+def resolve_tasks(tasks: str | list[str]) -> list[str]:
+    """Expand groups into their tasks, keeping order and dropping repeats; unknown names raise with the valid ones."""
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not names:
+        raise ValueError(f"No task given: choose from {', '.join(list_tasks())}.")
+    out: list[str] = []
+    for name in names:
+        if name in TASK_GROUPS:
+            leaves = TASK_GROUPS[name]
+        elif name in BENCHMARKS:
+            leaves = [name]
+        else:
+            raise ValueError(f"Unknown task {name!r}: valid tasks are {', '.join(list_tasks())}.")
+        out.extend(t for t in leaves if t not in out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _first(row: dict, names: tuple[str, ...]):
+    for n in names:
+        if n in row and row[n] is not None:
+            return row[n]
+    return None
+
+
+def _math_doc(row: dict, idx: int, bench: Benchmark, origin: str) -> dict:
+    problem = _first(row, ("problem", "question", "Question", "Problem"))
+    answer = _first(row, ("answer", "final_answer", "Answer", "gold"))
+    if problem is None or answer is None:
+        raise ValueError(
+            f"{bench.title} rows from {origin} need a problem column (problem/question) and an answer column "
+            f"(answer/final_answer); found {sorted(row)}."
+        )
+    if isinstance(answer, list):  # OlympiadBench: a list of final answers
+        answer = answer[0] if len(answer) == 1 else ", ".join(map(str, answer))
+    answer = str(answer)
+    if "####" in answer:  # GSM8K: the worked solution ends with "#### N"
+        answer = answer.split("####")[-1].strip().replace(",", "")
+    answer = answer.strip().strip("$").strip()
+    context = row.get("context")
+    text = f"{context}\n\n{problem}" if context else str(problem)
+    pid = _first(row, ("unique_id", "id", "problem_id", "ID"))
+    return {
+        "problem_id": f"{bench.task}/{pid if pid is not None else idx}",
+        "prompt": f"{text}\n{PROMPT_SUFFIX}",
+        "problem": str(problem),
+        "answer": answer,
+        "kind": bench.kind,
+        "benchmark": bench.task,
+        "level": str(_first(row, ("level", "difficulty")) or ""),
+        "subject": str(_first(row, ("subject", "subfield", "type", "Subdomain")) or ""),
+        "choices": [],
+        "choice_order": [],
+    }
+
+
+def _gpqa_doc(row: dict, idx: int, bench: Benchmark, origin: str, seed: int) -> dict:
+    needed = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+    missing = [c for c in needed if c not in row]
+    if missing:
+        raise ValueError(f"GPQA rows from {origin} need the columns of Idavidrein/gpqa; missing {missing}.")
+    options = [str(row[c]).strip() for c in needed[1:]]
+    record = row.get("Record ID") or str(idx)
+    order = list(range(4))  # order[j] = index in `options` shown as letter j; options[0] is the correct one
+    random.Random(f"{seed}:{record}").shuffle(order)
+    choices = [options[i] for i in order]
+    letters = "ABCD"
+    body = "\n".join(f"{letters[j]}) {c}" for j, c in enumerate(choices))
+    return {
+        "problem_id": f"{bench.task}/{record}",
+        "prompt": f"{str(row['Question']).strip()}\n\n{body}\n{GPQA_SUFFIX}",
+        "problem": str(row["Question"]).strip(),
+        "answer": letters[order.index(0)],
+        "kind": "choice",
+        "benchmark": bench.task,
+        "level": str(row.get("Writer's Difficulty Estimate") or ""),
+        "subject": str(row.get("High-level domain") or ""),
+        "choices": choices,
+        "choice_order": order,
+    }
+
+
+def _access_hint(bench: Benchmark) -> str:
+    local = (
+        f"pass a local copy: evaluate(..., data_files={{{bench.task!r}: 'file.jsonl|.parquet|.csv'}}), or with lm_eval "
+        f'--metadata \'{{"data_files": {{"{bench.task}": "file.jsonl"}}}}\''
+    )
+    if bench.gated:
+        url = f"https://huggingface.co/datasets/{bench.parts[0][0]}"
+        return f"{bench.parts[0][0]} is gated: accept its terms at {url} and log in (`hf auth login` or HF_TOKEN), or {local}"
+    return f"Offline or without access, {local}"
+
+
+def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: int = 0):
+    """The problems of one task as a `Dataset` of docs: `problem_id`, `prompt` (the user turn), `problem`, `answer`,
+    `kind`, `benchmark`, `level`, `subject`, and for GPQA `choices` (in the shown order) and `choice_order`.
+
+    Args:
+        task: a task name (see `list_tasks()`).
+        data_file: a local copy (jsonl/json/parquet/csv file, a folder of them, or a `save_to_disk` folder; several
+            files are concatenated) in the Hub dataset's fields; `None` reads the Hub.
+        seed: the seed of GPQA's option shuffle (fixed per question, recorded in `choice_order`).
+    """
+    import datasets
+
+    from .sources import _read_local
+
+    if task not in BENCHMARKS:
+        raise ValueError(f"Unknown task {task!r}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
+    bench = BENCHMARKS[task]
+    raw: list[tuple[str, Any]] = []
+    if data_file is not None:
+        for path in [data_file] if isinstance(data_file, (str, os.PathLike)) else list(data_file):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{bench.title}: the local data file {path} does not exist.")
+            raw.append((str(path), _read_local(str(path))))
+    else:
+        for dataset_id, config, split in bench.parts:
+            try:
+                ds = datasets.load_dataset(dataset_id, config, split=split)
+            except Exception as err:  # noqa: BLE001 - offline, gated, missing: the same advice
+                raise RuntimeError(
+                    f"Could not load {bench.title} ({dataset_id}{'/' + config if config else ''}, split {split}) "
+                    f"from the Hub: {type(err).__name__}: {err}. {_access_hint(bench)}."
+                ) from err
+            raw.append((dataset_id, ds))
+    docs = []
+    for origin, ds in raw:
+        for row in ds:
+            idx = len(docs)
+            if bench.kind == "choice":
+                docs.append(_gpqa_doc(row, idx, bench, origin, seed))
+            else:
+                docs.append(_math_doc(row, idx, bench, origin))
+    if not docs:
+        raise ValueError(f"{bench.title}: no rows were read from {[o for o, _ in raw]}.")
+    features = datasets.Features(
+        {
+            **{
+                c: datasets.Value("string")
+                for c in ("problem_id", "prompt", "problem", "answer", "kind", "benchmark", "level", "subject")
+            },
+            "choices": datasets.List(datasets.Value("string")),
+            "choice_order": datasets.List(datasets.Value("int64")),
+        }
+    )
+    return datasets.Dataset.from_list(docs, features=features)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the task YAMLs call
+
+# Per-task settings seen when the data was loaded (lm-eval passes its metadata, which holds the model arguments, to
+# the loader only): the tokenizer that counts reply tokens under stock backends, and the length limit.
+_TASK_CONTEXT: dict[str, dict[str, Any]] = {}
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def load_task_dataset(task: str, **metadata):
+    """`custom_dataset` of the task YAMLs. Metadata keys read: `data_files` ({task: path}), `gpqa_seed`, and for
+    stock lm-eval backends `tokenizer` (else `pretrained`) and `max_gen_toks`."""
+    import datasets
+
+    data_files = metadata.get("data_files") or {}
+    if isinstance(data_files, str):
+        raise ValueError(
+            f"data_files must map task names to files, e.g. {{{task!r}: {data_files!r}}}, not a bare path."
+        )
+    unknown = sorted(set(data_files) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
+    docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)))
+    _TASK_CONTEXT[task] = {
+        "tokenizer": metadata.get("tokenizer") or metadata.get("pretrained"),
+        "max_gen_toks": int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS),
+    }
+    return datasets.DatasetDict({"test": docs})
+
+
+class Reply(str):
+    """A generated reply that knows its length in tokens, why generation stopped and its share of generation time.
+
+    `hf_ssgr.evaluate`'s model class returns these; lm-eval passes them through its filters to `process_results`.
+    """
+
+    num_tokens: int
+    finish_reason: str | None
+    seconds: float
+
+    def __new__(cls, text: str, num_tokens: int, finish_reason: str | None = None, seconds: float = float("nan")):
+        obj = super().__new__(cls, text)
+        obj.num_tokens, obj.finish_reason, obj.seconds = int(num_tokens), finish_reason, float(seconds)
+        return obj
+
+    def __reduce__(self):
+        return (Reply, (str(self), self.num_tokens, self.finish_reason, self.seconds))
+
+
+def _tokenizer_for(task: str):
+    name = _TASK_CONTEXT.get(task, {}).get("tokenizer")
+    if name is None:
+        raise ValueError(
+            f"{task}: response lengths are counted in tokens, but no tokenizer is known. Pass the model as "
+            '--model_args pretrained=... (lm-eval forwards it), or --metadata \'{"tokenizer": "..."}\', or '
+            "evaluate with hf_ssgr.evaluate."
+        )
+    if not isinstance(name, str):
+        return name
+    if name not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(name)
+    return _TOKENIZERS[name]
+
+
+def _reply_stats(task: str, reply) -> tuple[int, str | None, float]:
+    if isinstance(reply, Reply):
+        return reply.num_tokens, reply.finish_reason, reply.seconds
+    # A stock lm-eval backend: re-encode the text, and call a reply of the limit's length truncated.
+    n = len(_tokenizer_for(task)(str(reply), add_special_tokens=False)["input_ids"])
+    limit = _TASK_CONTEXT.get(task, {}).get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
+    return n, ("length" if n >= limit else None), float("nan")
+
+
+def process_results(doc: dict, results: list) -> dict[str, Any]:
+    """Per-problem metrics from its k replies: pass@1 (mean over the k), pass@k, lengths, truncation, time."""
+    task = doc["benchmark"]
+    if len(results) == 1 and isinstance(results[0], (list, tuple)):  # lm-eval: [the k filtered replies]
+        results = list(results[0])
+    stats = [_reply_stats(task, r) for r in results]
+    lengths = [s[0] for s in stats]
+    scores = score_problem(
+        [str(r) for r in results],
+        doc["answer"],
+        kind=doc["kind"],
+        lengths=lengths,
+        finish_reasons=[s[1] for s in stats],
+    )
+    k = len(results)
+    return {
+        "pass@1": scores["pass@1"],
+        "pass@k": pass_at_k(k, int(scores["correct"]), k),
+        "mean_length": scores["mean_length"],
+        "median_length": lengths,  # the aggregation takes the median over every reply of the task
+        "truncated": scores["truncated"],
+        "gen_seconds": math.fsum(s[2] for s in stats),
+    }
+
+
+def median_of_all(items: list[list[int]]) -> float:
+    values = [v for per_doc in items for v in per_doc]
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def total(items: list[float]) -> float:
+    return math.fsum(items)

@@ -1,0 +1,423 @@
+"""`evaluate()`: the reasoning benchmarks through lm-evaluation-harness, and `EvalReport` with tables and plots.
+
+`evaluate` wraps `lm_eval.simple_evaluate` with the package's tasks (`hf_ssgr/tasks`) and its model class
+(`ReasoningLM`, which reports exact token lengths, truncation and generation time). The k samples per problem, the
+length limit and the sampling settings are applied to every task as config overrides, so the shipped YAMLs stay the
+papers' defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .benchmarks import BENCHMARKS, list_tasks, resolve_tasks, tasks_path
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["evaluate", "EvalReport", "TaskResult", "plot_accuracy", "plot_length_distributions"]
+
+FILTER = "k_samples"
+
+
+@dataclass
+class TaskResult:
+    """Metrics of one task. Accuracies are fractions in [0, 1]; lengths are in tokens."""
+
+    task: str
+    title: str
+    num_problems: int
+    num_samples: int
+    pass_at_1: float
+    pass_at_k: float
+    mean_length: float
+    median_length: float
+    truncated: float
+    gen_seconds: float
+    lengths: list[int] = field(default_factory=list)  # every reply's length, for distributions
+    pass_at_1_per_problem: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EvalReport:
+    """What `evaluate` measured: per-task metrics, the settings, and helpers to compare, print and save.
+
+    `EvalReport.load(path)` reads back what `save(path)` wrote.
+    """
+
+    model: str
+    tasks: dict[str, TaskResult]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # -- access -------------------------------------------------------------------------------------------------------
+    def __getitem__(self, task: str) -> TaskResult:
+        return self.tasks[task]
+
+    def metric(self, name: str) -> dict[str, float]:
+        return {t: getattr(r, name) for t, r in self.tasks.items()}
+
+    @property
+    def average_pass_at_1(self) -> float:
+        return statistics.fmean(r.pass_at_1 for r in self.tasks.values()) if self.tasks else float("nan")
+
+    def recovery(self, baseline: EvalReport) -> dict[str, float]:
+        """pass@1 as a percentage of the baseline's (the dense model), per task shared by both, and on average."""
+        shared = [t for t in self.tasks if t in baseline.tasks]
+        if not shared:
+            raise ValueError(
+                f"No task in common with the baseline (this: {list(self.tasks)}, baseline: {list(baseline.tasks)})."
+            )
+        out = {t: _pct(self.tasks[t].pass_at_1, baseline.tasks[t].pass_at_1) for t in shared}
+        out["average"] = _pct(
+            statistics.fmean(self.tasks[t].pass_at_1 for t in shared),
+            statistics.fmean(baseline.tasks[t].pass_at_1 for t in shared),
+        )
+        return out
+
+    # -- printing -----------------------------------------------------------------------------------------------------
+    def table(self, baseline: EvalReport | None = None) -> str:
+        """A Markdown table: pass@1 and pass@k (%), mean/median response length, truncation, generation time; with a
+        baseline, also its pass@1 and the recovery."""
+        k = self.settings.get("num_samples", "k")
+        head = [
+            "task",
+            "problems",
+            f"pass@1 (avg of {k})",
+            f"pass@{k}",
+            "mean len",
+            "median len",
+            "truncated",
+            "gen s",
+        ]
+        if baseline is not None:
+            head += ["baseline pass@1", "recovery"]
+            rec = self.recovery(baseline)
+        rows = []
+        for t, r in self.tasks.items():
+            row = [
+                r.title,
+                str(r.num_problems),
+                f"{100 * r.pass_at_1:.1f}",
+                f"{100 * r.pass_at_k:.1f}",
+                f"{r.mean_length:.0f}",
+                f"{r.median_length:.0f}",
+                f"{100 * r.truncated:.1f}%",
+                "n/a" if math.isnan(r.gen_seconds) else f"{r.gen_seconds:.1f}",
+            ]
+            if baseline is not None:
+                b = baseline.tasks.get(t)
+                row += [f"{100 * b.pass_at_1:.1f}" if b else "", _fmt_pct(rec.get(t))]
+            rows.append(row)
+        if len(self.tasks) > 1:
+            row = ["average", "", f"{100 * self.average_pass_at_1:.1f}", "", "", "", "", ""]
+            if baseline is not None:
+                row += [f"{100 * baseline.average_pass_at_1:.1f}", _fmt_pct(rec["average"])]
+            rows.append(row)
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"{self.model}\n{self.table()}"
+
+    # -- persistence --------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "settings": self.settings, "tasks": {t: asdict(r) for t, r in self.tasks.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        return cls(
+            model=data["model"],
+            settings=dict(data.get("settings", {})),
+            tasks={t: TaskResult(**r) for t, r in data["tasks"].items()},
+        )
+
+    def save(self, path: str) -> str:
+        """Write the report as JSON (atomically)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, allow_nan=True)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> EvalReport:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    # -- building -----------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_lm_eval(cls, results: Mapping[str, Any], model: str, settings: Mapping[str, Any] | None = None):
+        """From the dict `lm_eval.simple_evaluate(..., log_samples=True)` returns, for the package's tasks."""
+        tasks = {}
+        for task, metrics in results["results"].items():
+            if task not in BENCHMARKS:
+                continue  # a group's aggregate
+            samples = results.get("samples", {}).get(task, [])
+            lengths = [n for s in samples for n in s.get("median_length", [])]
+            k = max((len(s["filtered_resps"][0]) for s in samples if s.get("filtered_resps")), default=0)
+
+            def get(name, metrics=metrics):
+                value = metrics.get(f"{name},{FILTER}", float("nan"))
+                return float("nan") if value in (None, "N/A") else float(value)
+
+            tasks[task] = TaskResult(
+                task=task,
+                title=BENCHMARKS[task].title,
+                num_problems=len(samples) or int(results.get("n-samples", {}).get(task, {}).get("effective", 0)),
+                num_samples=k,
+                pass_at_1=get("pass@1"),
+                pass_at_k=get("pass@k"),
+                mean_length=get("mean_length"),
+                median_length=get("median_length"),
+                truncated=get("truncated"),
+                gen_seconds=get("gen_seconds"),
+                lengths=[int(n) for n in lengths],
+                pass_at_1_per_problem=[float(s["pass@1"]) for s in samples if "pass@1" in s],
+            )
+        return cls(model=model, tasks=tasks, settings=dict(settings or {}))
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "" if value is None else ("n/a" if math.isnan(value) else f"{value:.1f}%")
+
+
+def _pct(value: float, base: float) -> float:
+    return float("nan") if base == 0 else 100.0 * value / base
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _check_model_path(path: str) -> None:
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise FileNotFoundError(f"Model path {path} is a file: pass the folder written by save_pretrained.")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - not a folder and not resolvable as a Hub id
+        raise FileNotFoundError(
+            f"Model path not found: {path!r} is not a local folder, and loading it from the Hub failed "
+            f"({type(err).__name__}). Pass the folder of a saved model or a reachable Hub id."
+        ) from err
+
+
+def evaluate(
+    model_or_path,
+    tokenizer=None,
+    tasks: str | Sequence[str] = ("ssgr_reasoning",),
+    num_samples: int = 4,
+    max_new_tokens: int = 32768,
+    backend: str = "hf",
+    limit: int | float | None = None,
+    *,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    batch_size: int = 16,
+    seed: int = 0,
+    data_files: Mapping[str, str | list[str]] | None = None,
+    gpqa_seed: int = 0,
+    model_name: str | None = None,
+    vllm_kwargs: dict | None = None,
+    engine=None,
+    output_path: str | None = None,
+) -> EvalReport:
+    """Evaluate a reasoning model on the package's lm-eval tasks.
+
+    Args:
+        model_or_path: a model object (with `tokenizer=`), a local folder, or a Hub id.
+        tasks: task or group names (`list_tasks()`); `"ssgr_reasoning"` is the SSGR paper's five benchmarks.
+        num_samples: k, the sampled replies per problem (pass@1 is averaged over them).
+        max_new_tokens: the length limit of a reply; a reply that reaches it is truncated and not correct.
+        backend: `"hf"` (transformers) or `"vllm"`.
+        limit: evaluate only the first `limit` problems of each task (an int), or a fraction of them.
+        data_files: local copies of task data, `{task: path}`, instead of the Hub.
+        engine: a ready generation engine (an object with `generate(prompts, num_samples, seed)` returning
+            `rollouts.Sample`s) instead of the backend's.
+        output_path: if set, the report is also saved there as JSON.
+    """
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1 (got {num_samples!r}).")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1 (got {max_new_tokens!r}).")
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"backend={backend!r}: choose 'hf' (transformers) or 'vllm'.")
+    names = resolve_tasks(list(tasks) if not isinstance(tasks, str) else tasks)
+    unknown = sorted(set(data_files or {}) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(list_tasks())}.")
+    if isinstance(model_or_path, (str, os.PathLike)):
+        _check_model_path(str(model_or_path))
+        model_or_path = str(model_or_path)
+    elif tokenizer is None:
+        raise ValueError("Pass tokenizer=... with a model object (or pass a local folder / Hub id instead).")
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError as err:
+        raise ImportError("evaluate() needs lm-evaluation-harness: pip install 'hf-ssgr[eval]'.") from err
+    from .lm_eval_model import ReasoningLM
+
+    lm = ReasoningLM(
+        model_or_path,
+        tokenizer=tokenizer,
+        backend=backend,
+        batch_size=batch_size,
+        seed=seed,
+        vllm_kwargs=vllm_kwargs,
+        engine=engine,
+    )
+    metadata = {"data_files": dict(data_files or {}), "gpqa_seed": gpqa_seed, "max_gen_toks": max_new_tokens}
+    manager = TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
+    overrides = {
+        "repeats": num_samples,
+        "filter_list": [{"name": FILTER, "filter": [{"function": "take_first_k", "k": num_samples}]}],
+        "generation_kwargs": {
+            "until": [],
+            "do_sample": temperature > 0,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_gen_toks": max_new_tokens,
+        },
+    }
+    # An inline group: lm-eval merges each child's overrides into its registered YAML (a top-level dict would not).
+    specs = [{"group": "hf_ssgr_evaluate", "task": [{"task": name, **overrides} for name in names]}]
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=specs,
+            task_manager=manager,
+            limit=limit,
+            apply_chat_template=True,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+        )
+    finally:
+        lm.close()
+    settings = {
+        "num_samples": num_samples,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "backend": backend,
+        "limit": limit,
+        "seed": seed,
+        "gpqa_seed": gpqa_seed,
+        "data_files": {t: str(p) for t, p in (data_files or {}).items()},
+        "versions": _versions(),
+    }
+    name = model_name or (model_or_path if isinstance(model_or_path, str) else lm._name)
+    report = EvalReport.from_lm_eval(results, model=name, settings=settings)
+    if output_path:
+        report.save(output_path)
+    return report
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("hf-ssgr", "lm_eval", "transformers", "torch", "math-verify", "vllm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _reports(reports) -> dict[str, EvalReport]:
+    if isinstance(reports, EvalReport):
+        return {reports.model: reports}
+    if isinstance(reports, Mapping):
+        return dict(reports)
+    return {r.model: r for r in reports}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("Plots need matplotlib: pip install 'hf-ssgr[plot]'.") from err
+    return plt
+
+
+def plot_accuracy(reports, path: str, metric: str = "pass_at_1", title: str | None = None) -> str:
+    """Grouped bars: one group per benchmark, one bar per model (dense and pruned variants). `reports` is a mapping
+    `label -> EvalReport` (or a list, labelled by model). Writes `path` (PNG, SVG or PDF) and returns it."""
+    plt = _pyplot()
+    reports = _reports(reports)
+    if not reports:
+        raise ValueError("No report to plot.")
+    tasks = list(dict.fromkeys(t for r in reports.values() for t in r.tasks))
+    width = 0.8 / len(reports)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(tasks) * max(1, len(reports)) / 2), 3.6))
+    for i, (label, report) in enumerate(reports.items()):
+        xs = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(tasks))]
+        ys = [100 * getattr(report.tasks[t], metric) if t in report.tasks else float("nan") for t in tasks]
+        bars = ax.bar(xs, ys, width=width, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([BENCHMARKS[t].title if t in BENCHMARKS else t for t in tasks], rotation=0)
+    ax.set_ylabel(f"{metric.replace('_at_', '@')} (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title or "Accuracy per benchmark")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def plot_length_distributions(reports, path: str, task: str | None = None, bins: int = 30) -> str:
+    """Histograms of response length (tokens) per model, over one task or all of them (SSGR Fig. 5)."""
+    plt = _pyplot()
+    reports = _reports(reports)
+    series = {}
+    for label, report in reports.items():
+        chosen = [report.tasks[task]] if task else list(report.tasks.values())
+        if task and task not in report.tasks:
+            raise ValueError(f"{label} has no task {task!r} (it has {list(report.tasks)}).")
+        series[label] = [n for r in chosen for n in r.lengths]
+    if not any(series.values()):
+        raise ValueError("The reports hold no per-reply lengths (they are recorded by evaluate(); log_samples).")
+    top = max(max(v) for v in series.values() if v)
+    edges = [top * i / bins for i in range(bins + 1)]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, values in series.items():
+        if values:
+            ax.hist(
+                values,
+                bins=edges,
+                histtype="step",
+                linewidth=1.5,
+                label=f"{label} (mean {statistics.fmean(values):.0f})",
+            )
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel("replies")
+    ax.set_title(f"Response lengths{' — ' + BENCHMARKS[task].title if task in BENCHMARKS else ''}")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

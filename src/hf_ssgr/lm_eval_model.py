@@ -1,0 +1,191 @@
+"""An lm-eval model class for reasoning evaluation that sees token ids.
+
+`ReasoningLM` (registered with lm-eval as `hf-ssgr`) generates with the package's engines (transformers or vLLM) and
+returns `hf_ssgr.benchmarks.Reply` strings, so the task scoring knows each reply's exact length in tokens, whether it
+hit the length limit, and its share of generation time. Identical requests (lm-eval's `repeats`) are drawn as
+`num_samples` samples of one prompt, in one batched call. It only generates: loglikelihood tasks need `--model hf`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import OrderedDict
+
+import lm_eval.models  # noqa: F401 - fill lm-eval's registry first: it imports its own models only while empty
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from tqdm.auto import tqdm
+
+from .benchmarks import Reply
+from .rollouts import THINK_OPEN, TransformersEngine, make_engine
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["ReasoningLM"]
+
+
+@register_model("hf-ssgr")
+class ReasoningLM(LM):
+    """Args:
+    pretrained: a model (object, local folder or Hub id).
+    tokenizer: its tokenizer (loaded from `pretrained` when it is a path).
+    backend: `"hf"` (transformers `generate`) or `"vllm"`.
+    batch_size: sequences per `generate` call (transformers backend).
+    seed: base seed; each prompt's samples are seeded from it and the prompt text, so results do not depend on
+        batch composition order.
+    dtype / device: for loading `pretrained` from a path (transformers backend).
+    vllm_kwargs: passed to `vllm.LLM` (tensor_parallel_size, max_model_len, ...).
+    engine: a ready engine object (anything with `generate(prompts, num_samples, seed)`), e.g. for tests.
+    """
+
+    def __init__(
+        self,
+        pretrained=None,
+        tokenizer=None,
+        backend: str = "hf",
+        batch_size: int = 16,
+        seed: int = 0,
+        dtype: str = "auto",
+        device: str | None = None,
+        vllm_kwargs: dict | None = None,
+        engine=None,
+    ):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if backend not in ("hf", "vllm"):
+            raise ValueError(f"backend={backend!r}: choose 'hf' (transformers) or 'vllm'.")
+        self.backend, self.batch_size, self.seed = backend, int(batch_size), int(seed)
+        self.vllm_kwargs = dict(vllm_kwargs or {})
+        path = pretrained if isinstance(pretrained, str) else None
+        if tokenizer is None or isinstance(tokenizer, str):
+            source = tokenizer or path
+            if source is None:
+                raise ValueError("Pass tokenizer=... with a model object.")
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        self.tokenizer = tokenizer
+        self.model_path = path
+        self._engine = engine
+        if engine is None and backend == "hf":
+            model = pretrained
+            if isinstance(pretrained, str):
+                model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+                if device is not None:
+                    model = model.to(device)
+            self.model = model
+        else:
+            self.model = None if isinstance(pretrained, str) else pretrained
+        name = path or getattr(getattr(self.model, "config", None), "_name_or_path", "") or "model"
+        self._name = str(name)
+
+    # -- chat template -----------------------------------------------------------------------------------------------
+    @property
+    def tokenizer_name(self) -> str:
+        return getattr(self.tokenizer, "name_or_path", "tokenizer").replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None)
+
+    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                "The tokenizer has no chat template, and the reasoning tasks are zero-shot chat prompts: set "
+                "tokenizer.chat_template (an R1-style template whose generation prompt opens <think>)."
+            )
+        text = self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        if add_generation_prompt and not text.rstrip().endswith(THINK_OPEN):
+            text = text + f"{THINK_OPEN}\n"
+        return text
+
+    # -- generation ----------------------------------------------------------------------------------------------------
+    def _get_engine(self, temperature: float, top_p: float, max_new_tokens: int):
+        if self._engine is None:
+            if self.backend == "hf":
+                self._engine = TransformersEngine(
+                    self.model, self.tokenizer, temperature, top_p, max_new_tokens, self.batch_size, self.seed
+                )
+            else:
+                self._engine = make_engine(
+                    "vllm",
+                    self.model,
+                    self.tokenizer,
+                    self.model_path,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    seed=self.seed,
+                    vllm_kwargs=self.vllm_kwargs,
+                )
+        for attr, value in (("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
+            if hasattr(self._engine, attr):
+                setattr(self._engine, attr, value)
+        return self._engine
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        # Group identical requests (lm-eval's repeats) per task and generation settings, keeping first-seen order.
+        groups: OrderedDict[tuple, OrderedDict[str, list[int]]] = OrderedDict()
+        for i, req in enumerate(requests):
+            context, gen_kwargs = req.args
+            gk = dict(gen_kwargs or {})
+            do_sample = gk.get("do_sample", True)
+            temperature = float(gk.get("temperature", 0.6)) if do_sample is not False else 0.0
+            settings = (
+                getattr(req, "task_name", None) or "",
+                temperature,
+                float(gk.get("top_p", 1.0)),
+                int(gk.get("max_gen_toks", 32768)),
+                tuple(gk.get("until") or ()),
+            )
+            groups.setdefault(settings, OrderedDict()).setdefault(context, []).append(i)
+        out: list[Reply | None] = [None] * len(requests)
+        total = sum(len(v) for g in groups.values() for v in g.values())
+        bar = tqdm(total=total, desc="Generating", disable=disable_tqdm)
+        for (_task, temperature, top_p, max_new, until), contexts in groups.items():
+            engine = self._get_engine(temperature, top_p, max_new)
+            by_count: OrderedDict[int, list[str]] = OrderedDict()
+            for ctx, idxs in contexts.items():
+                by_count.setdefault(len(idxs), []).append(ctx)
+            for n, ctxs in by_count.items():
+                per_call = max(1, self.batch_size // n) if self.backend == "hf" else len(ctxs)
+                for start in range(0, len(ctxs), per_call):
+                    chunk = ctxs[start : start + per_call]
+                    prompts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in chunk]
+                    seed = self.seed + zlib.crc32(chunk[0].encode()) % (2**31)
+                    t0 = time.perf_counter()
+                    samples = engine.generate(prompts, n, seed)
+                    seconds = time.perf_counter() - t0
+                    tokens = sum(len(s.response_ids) for per in samples for s in per) or 1
+                    for ctx, per in zip(chunk, samples):
+                        for idx, s in zip(contexts[ctx], per):
+                            out[idx] = self._reply(s, until, seconds * len(s.response_ids) / tokens)
+                    bar.update(len(chunk) * n)
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    def _reply(self, sample, until, seconds: float) -> Reply:
+        ids = list(sample.response_ids)
+        eos = set(getattr(self._engine, "eos_ids", None) or [self.tokenizer.eos_token_id])
+        body = ids[:-1] if ids and ids[-1] in eos and sample.finish_reason != "length" else ids
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        for stop in until:  # stop strings are applied to the text, as lm-eval's own backends do
+            if stop and stop in text:
+                text = text.split(stop)[0]
+        return Reply(text, num_tokens=len(ids), finish_reason=sample.finish_reason, seconds=seconds)
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "The hf-ssgr model class only generates; run loglikelihood tasks with lm-eval's --model hf."
+        )
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "The hf-ssgr model class only generates; run loglikelihood tasks with lm-eval's --model hf."
+        )
+
+    def close(self) -> None:
+        if self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
