@@ -31,7 +31,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = [
