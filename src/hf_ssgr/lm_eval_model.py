@@ -150,10 +150,12 @@ class ReasoningLM(LM):
             for ctx, idxs in contexts.items():
                 by_count.setdefault(len(idxs), []).append(ctx)
             for n, ctxs in by_count.items():
+                encoded = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in ctxs}
+                ctxs = sorted(ctxs, key=lambda c: -len(encoded[c]))  # similar lengths share a batch: less padding
                 per_call = max(1, self.batch_size // n) if self.backend == "hf" else len(ctxs)
                 for start in range(0, len(ctxs), per_call):
                     chunk = ctxs[start : start + per_call]
-                    prompts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in chunk]
+                    prompts = [encoded[c] for c in chunk]
                     seed = self.seed + zlib.crc32(chunk[0].encode()) % (2**31)
                     t0 = time.perf_counter()
                     samples = engine.generate(prompts, n, seed)
