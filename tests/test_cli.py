@@ -36,7 +36,8 @@ def test_cli_prune_with_yaml_and_flag_override(tmp_path):
     assert bool(((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2).all())  # the flag won over the YAML
     meta = json.load(open(out / "pruning_config.json"))
     assert meta["config"]["method"] == "wanda" and meta["config"]["sparsity_type"] == "2:4"
-    assert len(meta["module_metrics"]) == 14
+    assert len(meta["modules"]) == 14 and meta["layers"][0]["sparsity"] == 0.5
+    assert "hf-ssgr prune --config" in (out / "README.md").read_text()
     assert torch.isfinite(pruned(torch.tensor([make_calibration()[0]])).logits).all()
 
 

@@ -12,7 +12,6 @@ field names.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -84,6 +83,7 @@ def prune_main(argv):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .hub import save_pruned
     from .pruner import OneShotPruner
 
     args, config = _parse((PruneArguments, PruningConfig), argv)
@@ -95,14 +95,20 @@ def prune_main(argv):
     calibration = load_calibration(args.calibration) if args.calibration else None
     pruner = OneShotPruner(config)
     pruner.prune(model, calibration, resume_from_checkpoint=True if args.resume else None)
-    os.makedirs(args.save_dir, exist_ok=True)
-    model.save_pretrained(args.save_dir)
     try:
-        AutoTokenizer.from_pretrained(args.model_name_or_path).save_pretrained(args.save_dir)
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     except (OSError, ValueError):
+        tokenizer = None
         logger.warning("No tokenizer found next to %s; the pruned folder has none.", args.model_name_or_path)
-    with open(os.path.join(args.save_dir, "pruning_config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": config.to_dict(), "module_metrics": pruner.state.module_metrics}, f, indent=2)
+    save_pruned(
+        model,
+        args.save_dir,
+        tokenizer=tokenizer,
+        pruner=pruner,
+        calibration=calibration,
+        base_model=args.model_name_or_path,
+        command="hf-ssgr prune " + " ".join(argv),
+    )
     print(f"Pruned model written to {args.save_dir}")
 
 
