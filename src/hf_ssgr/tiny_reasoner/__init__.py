@@ -11,8 +11,9 @@ The problem generator is deterministic (`random.Random(seed)`) and provides:
 * held-out test problems, disjoint from training (a problem's split is fixed by a hash of its text),
 * a plain-text corpus of everyday sentences with numbers (the analogue of C4).
 
-Difficulty levels 1–5 chain 1, 2, 3, 4 and 6 operations on one-digit operands; intermediate values stay below 100
-at levels 1–2, and may grow to 199, 499 and 999 at levels 3–5 (multi-digit carries are what a tiny model gets wrong).
+Difficulty grows with the number of steps and the size of the numbers: levels 1–5 chain 1, 2, 3, 4 and 5 operations;
+operands have one digit up to level 3, up to 19 at level 4 and up to 99 at level 5; intermediate values stay below
+100 at levels 1–2, 1000 at levels 3–4 and 10000 at level 5 (multi-digit products are what a tiny model gets wrong).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ __all__ = [
 ]
 
 MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
-LEVELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6}  # level -> number of operations
-MAX_VALUE = {1: 99, 2: 99, 3: 199, 4: 499, 5: 999}  # level -> largest intermediate value
+LEVELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}  # level -> number of operations
+MAX_OPERAND = {1: 9, 2: 9, 3: 9, 4: 19, 5: 99}  # level -> largest operand (and start value)
+MAX_VALUE = {1: 99, 2: 99, 3: 999, 4: 999, 5: 9999}  # level -> largest intermediate value
 TEST_FRACTION = 0.15
 _NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "June", "Kai", "Lea"]
 _THINGS = ["apples", "coins", "books", "cards", "eggs", "pens", "stamps", "shells"]
@@ -77,12 +79,12 @@ def make_problem(level: int, rng: random.Random) -> Problem:
     """One problem of `level` (1–5): a start value and a chain of operations, told as a short word problem."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {sorted(LEVELS)} (got {level}).")
-    value = rng.randint(1, 9)
+    value = rng.randint(1, MAX_OPERAND[level])
     steps = []
     for _ in range(LEVELS[level]):
         options = []
         top = MAX_VALUE[level]
-        for d in range(1, 10):
+        for d in range(1, MAX_OPERAND[level] + 1):
             if value + d <= top:
                 options.append(("+", d))
             if value - d >= 0:
