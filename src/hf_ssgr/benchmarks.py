@@ -57,10 +57,17 @@ class Benchmark:
     kind: str = "math"  # "math" (math-verify) or "choice" (a letter)
     license: str = ""
     gated: bool = False
+    builder: Any = None  # a function returning the rows, for generated benchmarks (no Hub)
 
     @property
     def dataset_ids(self) -> list[str]:
         return [p[0] for p in self.parts]
+
+
+def _tiny_test_rows():
+    from .tiny_reasoner import test_problems
+
+    return [p.to_dict() for p in test_problems(per_level=40)]
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -84,6 +91,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             (("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),),
             license="Apache-2.0",
         ),
+        Benchmark("ssgr_tiny_arith", "Tiny arithmetic (held out)", (), license="Apache-2.0", builder=_tiny_test_rows),
         Benchmark(
             "ssgr_gpqa_diamond",
             "GPQA Diamond",
@@ -229,6 +237,8 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{bench.title}: the local data file {path} does not exist.")
             raw.append((str(path), _read_local(str(path))))
+    elif bench.builder is not None:
+        raw.append((bench.task, bench.builder()))
     else:
         for dataset_id, config, split in bench.parts:
             try:

@@ -388,6 +388,9 @@ class SSGRCalibrator:
                 return collected_tokens >= cfg.token_budget or len(rows) >= cfg.num_samples
             return len(rows) >= cfg.num_samples
 
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.num_samples, desc=f"Calibration {cfg.policy}", unit="row")
         pos = 0
         while pos < len(order) and not (cfg.streaming and enough()):
             # Never start more problems than rows still needed: every problem yields at most one row.
@@ -465,6 +468,9 @@ class SSGRCalibrator:
                     continue
                 rows.append(row)
                 collected_tokens += len(row["input_ids"])
+                bar.update(1)
+            bar.set_postfix(problems=pos, generated_tokens=tokens_generated, refresh=False)
+        bar.close()
         mean_len = tokens_generated / max(responses_generated, 1)
         exhaustive = len(problems) * n * mean_len
         counts = dict(counts)

@@ -42,6 +42,15 @@ class TaskResult:
     gen_seconds: float
     lengths: list[int] = field(default_factory=list)  # every reply's length, for distributions
     pass_at_1_per_problem: list[float] = field(default_factory=list)
+    problem_levels: list[str] = field(default_factory=list)  # the difficulty level of each problem, when known
+
+    def per_level(self) -> dict[str, float]:
+        """pass@1 per difficulty level (from `pass_at_1_per_problem` and `problem_levels`)."""
+        groups: dict[str, list[float]] = {}
+        for level, acc in zip(self.problem_levels, self.pass_at_1_per_problem):
+            if level:
+                groups.setdefault(level, []).append(acc)
+        return {lv: statistics.fmean(v) for lv, v in sorted(groups.items())}
 
 
 @dataclass
@@ -181,6 +190,7 @@ class EvalReport:
                 gen_seconds=get("gen_seconds"),
                 lengths=[int(n) for n in lengths],
                 pass_at_1_per_problem=[float(s["pass@1"]) for s in samples if "pass@1" in s],
+                problem_levels=[str(s.get("doc", {}).get("level", "")) for s in samples if "pass@1" in s],
             )
         return cls(model=model, tasks=tasks, settings=dict(settings or {}))
 

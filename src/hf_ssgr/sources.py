@@ -50,6 +50,7 @@ class SourceSpec:
         components: for composite sources (MathR = GSM8K + MATH), the names of the parts.
         streaming: read the Hub copy as a stream (huge corpora such as DCLM); `max_rows` bounds what is read.
         license: licence of the data, for dataset cards.
+        loader: a function returning the raw rows (a `Dataset`) without the Hub, for generated sources.
     """
 
     name: str
@@ -70,6 +71,7 @@ class SourceSpec:
     max_rows: int | None = None
     license: str | None = None
     description: str = ""
+    loader: Callable[[], Any] | None = None  # builds the raw rows locally instead of reading the Hub
 
 
 _REGISTRY: dict[str, SourceSpec] = {}
@@ -192,6 +194,42 @@ register_source(
     description="DCLM-baseline 1.0 (first rows of the stream).",
 )
 
+
+def _tiny_problems():
+    import datasets
+
+    from .tiny_reasoner import train_problems
+
+    rows, seen = [], set()
+    for p in train_problems(4000, seed=11):
+        if p.problem not in seen:
+            seen.add(p.problem)
+            rows.append(p.to_dict())
+    return datasets.Dataset.from_list(rows)
+
+
+def _tiny_text():
+    import datasets
+
+    from .tiny_reasoner import text_corpus
+
+    return datasets.Dataset.from_dict({"text": text_corpus(2000, seed=7)})
+
+
+register_source(
+    "tiny-arith",
+    loader=_tiny_problems,
+    license="Apache-2.0",
+    description="Generated arithmetic word problems (training split) with short human-style solutions, for the "
+    "embedded tiny reasoner (the MathR analogue).",
+)
+register_source(
+    "tiny-text",
+    kind="text",
+    loader=_tiny_text,
+    license="Apache-2.0",
+    description="Generated everyday text with numbers and no reasoning (the C4 analogue of the tiny world).",
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Loading
@@ -339,6 +377,8 @@ def load_source(source: Any, path: str | dict[str, str] | None = None, kind: str
         if isinstance(path, dict):
             raise ValueError(f"{spec.name} is a single source: pass path as a string.")
         return _normalize(_read_local(str(path)), spec, None, str(path))
+    if spec.loader is not None:
+        return _normalize(spec.loader(), spec, None, spec.name)
     parts = [_normalize(ds, spec, config, f"{spec.dataset_id}/{config}") for config, ds in _load_hub(spec)]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 

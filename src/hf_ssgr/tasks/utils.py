@@ -29,3 +29,7 @@ def load_olympiadbench(**metadata):
 
 def load_gpqa_diamond(**metadata):
     return load_task_dataset("ssgr_gpqa_diamond", **metadata)
+
+
+def load_tiny_arith(**metadata):
+    return load_task_dataset("ssgr_tiny_arith", **metadata)

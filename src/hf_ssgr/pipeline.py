@@ -1,0 +1,394 @@
+"""`hf-ssgr run RECIPE`: calibrate → prune → evaluate → report, in one output folder, resumable.
+
+A recipe is a flat YAML mapping (see `RunConfig`): one model, a problem source (and a text corpus for the `text`
+policy), the calibration policies to build, the pruning configurations to apply to each calibration, and the
+evaluation tasks. The output folder holds everything:
+
+    calibration/<policy>/         the calibration Datasets (save_to_disk)
+    rollouts/                     the rollout stores the generation policies share
+    pruned/<policy>/<variant>/    pruning_config.json (+ the weights with save_models: true)
+    eval/dense.json, eval/<policy>__<variant>.json
+    report.md, accuracy.png, lengths.png, manifest.json
+
+Every step writes its result atomically and is skipped when its result is on disk, so re-running a recipe
+recomputes nothing that is finished, and an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["RunConfig", "run_recipe", "resolve_model", "variant_name"]
+
+EMBEDDED_MODEL_NAMES = ("tiny", "hf_ssgr:tiny", "embedded")
+
+
+def resolve_model(name: str) -> str:
+    """`tiny` (or `hf_ssgr:tiny`) names the embedded tiny reasoner; anything else is a path or Hub id."""
+    if name in EMBEDDED_MODEL_NAMES:
+        from .tiny_reasoner import MODEL_PATH
+
+        return MODEL_PATH
+    return name
+
+
+def variant_name(prune: dict[str, Any]) -> str:
+    """A folder-safe name of one pruning configuration, e.g. `sparsegpt-50` or `sparsegpt-2of4`."""
+    method = prune.get("method", "sparsegpt")
+    st = str(prune.get("sparsity_type", "unstructured"))
+    tag = f"{method}-{st.replace(':', 'of')}" if st != "unstructured" else f"{method}-{round(100 * prune['sparsity'])}"
+    layers = prune.get("layers", "all")
+    if layers not in (None, "all"):
+        tag += f"-{str(layers).replace(',', '_')}"
+    if prune.get("token_mask", "all") != "all":
+        tag += f"-{prune['token_mask']}"
+    return tag
+
+
+@dataclass
+class RunConfig:
+    """One experiment (or a small declared grid): every calibration policy × every pruning configuration.
+
+    Args:
+        model: the dense model (path or Hub id; `tiny` is the embedded tiny reasoner).
+        output_dir: where everything is written.
+        source / source_path: the problem source (a registered name or a local file) of the calibration.
+        text_source / text_source_path: the corpus of the `text` policy.
+        policies: calibration policies (`hf_ssgr.selection.POLICIES`).
+        calibration: `CalibrationConfig` fields shared by every policy (num_samples, max_length, ...).
+        policy_overrides: per policy, fields that differ (e.g. `{rac: {max_new_tokens: 8192}}`).
+        rollout_model: off-policy generation: the model whose rollouts calibrate (default: the dense model).
+        prune: the pruning configurations (`PruningConfig` fields), each applied to every calibration.
+        tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation.
+        evaluate: evaluate the dense model and every pruned one (false: prune only).
+        save_models: keep the pruned weights on disk (else only their pruning_config.json).
+        seed: seed of calibration sampling and evaluation.
+    """
+
+    model: str
+    output_dir: str
+    source: str = "MathR"
+    source_path: str | None = None
+    text_source: str = "C4"
+    text_source_path: str | None = None
+    policies: list[str] = field(default_factory=lambda: ["ssgr"])
+    calibration: dict[str, Any] = field(default_factory=dict)
+    policy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rollout_model: str | None = None
+    prune: list[dict[str, Any]] = field(default_factory=lambda: [{"method": "sparsegpt", "sparsity": 0.5}])
+    tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"])
+    eval_data_files: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 4
+    max_new_tokens: int = 32768
+    limit: int | None = None
+    backend: str = "hf"
+    eval_batch_size: int = 16
+    evaluate: bool = True
+    save_models: bool = False
+    torch_dtype: str = "auto"
+    description: str = ""
+    seed: int = 0
+
+    def __post_init__(self):
+        from .benchmarks import resolve_tasks
+        from .calibration import CalibrationConfig
+        from .config import PruningConfig
+        from .selection import POLICIES, canonical_policy
+        from .sources import get_source
+
+        if not self.policies:
+            raise ValueError("policies is empty: name at least one calibration policy (e.g. [ssgr]).")
+        for p in self.policies:
+            if canonical_policy(p) not in POLICIES:
+                raise ValueError(f"Unknown policy {p!r}: valid policies are {', '.join(sorted(POLICIES))}.")
+        unknown = set(self.policy_overrides) - set(self.policies)
+        if unknown:
+            raise ValueError(f"policy_overrides names policies not in `policies`: {sorted(unknown)}.")
+        for p in self.policies:  # every calibration config must be valid
+            CalibrationConfig(**self._calibration_fields(p))
+        if any(canonical_policy(p) == "text" for p in self.policies) and not self.text_source_path:
+            get_source(self.text_source)
+        if any(canonical_policy(p) != "text" for p in self.policies) and not self.source_path:
+            get_source(self.source)
+        if not self.prune:
+            raise ValueError("prune is empty: give at least one pruning configuration.")
+        for cfg in self.prune:
+            PruningConfig(**cfg)
+        names = [variant_name(c) for c in self.prune]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Two pruning configurations have the same name ({names}); they must differ.")
+        if self.evaluate:
+            resolve_tasks(self.tasks)
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend={self.backend!r}: choose 'hf' or 'vllm'.")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1 (got {self.num_samples}).")
+
+    def _calibration_fields(self, policy: str) -> dict[str, Any]:
+        fields = {"seed": self.seed, **self.calibration, **self.policy_overrides.get(policy, {}), "policy": policy}
+        if self.rollout_model:
+            fields.setdefault("rollout_model", self.rollout_model)
+        return fields
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides) -> RunConfig:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping of RunConfig fields.")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe keys {unknown}; valid keys are {sorted(known)}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _atomic_json(path: str, data) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+class _Run:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.out = cfg.output_dir
+        self.model_path = resolve_model(cfg.model)
+        self.manifest_path = os.path.join(self.out, "manifest.json")
+        self.manifest = json.load(open(self.manifest_path)) if os.path.exists(self.manifest_path) else {}
+        self.manifest.setdefault("steps", {})
+        self._model = self._tok = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------------
+    def step_done(self, key: str, seconds: float, **info) -> None:
+        self.manifest["steps"][key] = {"seconds": round(seconds, 2), "finished": time.strftime("%FT%T"), **info}
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        from .evaluation import _versions
+
+        self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": _versions()})
+        _atomic_json(self.manifest_path, self.manifest)
+
+    def dense(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            dtype = self.cfg.torch_dtype if self.cfg.torch_dtype == "auto" else getattr(torch, self.cfg.torch_dtype)
+            self._model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+            self._model.eval()
+            self._tok = AutoTokenizer.from_pretrained(self.model_path)
+        return self._model, self._tok
+
+    # -- steps ---------------------------------------------------------------------------------------------------------
+    def calibration(self, policy: str):
+        import datasets
+
+        from .calibration import CalibrationConfig, SSGRCalibrator
+        from .selection import canonical_policy
+
+        folder = os.path.join(self.out, "calibration", policy)
+        if os.path.exists(os.path.join(folder, "dataset_info.json")):
+            return datasets.load_from_disk(folder)
+        t = time.perf_counter()
+        fields = self.cfg._calibration_fields(policy)
+        text = canonical_policy(policy) == "text"
+        fields["source_path"] = self.cfg.text_source_path if text else self.cfg.source_path
+        cal = CalibrationConfig(**fields)
+        if cal.rollouts_dir is None:
+            cal.rollouts_dir = os.path.join(
+                self.out, "rollouts", f"n{cal.num_generations}-t{cal.max_new_tokens}-T{cal.temperature}"
+            )
+        model, tok = self.dense()
+        logger.info("Calibration %s (%s) ...", policy, self.cfg.text_source if text else self.cfg.source)
+        calibrator = SSGRCalibrator(cal)
+        ds = calibrator.build(self.model_path if cal.engine == "vllm" else model,
+                              self.cfg.text_source if text else self.cfg.source, tokenizer=tok)  # fmt: skip
+        tmp = f"{folder}.tmp"
+        ds.save_to_disk(tmp)
+        if os.path.exists(folder):
+            import shutil
+
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        self.step_done(f"calibration/{policy}", time.perf_counter() - t, rows=len(ds),
+                       counts=calibrator.report.get("counts", {}))  # fmt: skip
+        return ds
+
+    def evaluate(self, model, tok, name: str):
+        from .evaluation import EvalReport, evaluate
+
+        path = os.path.join(self.out, "eval", f"{name}.json")
+        if os.path.exists(path):
+            return EvalReport.load(path)
+        t = time.perf_counter()
+        report = evaluate(
+            model,
+            tok,
+            tasks=self.cfg.tasks,
+            num_samples=self.cfg.num_samples,
+            max_new_tokens=self.cfg.max_new_tokens,
+            backend=self.cfg.backend,
+            limit=self.cfg.limit,
+            batch_size=self.cfg.eval_batch_size,
+            seed=self.cfg.seed,
+            data_files=self.cfg.eval_data_files or None,
+            model_name=name,
+        )
+        report.save(path)
+        self.step_done(f"eval/{name}", time.perf_counter() - t)
+        return report
+
+    def prune_and_evaluate(self, policy: str, calibration, prune: dict[str, Any]):
+        from .config import PruningConfig
+        from .evaluation import EvalReport
+        from .hub import PRUNING_CONFIG_NAME, pruning_metadata, save_pruned
+        from .pruner import OneShotPruner
+
+        variant = variant_name(prune)
+        name = f"{policy}__{variant}"
+        folder = os.path.join(self.out, "pruned", policy, variant)
+        eval_path = os.path.join(self.out, "eval", f"{name}.json")
+        meta_path = os.path.join(folder, PRUNING_CONFIG_NAME)
+        done_eval = not self.cfg.evaluate or os.path.exists(eval_path)
+        if os.path.exists(meta_path) and done_eval:
+            return EvalReport.load(eval_path) if self.cfg.evaluate else None
+        dense, tok = self.dense()
+        t = time.perf_counter()
+        if self.cfg.save_models and os.path.exists(os.path.join(folder, "config.json")):
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dense.dtype)
+        else:
+            model = copy.deepcopy(dense)
+            config = PruningConfig(**{"seed": self.cfg.seed, **prune})
+            pruner = OneShotPruner(config)
+            pruner.prune(model, calibration)
+            if self.cfg.save_models:
+                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration,
+                            base_model=self.cfg.model, command=f"hf-ssgr run {self.cfg.description or 'recipe'}")  # fmt: skip
+            else:
+                _atomic_json(meta_path, pruning_metadata(model, config, pruner.state.module_metrics, calibration,
+                                                         self.cfg.model))  # fmt: skip
+            self.step_done(f"prune/{name}", time.perf_counter() - t)
+        report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
+        del model
+        return report
+
+    # -- report --------------------------------------------------------------------------------------------------------
+    def write_report(self, dense_report, reports: dict[str, Any]) -> str:
+        from .evaluation import plot_accuracy, plot_length_distributions
+
+        lines = [f"# {self.cfg.description or 'hf-ssgr run'}", ""]
+        lines.append(f"Model `{self.cfg.model}`; calibration source `{self.cfg.source}` (text: `{self.cfg.text_source}`);"
+                     f" {self.cfg.num_samples} samples per problem, up to {self.cfg.max_new_tokens} new tokens.")  # fmt: skip
+        lines.append("")
+        if dense_report is not None:
+            tasks = list(dense_report.tasks)
+            head = ["model", "calibration", "pruning"]
+            for t in tasks:
+                title = dense_report.tasks[t].title
+                head += [f"{title} pass@1", f"{title} mean len"]
+            head += ["avg pass@1", "recovery"]
+            rows = [["dense", "–", "–"] + [x for t in tasks for x in _cells(dense_report.tasks[t])]
+                    + [f"{100 * dense_report.average_pass_at_1:.1f}", "100%"]]  # fmt: skip
+            for name, rep in reports.items():
+                policy, variant = name.split("__")
+                rec = rep.recovery(dense_report)["average"]
+                rows.append([name, policy, variant] + [x for t in tasks for x in _cells(rep.tasks[t])]
+                            + [f"{100 * rep.average_pass_at_1:.1f}", f"{rec:.1f}%"])  # fmt: skip
+            lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+            lines.append("")
+            per_level = {n: r.tasks[t].per_level() for n, r in [("dense", dense_report), *reports.items()]
+                         for t in tasks if r.tasks[t].per_level()}  # fmt: skip
+            if per_level:
+                levels = sorted({lv for v in per_level.values() for lv in v}, key=lambda x: (len(x), x))
+                lines += ["pass@1 by difficulty level:", "",
+                          "| model | " + " | ".join(f"L{lv}" for lv in levels) + " |",
+                          "|---|" + "|".join("---" for _ in levels) + "|"]  # fmt: skip
+                for n, v in per_level.items():
+                    lines.append(
+                        f"| {n} | " + " | ".join(f"{100 * v.get(lv, float('nan')):.1f}" for lv in levels) + " |"
+                    )
+                lines.append("")
+            everything = {"dense": dense_report, **reports}
+            plot_accuracy(everything, os.path.join(self.out, "accuracy.png"))
+            plot_length_distributions(everything, os.path.join(self.out, "lengths.png"))
+            lines += ["![accuracy](accuracy.png)", "", "![response lengths](lengths.png)", ""]
+        steps = self.manifest.get("steps", {})
+        lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
+        path = os.path.join(self.out, "report.md")
+        with open(f"{path}.tmp", "w") as f:
+            f.write("\n".join(lines))
+        os.replace(f"{path}.tmp", path)
+        return path
+
+
+def _cells(r) -> list[str]:
+    return [f"{100 * r.pass_at_1:.1f}", f"{r.mean_length:.0f}"]
+
+
+def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
+    """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport}}`."""
+    from tqdm.auto import tqdm
+
+    if isinstance(cfg, str):
+        cfg = RunConfig.from_yaml(cfg, **overrides)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    run = _Run(cfg)
+    run.save_manifest()
+    t0 = time.perf_counter()
+    dense_report = None
+    if cfg.evaluate:
+        path = os.path.join(cfg.output_dir, "eval", "dense.json")
+        if not os.path.exists(path):
+            model, tok = run.dense()
+            dense_report = run.evaluate(model, tok, "dense")
+        else:
+            from .evaluation import EvalReport
+
+            dense_report = EvalReport.load(path)
+    reports = {}
+    jobs = [(p, c) for p in cfg.policies for c in cfg.prune]
+    bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model")
+    for policy in cfg.policies:
+        calibration = None
+        for prune in cfg.prune:
+            name = f"{policy}__{variant_name(prune)}"
+            done = os.path.exists(os.path.join(cfg.output_dir, "pruned", policy, variant_name(prune),
+                                               "pruning_config.json"))  # fmt: skip
+            if not (
+                done and (not cfg.evaluate or os.path.exists(os.path.join(cfg.output_dir, "eval", f"{name}.json")))
+            ):
+                calibration = calibration if calibration is not None else run.calibration(policy)
+            rep = run.prune_and_evaluate(policy, calibration, prune)
+            if rep is not None:
+                reports[name] = rep
+            bar.update(1)
+    bar.close()
+    report_path = run.write_report(dense_report, reports)
+    run.manifest["total_seconds_last_run"] = round(time.perf_counter() - t0, 1)
+    run.save_manifest()
+    return {"report": report_path, "dense": dense_report, "pruned": reports}

@@ -1,0 +1,180 @@
+"""The embedded tiny reasoner, its problem generator, recipes, and the CLI end to end."""
+
+import glob
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from testing_utils import require_module
+
+from hf_ssgr.cli import main
+from hf_ssgr.pipeline import RunConfig, run_recipe, variant_name
+from hf_ssgr import tiny_reasoner as tr
+from hf_ssgr.tiny_reasoner import MODEL_PATH, make_problem, reasoning_text, split_of, text_corpus, train_problems
+
+RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "*.yaml")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shipped model and the generator
+
+
+def test_shipped_model_loads_and_its_chat_template_renders():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ssgr.rollouts import render_prompt
+
+    size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(MODEL_PATH, "*.safetensors")))
+    assert size <= 10 * 1024 * 1024
+    model = AutoModelForCausalLM.from_pretrained(MODEL_PATH)
+    tok = AutoTokenizer.from_pretrained(MODEL_PATH)
+    assert model.config.model_type == "llama"
+    text = render_prompt(tok, "Ann has 3 pens, gets 4 more. How many pens now?")
+    assert text.startswith("<|user|>Ann has 3 pens") and text.endswith("<|assistant|><think>\n")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=40, eos_token_id=tok.eos_token_id)
+    reply = tok.decode(out[0, len(ids) :], skip_special_tokens=True)
+    assert reply == "3+4=7\n</think>\n\\boxed{7}"  # the model reasons R1-style and answers
+
+
+def test_problem_generator_is_deterministic_and_splits_are_disjoint():
+    assert [p.problem for p in train_problems(50, seed=3)] == [p.problem for p in train_problems(50, seed=3)]
+    assert [p.problem for p in tr.test_problems(10)] == [p.problem for p in tr.test_problems(10)]
+    assert text_corpus(5) == text_corpus(5)
+    train = {p.problem for p in train_problems(3000, seed=0)}
+    test = tr.test_problems(40)
+    assert {p.level for p in test} == {1, 2, 3, 4, 5} and len(test) == 200
+    assert not train & {p.problem for p in test}
+    assert all(split_of(p.problem) == "test" for p in test)
+    import random
+
+    p = make_problem(3, random.Random(0))
+    value = p.steps[0][0]
+    for a, op, d, r in p.steps:  # the reasoning is correct arithmetic, chained
+        assert a == value and r == eval(f"{a}{op}{d}")
+        value = r
+    assert p.answer == value and reasoning_text(p).endswith(f"\\boxed{{{value}}}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipes
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[os.path.basename(p) for p in RECIPES])
+def test_every_recipe_parses_and_names_real_things(path, tmp_path):
+    """RunConfig validates sources, policies, methods, pruning settings and tasks as it is built."""
+    import dataclasses
+
+    from hf_ssgr.cli import PruneArguments
+    from hf_ssgr.config import PruningConfig
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if "prune" in data and "policies" in data:
+        cfg = RunConfig.from_yaml(path, output_dir=str(tmp_path))
+        assert cfg.policies and cfg.prune
+    else:  # a single-step recipe for `hf-ssgr prune --config`
+        io_fields = {f.name for f in dataclasses.fields(PruneArguments)}
+        PruningConfig(**{k: v for k, v in data.items() if k not in io_fields})
+
+
+def test_bad_recipe_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\noutput_dir: x\npolicies: [sssgr]\n")
+    with pytest.raises(ValueError, match="Unknown policy 'sssgr'"):
+        RunConfig.from_yaml(str(bad))
+    bad.write_text("model: tiny\noutput_dir: x\nsparsity: 0.5\n")
+    with pytest.raises(ValueError, match="unknown recipe keys \\['sparsity'\\]"):
+        RunConfig.from_yaml(str(bad))
+    bad.write_text("model: tiny\noutput_dir: x\nprune: [{method: sparsgpt, sparsity: 0.5}]\n")
+    with pytest.raises(ValueError, match="sparsgpt"):
+        RunConfig.from_yaml(str(bad))
+    bad.write_text("model: tiny\noutput_dir: x\ntasks: [gsm8k]\n")
+    with pytest.raises(ValueError, match="valid tasks are"):
+        RunConfig.from_yaml(str(bad))
+    assert variant_name({"method": "sparsegpt", "sparsity": 0.5, "sparsity_type": "2:4"}) == "sparsegpt-2of4"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end on the tiny model
+
+
+def _small_recipe(tmp_path):
+    recipe = {
+        "description": "test",
+        "model": "tiny",
+        "output_dir": str(tmp_path / "run"),
+        "source": "tiny-arith",
+        "text_source": "tiny-text",
+        "policies": ["text", "ssgr"],
+        "calibration": {
+            "num_samples": 6,
+            "max_length": 128,
+            "num_generations": 4,
+            "max_new_tokens": 64,
+            "min_thinking_words": 1,
+            "max_problems": 60,
+        },  # fmt: skip
+        "prune": [{"method": "wanda", "sparsity": 0.5}],
+        "tasks": ["ssgr_tiny_arith"],
+        "num_samples": 2,
+        "max_new_tokens": 64,
+        "limit": 6,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+@require_module("lm_eval")
+def test_run_writes_everything_and_resumes_without_recomputing(tmp_path, monkeypatch):
+    path = _small_recipe(tmp_path)
+    result = run_recipe(path)
+    out = tmp_path / "run"
+    assert sorted(os.listdir(out / "calibration")) == ["ssgr", "text"]
+    assert (out / "pruned" / "ssgr" / "wanda-50" / "pruning_config.json").exists()
+    assert sorted(os.listdir(out / "eval")) == ["dense.json", "ssgr__wanda-50.json", "text__wanda-50.json"]
+    report = (out / "report.md").read_text()
+    assert "| dense |" in report and "ssgr__wanda-50" in report and "pass@1 by difficulty level" in report
+    assert (out / "accuracy.png").stat().st_size > 0 and (out / "lengths.png").stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["policies"] == ["text", "ssgr"] and "torch" in manifest["versions"]
+    assert result["dense"]["ssgr_tiny_arith"].num_problems == 6
+    steps = dict(manifest["steps"])
+
+    # a second run recomputes nothing: any calibration, prune or evaluation would raise
+    import hf_ssgr.calibration
+    import hf_ssgr.evaluation
+    import hf_ssgr.pruner
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a finished step")
+
+    monkeypatch.setattr(hf_ssgr.calibration.SSGRCalibrator, "build", boom)
+    monkeypatch.setattr(hf_ssgr.pruner.OneShotPruner, "prune", boom)
+    monkeypatch.setattr(hf_ssgr.evaluation, "evaluate", boom)
+    again = run_recipe(path)
+    assert json.loads((out / "manifest.json").read_text())["steps"] == steps
+    assert again["pruned"]["ssgr__wanda-50"].to_dict() == result["pruned"]["ssgr__wanda-50"].to_dict()
+
+
+@require_module("lm_eval")
+def test_cli_calibrate_prune_evaluate_on_the_tiny_model(tmp_path, capsys):
+    calib, pruned, ev = tmp_path / "calib", tmp_path / "pruned", tmp_path / "eval.json"
+    assert main(["calibrate", "--model", "tiny", "--source", "tiny-arith", "--policy", "sgr", "--num_samples", "4",
+                 "--num_generations", "2", "--max_new_tokens", "48", "--max_length", "128", "--min_thinking_words", "1",
+                 "--save_dir", str(calib)]) == 0  # fmt: skip
+    assert main(["prune", "--model_name_or_path", "tiny", "--calibration", str(calib), "--method", "sparsegpt",
+                 "--sparsity", "0.5", "--save_dir", str(pruned)]) == 0  # fmt: skip
+    meta = json.loads((pruned / "pruning_config.json").read_text())
+    assert meta["calibration"]["policy"] == "sgr" and meta["calibration"]["rows"] == 4
+    assert main(["evaluate", "--model", str(pruned), "--tasks", "ssgr_tiny_arith", "--num_samples", "2",
+                 "--max_new_tokens", "48", "--limit", "4", "--output", str(ev)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Tiny arithmetic" in out and ev.exists()
+    with pytest.raises(SystemExit, match="unknown option"):
+        main(["calibrate", "--model", "tiny", "--source", "tiny-arith", "--save_dir", "x", "--polcy", "sgr"])
+    with pytest.raises(SystemExit, match="--source"):
+        main(["calibrate", "--model", "tiny", "--save_dir", "x"])
