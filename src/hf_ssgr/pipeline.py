@@ -109,18 +109,25 @@ class RunConfig:
 
         if not self.policies:
             raise ValueError("policies is empty: name at least one calibration policy (e.g. [ssgr]).")
-        for p in self.policies:
-            if canonical_policy(p) not in POLICIES:
-                raise ValueError(f"Unknown policy {p!r}: valid policies are {', '.join(sorted(POLICIES))}.")
         unknown = set(self.policy_overrides) - set(self.policies)
         if unknown:
-            raise ValueError(f"policy_overrides names policies not in `policies`: {sorted(unknown)}.")
-        for p in self.policies:  # every calibration config must be valid
-            CalibrationConfig(**self._calibration_fields(p))
-        if any(canonical_policy(p) == "text" for p in self.policies) and not self.text_source_path:
-            get_source(self.text_source)
-        if any(canonical_policy(p) != "text" for p in self.policies) and not self.source_path:
-            get_source(self.source)
+            raise ValueError(f"policy_overrides names calibrations not in `policies`: {sorted(unknown)}.")
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"policies lists a calibration twice: {self.policies}.")
+        for name in self.policies:
+            policy, source, source_path, _ = self.calibration_spec(name)
+            if canonical_policy(policy) not in POLICIES:
+                raise ValueError(
+                    f"Unknown policy {policy!r} (in {name!r}): valid policies are {', '.join(sorted(POLICIES))}."
+                )
+            CalibrationConfig(**self._calibration_fields(name))  # every calibration config must be valid
+            if not source_path:
+                spec = get_source(source)
+                wanted = "text" if canonical_policy(policy) == "text" else "problems"
+                if spec.kind != wanted:
+                    raise ValueError(
+                        f"Calibration {name!r}: policy {policy} needs a {wanted} source, and {source} is not one."
+                    )
         if not self.prune:
             raise ValueError("prune is empty: give at least one pruning configuration.")
         for cfg in self.prune:
@@ -135,8 +142,26 @@ class RunConfig:
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1 (got {self.num_samples}).")
 
-    def _calibration_fields(self, policy: str) -> dict[str, Any]:
-        fields = {"seed": self.seed, **self.calibration, **self.policy_overrides.get(policy, {}), "policy": policy}
+    def calibration_spec(self, name: str) -> tuple[str, str, str | None, dict[str, Any]]:
+        """(policy, source, source_path, CalibrationConfig overrides) of one calibration in `policies`.
+
+        A name is a policy (`ssgr`), a policy on another source (`text@Wikipedia`), or any label whose
+        `policy_overrides` entry sets `policy` (and optionally `source`, `source_path`) plus config fields.
+        """
+        from .selection import canonical_policy
+
+        overrides = dict(self.policy_overrides.get(name, {}))
+        base, _, at_source = name.partition("@")
+        policy = overrides.pop("policy", base)
+        text = canonical_policy(policy) == "text" if policy else False
+        source = overrides.pop("source", at_source or (self.text_source if text else self.source))
+        default_path = self.text_source_path if text else self.source_path
+        source_path = overrides.pop("source_path", None if at_source else default_path)
+        return policy, source, source_path, overrides
+
+    def _calibration_fields(self, name: str) -> dict[str, Any]:
+        policy, _, _, overrides = self.calibration_spec(name)
+        fields = {"seed": self.seed, **self.calibration, **overrides, "policy": policy}
         if self.rollout_model:
             fields.setdefault("rollout_model", self.rollout_model)
         return fields
@@ -206,25 +231,25 @@ class _Run:
         import datasets
 
         from .calibration import CalibrationConfig, SSGRCalibrator
-        from .selection import canonical_policy
 
         folder = os.path.join(self.out, "calibration", policy)
         if os.path.exists(os.path.join(folder, "dataset_info.json")):
             return datasets.load_from_disk(folder)
         t = time.perf_counter()
-        fields = self.cfg._calibration_fields(policy)
-        text = canonical_policy(policy) == "text"
-        fields["source_path"] = self.cfg.text_source_path if text else self.cfg.source_path
+        name = policy
+        _, source, source_path, _ = self.cfg.calibration_spec(name)
+        fields = self.cfg._calibration_fields(name)
+        fields["source_path"] = source_path
         cal = CalibrationConfig(**fields)
         if cal.rollouts_dir is None:
+            who = (cal.rollout_model or "self").replace("/", "--")
             cal.rollouts_dir = os.path.join(
-                self.out, "rollouts", f"n{cal.num_generations}-t{cal.max_new_tokens}-T{cal.temperature}"
+                self.out, "rollouts", f"{who}-{source}-n{cal.num_generations}-t{cal.max_new_tokens}-T{cal.temperature}"
             )
         model, tok = self.dense()
-        logger.info("Calibration %s (%s) ...", policy, self.cfg.text_source if text else self.cfg.source)
+        logger.info("Calibration %s (%s) ...", name, source)
         calibrator = SSGRCalibrator(cal)
-        ds = calibrator.build(self.model_path if cal.engine == "vllm" else model,
-                              self.cfg.text_source if text else self.cfg.source, tokenizer=tok)  # fmt: skip
+        ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, source, tokenizer=tok)
         tmp = f"{folder}.tmp"
         ds.save_to_disk(tmp)
         if os.path.exists(folder):
