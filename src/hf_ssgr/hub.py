@@ -57,6 +57,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _public_name(name: str | None) -> str | None:
+    """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
+    if name is None:
+        return None
+    from .tiny_reasoner import MODEL_PATH
+
+    if os.path.abspath(str(name)) == os.path.abspath(MODEL_PATH):
+        return "tiny (hf-ssgr's embedded tiny reasoner)"
+    return os.path.basename(str(name).rstrip("/")) if os.path.isabs(str(name)) else str(name)
+
+
 def _base_model(model, base_model: str | None) -> str:
     return base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
 
@@ -100,7 +111,7 @@ def calibration_summary(calibration) -> dict[str, Any] | None:
         "total_tokens": sum(lengths),
     }
     models = unique("model")
-    generated = report.get("rollout_model") or (models[0] if len(models) == 1 else None)
+    generated = _public_name(report.get("rollout_model") or (models[0] if len(models) == 1 else None))
     if cfg and cfg.get("policy") not in (None, "text", "human", "prompt_only"):
         summary["generation"] = {
             "model": generated,
@@ -111,8 +122,6 @@ def calibration_summary(calibration) -> dict[str, Any] | None:
             "max_new_tokens": cfg.get("max_new_tokens"),
             "tau": cfg.get("tau"),
         }
-    elif generated:
-        summary["generation"] = {"model": generated}
     if report.get("counts"):
         summary["counts"] = {k: v for k, v in report["counts"].items() if k != "rollouts_dir"}
     return summary
@@ -237,23 +246,31 @@ def model_card(
     from .benchmarks import BENCHMARKS
 
     base = meta.get("base_model") or "unknown"
+    embedded = base in ("tiny", "hf_ssgr:tiny", "embedded")
+    on_hub = not (embedded or base == "unknown" or os.path.isabs(base) or os.path.exists(base))
     method = meta.get("method") or "unknown"
     name = model_name or f"{base.split('/')[-1]}-{method}-{_sparsity_desc(meta).split(' ')[0]}".replace(":", "of")
     calib = meta.get("calibration") or None
+    if calib and calib.get("generation"):
+        calib = {
+            **calib,
+            "generation": {**calib["generation"], "model": _public_name(calib["generation"].get("model"))},
+        }
     datasets_used: list[str] = []
     eval_results, eval_rows = [], []
     if report is not None:
         for task, r in report.tasks.items():
             bench = BENCHMARKS.get(task)
-            dataset_id = bench.dataset_ids[0] if bench else task
+            part = bench.parts[0] if bench and bench.parts else (task, None, "test")  # generated data: the task name
+            dataset_id = part[0]
             datasets_used.extend(bench.dataset_ids if bench else [])
             eval_results.append(
                 EvalResult(
                     task_type="text-generation",
                     dataset_type=dataset_id,
                     dataset_name=bench.title if bench else task,
-                    dataset_config=bench.parts[0][1] if bench else None,
-                    dataset_split=bench.parts[0][2] if bench else None,
+                    dataset_config=part[1],
+                    dataset_split=part[2],
                     metric_type="pass@1",
                     metric_name=f"pass@1 (mean of {r.num_samples} samples)",
                     metric_value=round(100 * r.pass_at_1, 2),
@@ -287,7 +304,7 @@ def model_card(
         tags.append("semi-structured-sparsity")
     data = ModelCardData(
         model_name=name,
-        base_model=base if base != "unknown" else None,
+        base_model=base if on_hub else None,
         library_name="transformers",
         pipeline_tag="text-generation",
         license=license,
@@ -307,6 +324,10 @@ def model_card(
         template_path=os.path.join(TEMPLATES, "model_card.md"),
         model_name=name,
         base_model=base,
+        base_on_hub=on_hub,
+        base_display="hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
+        if embedded
+        else f"`{base}`",
         method_title=METHOD_TITLES.get(method, method),
         sparsity_desc=_sparsity_desc(meta),
         scope=(meta.get("scope") or {}).get("layers") or "all",
