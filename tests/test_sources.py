@@ -14,7 +14,8 @@ MATH = str(FIXTURES / "math_train_sample.jsonl")
 
 def test_builtin_registry():
     assert {"GSM8K", "MATH", "MathR", "OpenR1-Math", "C4", "Wikipedia", "DCLM"} <= set(list_sources())
-    assert set(list_sources("text")) == {"C4", "Wikipedia", "DCLM"}
+    assert set(list_sources("text")) == {"C4", "Wikipedia", "DCLM", "tiny-text"}
+    assert "tiny-arith" in list_sources("problems")
 
 
 def test_unknown_source_lists_known_ones():
