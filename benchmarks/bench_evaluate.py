@@ -91,7 +91,12 @@ def main():
     if not args.no_vllm:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         t = time.perf_counter()
-        rep = evaluate(tmp, backend="vllm", vllm_kwargs={"dtype": "bfloat16", "max_model_len": 2048, "enforce_eager": True}, **common)
+        rep = evaluate(
+            tmp,
+            backend="vllm",
+            vllm_kwargs={"dtype": "bfloat16", "max_model_len": 2048, "enforce_eager": True},
+            **common,
+        )
         wall = time.perf_counter() - t
         record("hf_ssgr.evaluate, backend=vllm", wall, rep, startup=round(wall - rep["ssgr_math500"].gen_seconds, 1))
 

@@ -9,9 +9,9 @@ import torch
 import yaml
 from testing_utils import require_module
 
+from hf_ssgr import tiny_reasoner as tr
 from hf_ssgr.cli import main
 from hf_ssgr.pipeline import RunConfig, run_recipe, variant_name
-from hf_ssgr import tiny_reasoner as tr
 from hf_ssgr.tiny_reasoner import MODEL_PATH, make_problem, reasoning_text, split_of, text_corpus, train_problems
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "**", "*.yaml"), recursive=True))
@@ -62,7 +62,11 @@ def test_problem_generator_is_deterministic_and_splits_are_disjoint():
 # Recipes
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[os.path.relpath(p, os.path.join(os.path.dirname(__file__), "..", "recipes")) for p in RECIPES])
+@pytest.mark.parametrize(
+    "path",
+    RECIPES,
+    ids=[os.path.relpath(p, os.path.join(os.path.dirname(__file__), "..", "recipes")) for p in RECIPES],
+)
 def test_every_recipe_parses_and_names_real_things(path, tmp_path):
     """RunConfig validates sources, policies, methods, pruning settings and tasks as it is built."""
     import dataclasses
