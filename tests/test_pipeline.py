@@ -178,6 +178,16 @@ def test_cli_calibrate_prune_evaluate_on_the_tiny_model(tmp_path, capsys):
                  "--max_new_tokens", "48", "--limit", "4", "--output", str(ev)]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "Tiny arithmetic" in out and ev.exists()
+    magnitude, heat = tmp_path / "magnitude", tmp_path / "heat.png"
+    assert main(["prune", "--model_name_or_path", "tiny", "--method", "magnitude", "--sparsity", "0.5",
+                 "--save_dir", str(magnitude)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["analyze", "--dense", "tiny", "--model_a", str(pruned), "--model_b", str(magnitude),
+                 "--num_problems", "2", "--max_new_tokens", "16", "--output", str(heat)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{") : printed.index("Heatmap written")])
+    assert heat.stat().st_size > 0
+    assert summary["decode_error_A"] < summary["decode_error_B"]  # SparseGPT reconstructs better than magnitude
     with pytest.raises(SystemExit, match="unknown option"):
         main(["calibrate", "--model", "tiny", "--source", "tiny-arith", "--save_dir", "x", "--polcy", "sgr"])
     with pytest.raises(SystemExit, match="--source"):
