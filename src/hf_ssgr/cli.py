@@ -177,10 +177,9 @@ def _with_config(overrides: dict, command: str) -> dict:
     return {**base, **overrides}
 
 
-def _split(values: dict, names: set, command: str, what: str) -> tuple[dict, dict]:
-    mine = {k: v for k, v in values.items() if k in names}
-    rest = {k: v for k, v in values.items() if k not in names}
-    return mine, rest
+def _split(values: dict, names: set) -> tuple[dict, dict]:
+    """(the values named in `names`, the others)."""
+    return {k: v for k, v in values.items() if k in names}, {k: v for k, v in values.items() if k not in names}
 
 
 def _require(values: dict, keys: list[str], command: str) -> None:
@@ -199,7 +198,7 @@ def calibrate_main(argv):
     _, values = _overrides(argv, "calibrate")
     values = _with_config(values, "calibrate")
     own = {"model", "source", "save_dir", "push_to_hub", "push_rollouts", "private"}
-    args, rest = _split(values, own, "calibrate", "")
+    args, rest = _split(values, own)
     _require(args, ["model", "source", "save_dir"], "calibrate")
     fields = {f.name for f in dc.fields(CalibrationConfig)}
     unknown = sorted(set(rest) - fields)
