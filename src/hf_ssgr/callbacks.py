@@ -62,6 +62,7 @@ class PrunerState:
         log_history (`list[dict]`): every log emitted, in order.
         calibration_fingerprint (`str`): hash of the calibration rows, so a resume can refuse other data.
         is_world_process_zero (`bool`): whether this process logs and saves.
+        world_size (`int`): processes sharing the run (rows split, statistics all-reduced, solves spread).
     """
 
     layer_index: int = -1
@@ -73,6 +74,7 @@ class PrunerState:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     calibration_fingerprint: str | None = None
     is_world_process_zero: bool = True
+    world_size: int = 1
     finished: bool = False
 
     def save_to_json(self, json_path: str | os.PathLike) -> None:

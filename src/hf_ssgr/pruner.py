@@ -9,6 +9,12 @@
 
 Only the current layer is moved to the compute device; the cached activations stay on the compute device or, with
 `offload_activations`, on the CPU. Statistics are float32 with TF32 off.
+
+Under `torchrun` or `accelerate launch`, the processes split the calibration rows into contiguous shards of nearly
+equal token counts, all-reduce the statistics (`XᵀX`, squared norms, token counts), solve the modules of each layer
+spread across processes (groups of modules that share an input stay together, balanced by estimated cost) and
+broadcast the pruned weights, so every process ends with the same model: the single-process result up to float32
+summation order.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from .callbacks import (
     PrunerState,
 )
 from .config import PruningConfig, resolve_layer_scope
+from .distributed import Distributed, assign_by_cost, balanced_contiguous_split
 from .modeling import (
     TIED_LM_HEAD_MESSAGE,
     find_decoder_layers,
@@ -415,12 +422,20 @@ class OneShotPruner:
             rows = _as_rows(calibration, need_prompt_length=cfg.token_mask != "all")
             self._check_rows(model, rows)
 
+        self._dist = Distributed.current()
+        if rows is not None and len(rows) < self._dist.world_size:
+            raise ValueError(
+                f"{len(rows)} calibration rows cannot be split over {self._dist.world_size} processes: every process "
+                "needs at least one row. Use fewer processes or more rows."
+            )
         num_run = num_layers if prune_head else max(pruned) + 1
         self.state = PrunerState(
             num_layers=num_run,
             pruned_layers=pruned,
             num_samples=len(rows) if rows else 0,
             calibration_fingerprint=_fingerprint(rows) if rows else None,
+            is_world_process_zero=self._dist.is_main,
+            world_size=self._dist.world_size,
         )
         self.control = PrunerControl()
         start_layer = 0
@@ -524,8 +539,13 @@ class OneShotPruner:
         storage = torch.device("cpu") if cfg.offload_activations else device
         pin = cfg.offload_activations and device.type == "cuda"
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+        dist = self._dist
+        if dist.enabled:  # this process's contiguous shard of the rows
+            shard = balanced_contiguous_split([r.input_ids.numel() for r in rows], dist.world_size)[dist.rank]
+            rows = [rows[j] for j in shard]
         batches = _make_batches(rows, cfg.batch_size, cfg.token_mask, pad_id)
-        self.state.num_tokens = sum(b.num_stat_tokens for b in batches)
+        num_tokens = torch.tensor([sum(b.num_stat_tokens for b in batches)], dtype=torch.int64)
+        self.state.num_tokens = int(dist.all_reduce_sum_(num_tokens).item())
 
         self._capture(model, layers, batches, num_run, storage, pin)
         # Replay the layers finished before a resume: same code path, so activations are bit-identical.
@@ -577,9 +597,12 @@ class OneShotPruner:
         if self.control.should_save:
             checkpoint_dir = self._save_checkpoint(model, i, targets)
             self._event("on_save", checkpoint_dir=checkpoint_dir)
+        # A callback may stop one process only: every process stops after the same layer.
+        self.control.should_stop = self._dist.any(self.control.should_stop)
 
     def _finish(self):
         self.state.finished = self.state.layer_index >= self.state.num_layers - 1
+        self._dist.barrier()  # the main process's last checkpoint is complete before any process returns
         self._event("on_prune_end")
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -607,6 +630,7 @@ class OneShotPruner:
             originals[i] = layers[i].__dict__.get("forward")
             layers[i].forward = recorder(i)
         embed_device = module_device(model.get_input_embeddings()) if hasattr(model, "get_input_embeddings") else None
+        finite = []
         try:
             for b in batches:
                 captured.clear()
@@ -627,7 +651,7 @@ class OneShotPruner:
                     i: (_to_device(rest, storage, memo, pin), _to_device(kw, storage, memo, pin))
                     for i, (_, rest, kw) in captured.items()
                 }
-                self._check_finite(b.hidden, b, "the embeddings (input of decoder layer 0)")
+                finite.append(self._finite_flag(b.hidden, b))
         finally:
             captured.clear()
             for i, fwd in originals.items():
@@ -635,6 +659,7 @@ class OneShotPruner:
                     layers[i].__dict__.pop("forward", None)
                 else:
                     layers[i].forward = fwd
+        self._raise_if_non_finite(finite, "the embeddings (input of decoder layer 0)")
 
     def _run_layer(self, layer, i, batch, device):
         rest, kwargs = batch.layer_inputs[i]
@@ -662,7 +687,25 @@ class OneShotPruner:
                 del out
         self._raise_if_non_finite(finite, f"decoder layer {i}")
         stats.finalize()
+        self._reduce_stats(stats, f"decoder layer {i}")
         return stats
+
+    def _reduce_stats(self, stats: _LayerStats, where: str) -> None:
+        """Sum the statistics of every process (all of them then hold the statistics of all the rows)."""
+        dist = self._dist
+        if not dist.enabled:
+            return
+        names = sorted(stats.stats)
+        if len({tuple(n) for n in dist.all_gather_object(names)}) != 1:
+            raise RuntimeError(f"The processes recorded statistics for different modules of {where}.")
+        counts = torch.tensor([stats.stats[n]["count"] for n in names], dtype=torch.int64)
+        dist.all_reduce_sum_(counts)
+        for n, c in zip(names, counts.tolist()):
+            st = stats.stats[n]
+            st["count"] = int(c)
+            for key in ("gram", "sq"):
+                if st[key] is not None:
+                    dist.all_reduce_sum_(st[key])
 
     def _propagate(self, layer, i, batches, device, storage):
         finite = []
@@ -687,23 +730,19 @@ class OneShotPruner:
             h = hidden[batch.attention_mask.to(hidden.device).bool()]
         return torch.isfinite(h).all()
 
-    @staticmethod
-    def _raise_if_non_finite(flags: list[torch.Tensor], where: str) -> None:
-        if flags and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
+    def _raise_if_non_finite(self, flags: list[torch.Tensor], where: str) -> None:
+        bad = bool(flags) and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
+        if self._dist.any(bad):  # every process raises together
             raise NonFiniteActivationError(
                 f"Non-finite activations (NaN or inf) at the output of {where}: the model overflows on the calibration "
                 "data. Load it in bfloat16 or float32 instead of float16, and check the calibration rows."
             )
 
-    def _check_finite(self, hidden: torch.Tensor, batch: _Batch, where: str) -> None:
-        self._raise_if_non_finite([self._finite_flag(hidden, batch)], where)
-
     # ----------------------------------------------------------------------------------------------------------------
     # Solving
 
     def _solve_layer(self, i, modules, stats: _LayerStats, device, backup) -> dict[str, dict]:
-        metrics = {}
-        shared: dict[str, Any] = {}
+        items = []
         for name, module in modules.items():
             leader = stats.leader.get(name)
             if leader is None:
@@ -711,10 +750,63 @@ class OneShotPruner:
                     f"{self._layers_name}.{i}.{name} was never called during the forward pass of its layer, so it has "
                     "no statistics: exclude it from the targets."
                 )
-            full = f"{self._layers_name}.{i}.{name}"
-            metrics[full] = self._solve_module(full, module, stats.stats[leader], device, backup, shared, leader)
-            self._event("on_module_pruned", layer_index=i, name=full, metrics=metrics[full])
-        return metrics
+            items.append((f"{self._layers_name}.{i}.{name}", module, stats.stats[leader], leader))
+        return self._solve_items(i, items, device, backup)
+
+    def _solve_cost(self, module: nn.Module) -> float:
+        """Rough relative cost of solving one module, to balance the solves across processes."""
+        rows, cols = module.weight.shape
+        if self.config.method == "sparsegpt":  # the column loop, then the Cholesky factors
+            return cols * (rows + 256) * self.config.block_size + cols**3 / 3
+        if self.config.method == "alps":  # ADMM iterations in the eigenbasis, then the eigendecomposition
+            return rows * cols * cols * 4 + 4 * cols**3
+        return rows * cols
+
+    def _solve_items(self, layer_index, items, device, backup) -> dict[str, dict]:
+        """Solve `(full_name, module, stats, leader)` items; across processes when there are several."""
+        dist = self._dist
+        metrics: dict[str, dict] = {}
+        if not dist.enabled:
+            shared: dict[str, Any] = {}
+            for full, module, st, leader in items:
+                metrics[full] = self._solve_module(full, module, st, device, backup, shared, leader)
+                self._event("on_module_pruned", layer_index=layer_index, name=full, metrics=metrics[full])
+            return metrics
+        # Modules that share an input (q/k/v, gate/up) stay on one process: ALPS shares their factorisation.
+        groups: dict[str, list[int]] = {}
+        for k, item in enumerate(items):
+            groups.setdefault(item[3], []).append(k)
+        leaders = list(groups)
+        costs = [sum(self._solve_cost(items[k][1]) for k in groups[lead]) for lead in leaders]
+        owners = assign_by_cost(costs, dist.world_size)
+        owner = {k: owners[g] for g, lead in enumerate(leaders) for k in groups[lead]}
+        local: dict[str, dict] = {}
+        failure = None
+        shared = {}
+        for k, (full, module, st, leader) in enumerate(items):
+            if self.config.restore_on_error and full not in backup:
+                backup[full] = module.weight.detach().to("cpu", copy=True)
+            if owner[k] != dist.rank or failure is not None:
+                continue
+            try:
+                local[full] = self._solve_module(full, module, st, device, backup, shared, leader)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, on every process
+                failure = exc
+        reports = dist.all_gather_object(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        for rank, report in enumerate(reports):
+            if report is not None:
+                raise RuntimeError(f"Process {rank} failed while solving layer {layer_index}: {report}")
+        for k, (full, module, _, _) in enumerate(items):
+            dist.broadcast_(module.weight.data, src=owner[k])
+        for part in dist.all_gather_object(local):
+            metrics.update(part)
+        for k, (full, *_) in enumerate(items):
+            metrics[full]["process"] = owner[k]
+            self.state.module_metrics[full] = metrics[full]
+            self._event("on_module_pruned", layer_index=layer_index, name=full, metrics=metrics[full])
+        return {full: metrics[full] for full, *_ in items}
 
     def _solve_module(self, full, module, st, device, backup, shared, leader=None) -> dict:
         cfg = self.config
@@ -779,9 +871,9 @@ class OneShotPruner:
             # Only the statistics of lm_head's input are needed, not the logits.
             stats.observe("lm_head", norm(b.hidden.to(device)))
         stats.finalize()
+        self._reduce_stats(stats, "lm_head")
         name = next(n for n, m in model.named_modules() if m is head)
-        result = {name: self._solve_module(name, head, stats.stats["lm_head"], device, backup, {}, "lm_head")}
-        self._event("on_module_pruned", layer_index=None, name=name, metrics=result[name])
+        result = self._solve_items(None, [(name, head, stats.stats["lm_head"], "lm_head")], device, backup)
         head.to(head_device)
         norm.to(norm_device)
         return result
