@@ -798,7 +798,7 @@ class OneShotPruner:
         for rank, report in enumerate(reports):
             if report is not None:
                 raise RuntimeError(f"Process {rank} failed while solving layer {layer_index}: {report}")
-        for k, (full, module, _, _) in enumerate(items):
+        for k, (_, module, _, _) in enumerate(items):
             dist.broadcast_(module.weight.data, src=owner[k])
         for part in dist.all_gather_object(local):
             metrics.update(part)
