@@ -34,7 +34,22 @@ class StopOnRank(PrunerCallback):
         return control
 
 
+def calibrate(spec, out, name):
+    """SSGR calibration from the embedded tiny reasoner, the problems sharded across processes."""
+    from hf_ssgr import CalibrationConfig, SSGRCalibrator
+    from hf_ssgr.tiny_reasoner import MODEL_PATH
+
+    dist = Distributed.current()
+    calibrator = SSGRCalibrator(CalibrationConfig(**spec["config"]))
+    data = calibrator.build(MODEL_PATH, "tiny-arith")
+    result = {"rows": data.to_dict(), "counts": calibrator.report["counts"]}
+    with open(os.path.join(out, f"{name}-rank{dist.rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
 def run(spec, out, name):
+    if spec.get("kind") == "calibrate":
+        return calibrate(spec, out, name)
     dist = Distributed.current()
     model, rows = build(spec)
     config = PruningConfig(**spec["config"])

@@ -41,6 +41,15 @@ SCENARIOS = {
     "resume": {"arch": "llama", "stop_after": 0, "config": {"method": "sparsegpt", "sparsity": 0.5}},
     "too_few_rows": {"arch": "llama", "num_rows": 1, "config": {"method": "wanda", "sparsity": 0.5}},
 }
+CALIBRATION = {
+    "policy": "ssgr",
+    "num_samples": 6,
+    "max_length": 160,
+    "num_generations": 4,
+    "max_new_tokens": 64,
+    "min_thinking_words": 1,
+    "generation_batch_size": 8,
+}
 
 
 def _single_process(spec):
@@ -57,7 +66,13 @@ def _single_process(spec):
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     spec_file = out / "specs.json"
-    spec_file.write_text(json.dumps(SCENARIOS))
+    store = str(out / "rollouts")
+    calibration = {
+        # the second run reads the store the first one wrote: it must generate nothing
+        "calibrate": {"kind": "calibrate", "config": dict(CALIBRATION, rollouts_dir=store)},
+        "calibrate_again": {"kind": "calibrate", "config": dict(CALIBRATION, rollouts_dir=store)},
+    }
+    spec_file.write_text(json.dumps({**SCENARIOS, **calibration}))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
     with socket.socket() as sock:  # a free port for the rendezvous
@@ -75,7 +90,8 @@ def _load(out, name):
     for r in range(2):
         with open(os.path.join(out, f"{name}-rank{r}.json")) as f:
             info = json.load(f)
-        ranks.append((load_file(os.path.join(out, f"{name}-rank{r}.safetensors")), info))
+        weights = os.path.join(out, f"{name}-rank{r}.safetensors")
+        ranks.append((load_file(weights) if os.path.exists(weights) else None, info))
     return ranks
 
 
@@ -155,3 +171,56 @@ def test_assign_by_cost_balances():
         load[o] += c
     assert sorted(load) == [11, 11]
     assert assign_by_cost([3, 3], 2) == [0, 1]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rollouts sharded across processes
+
+
+def test_two_process_rollouts_share_one_store(two_processes):
+    (_, r0), (_, r1) = _load(two_processes, "calibrate")
+    assert r0["rows"] == r1["rows"]  # every process selects the same rows
+    assert len(r0["rows"]["input_ids"]) == CALIBRATION["num_samples"]
+    assert r0["counts"] == r1["counts"]
+    store = two_processes / "rollouts"
+    files = sorted(f for f in os.listdir(store) if f.endswith(".jsonl"))
+    assert files == ["rollouts-rank0.jsonl", "rollouts-rank1.jsonl"]  # both processes generated
+    keys, per_problem = [], {}
+    for f in files:
+        for line in (store / f).read_text().splitlines():
+            rec = json.loads(line)
+            for sample in rec["samples"]:
+                keys.append((rec["problem_id"], sample["sample_idx"]))
+                per_problem.setdefault(rec["problem_id"], set()).add(f)
+    assert len(keys) == len(set(keys))  # no sample written twice
+    assert all(len(fs) == 1 for fs in per_problem.values())  # each problem belongs to one process
+    assert r0["counts"]["responses_generated"] == len(keys)  # the counts add both processes up
+    for pid in r0["rows"]["problem_id"]:
+        assert pid in per_problem  # nothing selected that was not generated
+    idx = sorted(i for pid, i in keys if pid == r0["rows"]["problem_id"][0])
+    assert idx == list(range(len(idx)))  # sample indices are contiguous: no row lost
+
+
+def test_two_process_rollouts_resume_and_one_process_reads_the_same_store(two_processes):
+    from hf_ssgr import CalibrationConfig, SSGRCalibrator
+    from hf_ssgr.tiny_reasoner import MODEL_PATH
+
+    (_, first), _ = _load(two_processes, "calibrate")
+    (_, again0), (_, again1) = _load(two_processes, "calibrate_again")
+    assert again0["counts"]["tokens_generated"] == again1["counts"]["tokens_generated"] == 0
+    assert again0["rows"] == first["rows"]
+    calibrator = SSGRCalibrator(CalibrationConfig(**CALIBRATION, rollouts_dir=str(two_processes / "rollouts")))
+    data = calibrator.build(MODEL_PATH, "tiny-arith")
+    assert calibrator.report["counts"]["tokens_generated"] == 0
+    assert data.to_dict() == first["rows"]
+
+
+def test_vllm_engine_refuses_to_be_sharded(monkeypatch):
+    from hf_ssgr import CalibrationConfig, SSGRCalibrator
+    from hf_ssgr.distributed import Distributed
+    from hf_ssgr.tiny_reasoner import MODEL_PATH
+
+    monkeypatch.setattr(Distributed, "current", classmethod(lambda cls: cls(rank=0, world_size=2)))
+    calibrator = SSGRCalibrator(CalibrationConfig(**dict(CALIBRATION, engine="vllm")))
+    with pytest.raises(ValueError, match="tensor_parallel_size"):
+        calibrator.build(MODEL_PATH, "tiny-arith")

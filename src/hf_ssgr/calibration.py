@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .distributed import Distributed
 from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint
 from .selection import (
     GENERATION_POLICIES,
@@ -357,8 +358,22 @@ class SSGRCalibrator:
             "model_fingerprint": model_fingerprint(gen_model),
             "generation": cfg.generation_settings(),
         }
-        store_dir = cfg.rollouts_dir or tempfile.mkdtemp(prefix="hf_ssgr_rollouts_")
-        store = RolloutStore(store_dir, meta)
+        dist = Distributed.current()
+        if dist.enabled and cfg.engine == "vllm":
+            raise ValueError(
+                "engine='vllm' parallelises inside one process: launch a single process and set "
+                "vllm_kwargs={'tensor_parallel_size': N} (and 'pipeline_parallel_size'), or use engine='transformers' "
+                "to shard the problems across processes."
+            )
+        if dist.device.type == "cuda" and next(gen_model.parameters()).device.type == "cpu":
+            gen_model.to(dist.device)  # each process generates on its own GPU
+        store_dir = cfg.rollouts_dir
+        if store_dir is None:  # one temporary store shared by every process
+            store_dir = dist.all_gather_object(tempfile.mkdtemp(prefix="hf_ssgr_rollouts_") if dist.is_main else None)[
+                0
+            ]
+        store = RolloutStore(store_dir, meta, rank=dist.rank if dist.enabled else None)
+        self._dist = dist
         quality = QualityConfig(cfg.repetition_ngram, cfg.max_repeat_ratio, cfg.min_thinking_words)
         n = cfg.num_generations
         order = self._order(len(problems), rng)
@@ -390,21 +405,26 @@ class SSGRCalibrator:
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.num_samples, desc=f"Calibration {cfg.policy}", unit="row")
+        dist = self._dist
+        bar = tqdm(total=cfg.num_samples, desc=f"Calibration {cfg.policy}", unit="row", disable=not dist.is_main)
         pos = 0
         while pos < len(order) and not (cfg.streaming and enough()):
             # Never start more problems than rows still needed: every problem yields at most one row.
             needed = cfg.num_samples - len(rows)
             if cfg.policy == "rac":
                 needed = min(needed, -(-(cfg.token_budget - collected_tokens) // cfg.max_length))
-            size = min(wave, max(1, needed)) if cfg.streaming else wave
+            # With several processes each generates for its share of the wave (problem j of the wave goes to process
+            # j mod world size), into its own file of the shared store.
+            full_wave = wave * dist.world_size
+            size = min(full_wave, max(1, needed)) if cfg.streaming else full_wave
             batch = [problems[i] for i in order[pos : pos + size]]
             pos += len(batch)
             prompts = {
                 p["problem_id"]: encode_prompt(gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs)
                 for p in batch
             }
-            active = [p for p in batch if not self._decided(store.samples(p["problem_id"]), n)]
+            mine = [p for j, p in enumerate(batch) if j % dist.world_size == dist.rank]
+            active = [p for p in mine if not self._decided(store.samples(p["problem_id"]), n)]
             while active:
                 # One generate call per round size, so that no problem is sampled more than it needs.
                 sizes = [self._round_size(store.samples(p["problem_id"]), n) for p in active]
@@ -424,6 +444,7 @@ class SSGRCalibrator:
                         vllm_kwargs=cfg.vllm_kwargs,
                     )
                 seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
+                seed += dist.rank * 1_000_000_007
                 outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed)
                 for p, samples in zip(group, outs):
                     pid = p["problem_id"]
@@ -447,6 +468,9 @@ class SSGRCalibrator:
                     done = self._decided(all_samples, n)
                     store.append(pid, prompts[pid], new, done=done)
                 active = [p for p in active if not self._decided(store.samples(p["problem_id"]), n)]
+            if dist.enabled:  # every process reads the whole wave, then takes the same decisions
+                dist.barrier()
+                store.refresh()
             for p in batch:
                 if enough():
                     break  # exhaustive mode keeps generating, but the first rows in the shuffled order are the draw
@@ -471,6 +495,13 @@ class SSGRCalibrator:
                 bar.update(1)
             bar.set_postfix(problems=pos, generated_tokens=tokens_generated, refresh=False)
         bar.close()
+        if dist.enabled:  # generation counts are per process; the selection counts are the same everywhere
+            local = {k: v for k, v in counts.items() if k.startswith("responses_")}
+            parts = dist.all_gather_object((tokens_generated, responses_generated, local))
+            tokens_generated = sum(p[0] for p in parts)
+            responses_generated = sum(p[1] for p in parts)
+            for key in {k for p in parts for k in p[2]}:
+                counts[key] = sum(p[2].get(key, 0) for p in parts)
         mean_len = tokens_generated / max(responses_generated, 1)
         exhaustive = len(problems) * n * mean_len
         counts = dict(counts)

@@ -301,7 +301,7 @@ class RolloutStore:
                     "Use another rollouts_dir, or delete the store to regenerate."
                 )
         else:
-            tmp = meta_path + ".tmp"
+            tmp = f"{meta_path}.{os.getpid()}.tmp"  # processes sharing the store may write it at the same time
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=2, sort_keys=True)
             os.replace(tmp, meta_path)
@@ -317,8 +317,14 @@ class RolloutStore:
             if f.startswith("rollouts") and f.endswith(".jsonl")
         )
 
-    def _load(self) -> None:
+    def refresh(self) -> None:
+        """Read what other processes appended to their files of this store since it was opened."""
+        self._load(skip_own=True)
+
+    def _load(self, skip_own: bool = False) -> None:
         for file in self._files():
+            if skip_own and file == self.file:
+                continue
             with open(file, "rb") as f:
                 data = f.read()
             good_end = 0
