@@ -224,3 +224,33 @@ def test_vllm_engine_refuses_to_be_sharded(monkeypatch):
     calibrator = SSGRCalibrator(CalibrationConfig(**dict(CALIBRATION, engine="vllm")))
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         calibrator.build(MODEL_PATH, "tiny-arith")
+
+
+def test_cli_prune_under_torchrun_writes_one_folder_equal_to_one_process(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_ssgr.cli import main
+
+    model_dir = tmp_path / "dense"
+    make_tiny_model("qwen2").save_pretrained(model_dir)
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in make_calibration(ragged=True)))
+    args = ["prune", "--model_name_or_path", str(model_dir), "--calibration", str(calib), "--method", "sparsegpt"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += ["-m", "hf_ssgr.cli", *args, "--save_dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.stdout.count("Pruned model written to") == 1  # only the main process wrote and reported
+    assert main([*args, "--save_dir", str(tmp_path / "one")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["calib.jsonl", "dense", "one", "two"]  # no temporary folder left
+    two = AutoModelForCausalLM.from_pretrained(tmp_path / "two").state_dict()
+    one = AutoModelForCausalLM.from_pretrained(tmp_path / "one").state_dict()
+    for key, ref in one.items():
+        assert torch.equal(two[key] == 0, ref == 0), key
+        torch.testing.assert_close(two[key], ref, rtol=1e-4, atol=2e-5)
+    meta = json.load(open(tmp_path / "two" / "pruning_config.json"))
+    assert len(meta["modules"]) == 14 and meta["calibration"]["rows"] == 6

@@ -118,7 +118,8 @@ def prune_main(argv):
         base_model=args.model_name_or_path,
         command="hf-ssgr prune " + " ".join(argv),
     )
-    print(f"Pruned model written to {args.save_dir}")
+    if pruner.state.is_world_process_zero:
+        print(f"Pruned model written to {args.save_dir}")
 
 
 def tasks_path_main(argv):
@@ -210,8 +211,14 @@ def calibrate_main(argv):
         raise SystemExit(f"hf-ssgr calibrate: {err}") from err
     calibrator = SSGRCalibrator(config)
     ds = calibrator.build(resolve_model(str(args["model"])), args["source"])
-    ds.save_to_disk(args["save_dir"])
-    print(f"{len(ds)} calibration rows ({config.policy}) written to {args['save_dir']}")
+    from .distributed import is_main_process, wait_for_everyone
+
+    if is_main_process():  # under torchrun every process holds the same rows; one writes them
+        ds.save_to_disk(args["save_dir"])
+        print(f"{len(ds)} calibration rows ({config.policy}) written to {args['save_dir']}")
+    wait_for_everyone()
+    if not is_main_process():
+        return
     if args.get("push_to_hub"):
         from .hub import push_calibration_to_hub
 

@@ -17,7 +17,7 @@ import torch
 
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["Distributed", "balanced_contiguous_split", "assign_by_cost"]
+__all__ = ["Distributed", "balanced_contiguous_split", "assign_by_cost", "is_main_process", "wait_for_everyone"]
 
 
 class Distributed:
@@ -121,6 +121,23 @@ class Distributed:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+def is_main_process() -> bool:
+    """Whether this is process 0 (or the only process); reads the launcher's environment before a group exists."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier when a process group exists; nothing otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def balanced_contiguous_split(sizes: list[int], parts: int) -> list[range]:

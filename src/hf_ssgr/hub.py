@@ -466,13 +466,23 @@ def save_pruned(
 
     Pass the `OneShotPruner` as `pruner=` (its config and per-module metrics are used), or `config=` and
     `module_metrics=`. `report` / `baseline` (`EvalReport`s) add the evaluation to the card.
+
+    With several processes only the main one writes; every process returns once the folder is complete.
     """
+    from .distributed import wait_for_everyone
+
+    if not _is_main_process():
+        wait_for_everyone()
+        return save_dir
     if pruner is not None:
         config = config or pruner.config
         module_metrics = module_metrics or pruner.state.module_metrics
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
-    return _write_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
+    try:
+        return _write_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
+    finally:
+        wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -480,12 +490,9 @@ def save_pruned(
 
 
 def _is_main_process() -> bool:
-    try:
-        from accelerate import PartialState
+    from .distributed import is_main_process
 
-        return PartialState().is_main_process
-    except Exception:  # noqa: BLE001 - no accelerate state: a single process
-        return True
+    return is_main_process()
 
 
 def _resolve_token(token: str | None) -> str:

@@ -379,6 +379,11 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
     """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport}}`."""
     from tqdm.auto import tqdm
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError(
+            "run_recipe / `hf-ssgr run` runs in one process. Under torchrun or accelerate launch, use the steps that "
+            "shard across processes: `hf-ssgr calibrate` (engine transformers) and `hf-ssgr prune`."
+        )
     if isinstance(cfg, str):
         cfg = RunConfig.from_yaml(cfg, **overrides)
     os.makedirs(cfg.output_dir, exist_ok=True)
