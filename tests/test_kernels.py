@@ -247,3 +247,22 @@ def test_block_upper_gram_equals_full(blocks):
     complete_gram(upper, blocks)
     torch.testing.assert_close(upper, full, rtol=1e-5, atol=1e-3)
     assert torch.equal(upper, upper.T)
+
+
+@pytest.mark.parametrize("n", [40, 600])  # 600 > the recursion leaf: the blocked triangular inverse is exercised
+def test_upper_cholesky_factor_of_the_inverse(n):
+    from hf_ssgr.sparsify import _cholesky_inverse_upper, _lower_triangular_inverse
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(3 * n, n, generator=g, dtype=torch.float64)
+    h = x.T @ x / (3 * n)
+    upper, damping = _cholesky_inverse_upper(h, 0.01)
+    damped = h + 0.01 * torch.diag(h).mean() * torch.eye(n, dtype=torch.float64)
+    assert damping == 0.01
+    assert torch.equal(upper, upper.triu()) and bool((torch.diag(upper) > 0).all())
+    torch.testing.assert_close(upper.T @ upper, torch.linalg.inv(damped), rtol=1e-8, atol=1e-10)
+    # the reference's three steps give the same factor (it is unique)
+    ref = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+    torch.testing.assert_close(upper, ref, rtol=1e-8, atol=1e-10)
+    low = torch.linalg.cholesky(damped)
+    torch.testing.assert_close(_lower_triangular_inverse(low) @ low, torch.eye(n, dtype=torch.float64))
