@@ -35,6 +35,7 @@ _EXPORTS = {
     "MetricsLoggerCallback": "callbacks",
     "PrintMetricsCallback": "callbacks",
     "KeepSparsityCallback": "training",
+    "estimate_prune_memory": "memory",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,351 @@
+"""Prune side by side with llm-compressor: same model, same calibration rows, same machine, one run.
+
+For each method (SparseGPT, Wanda) this prunes one saved random-weight Qwen2 model three or four ways, each in a
+fresh process so that its peak RSS is its own:
+
+- llm-compressor's `oneshot` with `SparseGPTModifier` / `WandaPruningModifier` (its own venv, through
+  `llmcompressor_worker.py`; `lm_head` ignored, rows not shuffled);
+- `hf_ssgr.OneShotPruner` in one process;
+- `hf_ssgr.OneShotPruner` in two processes (`torchrun --nproc_per_node 2`, gloo), unless `--no-distributed`.
+
+Then it measures, for every result, the per-layer reconstruction error on the calibration rows in one common way:
+each pruned model is run over the rows, and every decoder-layer linear's relative error ‖(W − Ŵ)X‖² / ‖WX‖² is
+accumulated on the inputs X it sees in that pruned model (the quantity both tools minimise layer by layer), together
+with the relative error of each decoder layer's output hidden state against the dense model's.
+
+Set-up of the llm-compressor venv (it pins transformers 5.15-5.17):
+
+    python -m venv .venv-llmc && .venv-llmc/bin/pip install torch==2.13.0 && .venv-llmc/bin/pip install "llmcompressor==0.14.*"
+
+Run:
+
+    python benchmarks/bench_vs_llmcompressor.py --shape qwen2-100m          # ~100M parameters, 64 x 512 tokens
+    python benchmarks/bench_vs_llmcompressor.py --shape qwen2.5-0.5b        # the Qwen2.5-0.5B shape
+
+Prints Markdown tables and writes JSON (`--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHAPES = {
+    # ~100M parameters in the decoder layers (126M with the tied 32k embedding)
+    "qwen2-100m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
+                       intermediate_size=3072, vocab_size=32000, max_position_embeddings=4096,
+                       tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768,
+                         tie_word_embeddings=True),
+    # a smoke test of the script itself
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=1000, max_position_embeddings=4096, tie_word_embeddings=True),
+}  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def build_inputs(args, work: str) -> tuple[str, str]:
+    """Save the seeded random-weight model (with a tokenizer, which llm-compressor wants) and the calibration rows."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    from hf_ssgr.tiny_reasoner import build_tokenizer
+
+    model_dir = os.path.join(work, "dense")
+    calib = os.path.join(work, "calibration.jsonl")
+    shape = SHAPES[args.shape]
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**shape)).to(getattr(torch, args.dtype)).eval()
+    model.save_pretrained(model_dir)
+    build_tokenizer().save_pretrained(model_dir)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, shape["vocab_size"], (args.rows, args.seq_len), generator=g)
+    with open(calib, "w") as f:
+        for row in ids.tolist():
+            f.write(json.dumps({"input_ids": row}) + "\n")
+    return model_dir, calib
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# hf-ssgr worker (one process, or one of several under torchrun)
+
+
+def ours(args) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    from hf_ssgr import OneShotPruner, PruningConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
+    with open(args.calibration) as f:
+        rows = [json.loads(line)["input_ids"] for line in f]
+    before = current_rss_mib()
+    config = PruningConfig(method=args.method, sparsity=args.sparsity, sparsity_type=args.sparsity_type)
+    pruner = OneShotPruner(config, progress_bar=False)
+    t0 = time.perf_counter()
+    pruner.prune(model, rows)
+    seconds = time.perf_counter() - t0
+    state = pruner.state
+    if state.is_world_process_zero:
+        os.makedirs(args.save, exist_ok=True)
+        save_file({n: p.detach().contiguous() for n, p in model.named_parameters()},
+                  os.path.join(args.save, "model.safetensors"))  # fmt: skip
+        metrics = state.module_metrics.values()
+        with open(os.path.join(args.save, "result.json"), "w") as f:
+            json.dump({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before,
+                       "solve_seconds": sum(m["seconds"] for m in metrics), "processes": state.world_size,
+                       "threads": torch.get_num_threads()}, f)  # fmt: skip
+
+
+def run_ours(args, model_dir, calib, method, save, processes) -> dict:
+    cmd = ["--worker", "--model", model_dir, "--calibration", calib, "--method", method, "--save", save,
+           "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype]  # fmt: skip
+    env = dict(os.environ)
+    if processes == 1:
+        full = [sys.executable, os.path.abspath(__file__), *cmd]
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        full = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                "--master_port", str(port), os.path.abspath(__file__), *cmd]  # fmt: skip
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    t0 = time.perf_counter()
+    proc = subprocess.run(full, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"hf-ssgr {method} ({processes} processes) failed:\n{proc.stderr[-4000:]}")
+    with open(os.path.join(save, "result.json")) as f:
+        result = json.load(f)
+    result["process_seconds"] = time.perf_counter() - t0
+    if processes > 1:  # every process holds the same peak; the machine holds their sum
+        result["peak_rss_mib_note"] = "per process"
+    return result
+
+
+def run_llmc(args, model_dir, calib, method, save) -> dict:
+    worker = os.path.join(HERE, "llmcompressor_worker.py")
+    cmd = [args.llmc_python, worker, "--model", model_dir, "--calibration", calib, "--method", method,
+           "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype,
+           "--out", save]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"llm-compressor {method} failed:\n{proc.stderr[-4000:]}")
+    with open(os.path.join(save, "result.json")) as f:
+        result = json.load(f)
+    result["process_seconds"] = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Common error measurement
+
+
+def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: str) -> dict[str, dict]:
+    """Per decoder layer: mean relative error of its linears on their own inputs in each pruned model, and the
+    relative error of the layer's output hidden state against the dense model's; on the first `rows` rows."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    dense = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    dense_w = {n: m.weight.detach().clone() for n, m in dense.named_modules() if isinstance(m, torch.nn.Linear)}
+    with open(calib) as f:
+        ids = [json.loads(line)["input_ids"] for _, line in zip(range(rows), f)]
+    with torch.no_grad():
+        dense_states = [dense(torch.tensor([r]), output_hidden_states=True).hidden_states[1:] for r in ids]
+    out = {}
+    for name, folder in results.items():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+        state = load_file(os.path.join(folder, "model.safetensors"))
+        model.load_state_dict(state, strict=False)
+        num, den, hooks = {}, {}, []
+        for mod_name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and ".layers." in mod_name:
+                w_dense = dense_w[mod_name]
+
+                def hook(mod, inputs, output, mod_name=mod_name, w_dense=w_dense):
+                    x = inputs[0].reshape(-1, inputs[0].shape[-1])
+                    ref = (x @ w_dense.t()).float()
+                    num[mod_name] = num.get(mod_name, 0.0) + float((output.reshape(ref.shape).float() - ref).pow(2).sum())
+                    den[mod_name] = den.get(mod_name, 0.0) + float(ref.pow(2).sum())
+
+                hooks.append(module.register_forward_hook(hook))
+        layer_num, layer_den = {}, {}
+        with torch.no_grad():
+            for r, dense_h in zip(ids, dense_states):
+                states = model(torch.tensor([r]), output_hidden_states=True).hidden_states[1:]
+                for i, (h, d) in enumerate(zip(states, dense_h)):
+                    layer_num[i] = layer_num.get(i, 0.0) + float((h.float() - d.float()).pow(2).sum())
+                    layer_den[i] = layer_den.get(i, 0.0) + float(d.float().pow(2).sum())
+        for h in hooks:
+            h.remove()
+        per_layer: dict[int, list[float]] = {}
+        for mod_name in num:
+            layer = int(mod_name.split(".layers.")[1].split(".")[0])
+            per_layer.setdefault(layer, []).append(num[mod_name] / den[mod_name])
+        zeros = [float((p == 0).float().mean()) for n, p in state.items() if ".layers." in n and n.endswith("proj.weight")]
+        out[name] = {
+            "module_error_per_layer": [sum(v) / len(v) for _, v in sorted(per_layer.items())],
+            "mean_module_error": sum(num[m] / den[m] for m in num) / len(num),
+            "layer_output_error": [layer_num[i] / layer_den[i] for i in sorted(layer_num)],
+            "sparsity": sum(zeros) / len(zeros),
+            "lm_head_changed": bool(
+                "lm_head.weight" in state and not torch.equal(state["lm_head.weight"], dense.lm_head.weight)
+            ),
+        }
+        del model
+    return out
+
+
+def compare_processes(folders: dict[str, str], methods: list[str]) -> dict[str, dict]:
+    """How far the two-process result is from the one-process result, per method."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = {}
+    for method in methods:
+        one, two = folders.get(f"hf-ssgr {method}"), folders.get(f"hf-ssgr {method} x2")
+        if not (one and two):
+            continue
+        a = load_file(os.path.join(one, "model.safetensors"))
+        b = load_file(os.path.join(two, "model.safetensors"))
+        agree = total = 0
+        diff = 0.0
+        for key, wa in a.items():
+            if ".layers." not in key or not key.endswith("proj.weight"):
+                continue
+            wb = b[key]
+            agree += int(((wa == 0) == (wb == 0)).sum())
+            total += wa.numel()
+            diff = max(diff, float((wa.float() - wb.float()).abs().max()))
+        out[method] = {"mask_agreement": agree / total, "identical_masks": agree == total, "max_abs_diff": diff}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="qwen2-100m", choices=sorted(SHAPES))
+    parser.add_argument("--methods", nargs="+", default=["sparsegpt", "wanda"])
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--sparsity-type", default="unstructured")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--error-rows", type=int, default=8, help="rows used for the common error measurement")
+    parser.add_argument("--llmc-python", default=os.path.join(ROOT, ".venv-llmc", "bin", "python"))
+    parser.add_argument("--no-llmc", action="store_true", help="skip llm-compressor")
+    parser.add_argument("--no-distributed", action="store_true", help="skip the two-process run")
+    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--out", default=None)
+    # worker mode
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--calibration", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return ours(args)
+
+    import tempfile
+
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_llmc_")
+    os.makedirs(work, exist_ok=True)
+    t0 = time.perf_counter()
+    model_dir, calib = build_inputs(args, work)
+    print(f"model and calibration saved in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    runs: dict[str, dict] = {}
+    folders: dict[str, str] = {}
+    for method in args.methods:
+        plan = [("hf-ssgr", 1)] + ([] if args.no_distributed else [("hf-ssgr", 2)])
+        if not args.no_llmc:
+            plan.insert(0, ("llm-compressor", 1))
+        for tool, processes in plan:
+            name = f"{tool} {method}" + (f" x{processes}" if processes > 1 else "")
+            save = os.path.join(work, name.replace(" ", "_"))
+            if tool == "llm-compressor":
+                runs[name] = run_llmc(args, model_dir, calib, method, save)
+            else:
+                runs[name] = run_ours(args, model_dir, calib, method, save, processes)
+            runs[name].update(tool=tool, method=method, processes=processes)
+            folders[name] = save
+            print(f"{name}: {runs[name]['seconds']:.1f} s", file=sys.stderr, flush=True)
+    errors = measure_errors(model_dir, calib, folders, args.error_rows, args.dtype)
+    for name in runs:
+        runs[name].update(errors[name])
+    equality = compare_processes(folders, args.methods)
+
+    shape = SHAPES[args.shape]
+    print(f"\n### Prune on CPU, side by side: {args.shape} (hidden {shape['hidden_size']}, "
+          f"{shape['num_hidden_layers']} layers), {args.rows} x {args.seq_len} tokens, {args.dtype}, "
+          f"{args.sparsity:g} {args.sparsity_type}, {os.cpu_count()} cores\n")  # fmt: skip
+    print("| run | prune s | vs llm-compressor | peak RSS MiB | mean module error | last-layer output error | sparsity |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in runs.items():
+        ref = runs.get(f"llm-compressor {r['method']}")
+        ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref else "-"
+        rss = f"{r['peak_rss_mib']:.0f}" + (" per process" if r["processes"] > 1 else "")
+        print(f"| {name} | {r['seconds']:.1f} | {ratio} | {rss} | {r['mean_module_error']:.4f} | "
+              f"{r['layer_output_error'][-1]:.4f} | {r['sparsity']:.3f} |")  # fmt: skip
+    print("\nMean relative module error per decoder layer:\n")
+    names = list(runs)
+    print("| layer | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for i in range(shape["num_hidden_layers"]):
+        print(f"| {i} | " + " | ".join(f"{runs[n]['module_error_per_layer'][i]:.4f}" for n in names) + " |")
+    if equality:
+        print("\nOne process against two (pruned weights of the decoder layers):\n")
+        print("| method | identical masks | mask agreement | max abs weight difference |")
+        print("|---|---|---|---|")
+        for method, e in equality.items():
+            print(f"| {method} | {e['identical_masks']} | {e['mask_agreement']:.6f} | {e['max_abs_diff']:.2e} |")
+    out = args.out or os.path.join(HERE, "results", f"vs_llmcompressor_{args.shape}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+                   "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model", "calibration",
+                                "method", "save", "threads")},
+                   "shape": shape, "runs": runs, "one_vs_two_processes": equality}, f, indent=2)  # fmt: skip
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The peak-memory model of `OneShotPruner`: what a run needs on the compute device and on the host, before renting it.
+
+With `d` the hidden size, `f` the MLP width, `a` the attention width (heads × head_dim), `h` the head dim, `N` rows
+of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for bf16) and `P` parameters:
+
+    device ≈ W + A + S + K + F
+      W = P·b                       the model, when it lives on the device (one decoder layer when it is streamed)
+      A = N·T·(d + 2h)·b            the cached inputs of the next layer (hidden states + rotary cos/sin), unless
+                                    `offload_activations` keeps them on the host
+      S = 4·(2d² + a² + f²)         float32 XᵀX of one layer: one per distinct input (q/k/v share one, gate/up one)
+      K = 4·(6·c² + 3·r·c)          the SparseGPT/ALPS solve of the widest module (c input features, r rows: down_proj,
+                                    c = f): the scaled Hessian, its damped copy, the Cholesky factor, the inverse and
+                                    its recursion, and float32 copies of the weight; Wanda and magnitude need 4·3·r·c
+      F = B·T·(3f + 4d + 2a)·b      one batch through one layer (the MLP's gate, up and product dominate), plus the
+          + 4·chunk·c               float32 chunk of the XᵀX accumulation
+
+    host ≈ (P·b if the model is on the host) + (A if offloaded) + R + runtime
+      R = (pruned weights)·b        the copies that `restore_on_error` keeps to undo a failed run
+
+On a CPU the device and the host are the same memory. Attention masks are not counted: with right padding only
+in the last rows of a batch and sdpa/flash attention, no 4-D mask is materialised for unpadded batches; padded
+batches add B·T²·1 byte per layer call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MemoryEstimate", "estimate_prune_memory"]
+
+GIB = 1024**3
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per term (`terms`), and the device and host totals."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+    device_bytes: float = 0.0
+    host_bytes: float = 0.0
+    device_terms: list[str] = field(default_factory=list)
+    host_terms: list[str] = field(default_factory=list)
+
+    @property
+    def device_gib(self) -> float:
+        return self.device_bytes / GIB
+
+    @property
+    def host_gib(self) -> float:
+        return self.host_bytes / GIB
+
+    def table(self) -> str:
+        lines = ["| term | GiB | where |", "|---|---|---|"]
+        for name, value in self.terms.items():
+            where = ", ".join(w for w, terms in (("device", self.device_terms), ("host", self.host_terms)) if name in terms)
+            lines.append(f"| {name} | {value / GIB:.2f} | {where} |")
+        lines.append(f"| **device total** | **{self.device_gib:.2f}** | |")
+        lines.append(f"| **host total** | **{self.host_gib:.2f}** | |")
+        return "\n".join(lines)
+
+
+def _get(config: Any, name: str, default=None):
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)
+
+
+def estimate_prune_memory(
+    config: Any,
+    num_rows: int,
+    tokens_per_row: int,
+    dtype_bytes: int = 2,
+    method: str = "sparsegpt",
+    batch_size: int = 1,
+    model_on_device: bool = True,
+    offload_activations: bool = False,
+    restore_on_error: bool = True,
+    same_memory: bool = False,
+    chunk_size: int = 4096,
+    runtime_bytes: float = 0.6 * GIB,
+) -> MemoryEstimate:
+    """Peak memory of a pruning run, term by term (see the module docstring for the formula).
+
+    Args:
+        config: a transformers config (or a dict) of a Llama/Qwen2/Qwen3-style model.
+        num_rows, tokens_per_row: the calibration set (use the longest row for `tokens_per_row`).
+        dtype_bytes: bytes per element of the model's weights and activations (2 for bf16/fp16, 4 for fp32).
+        model_on_device: the whole model lives on the compute device (otherwise one layer at a time is moved there).
+        same_memory: the compute device is the CPU (device and host terms add up in one RSS).
+        runtime_bytes: the interpreter, torch and transformers themselves (host only).
+    """
+    d = _get(config, "hidden_size")
+    f = _get(config, "intermediate_size")
+    layers = _get(config, "num_hidden_layers")
+    heads = _get(config, "num_attention_heads")
+    kv = _get(config, "num_key_value_heads", heads) or heads
+    hd = _get(config, "head_dim", None) or d // heads
+    vocab = _get(config, "vocab_size")
+    tied = _get(config, "tie_word_embeddings", False)
+    a, akv = heads * hd, kv * hd
+    layer_linear = d * a + 2 * d * akv + a * d + 3 * d * f
+    model_type = _get(config, "model_type")
+    qkv_bias = a + 2 * akv if model_type == "qwen2" or _get(config, "attention_bias", False) else 0
+    layer_params = layer_linear + qkv_bias + 2 * d + (2 * hd if model_type == "qwen3" else 0)
+    params = layers * layer_params + vocab * d * (1 if tied else 2) + d
+    b = dtype_bytes
+    rows_tokens = num_rows * tokens_per_row
+    c, r = f, d  # the widest module: down_proj (f inputs, d rows)
+
+    terms: dict[str, float] = {}
+    terms["W: model weights"] = params * b if model_on_device else layer_params * b
+    terms["A: cached layer inputs"] = rows_tokens * (d + 2 * hd) * b
+    terms["S: XᵀX statistics (fp32)"] = 4.0 * (2 * d * d + a * a + f * f) if method != "magnitude" else 0.0
+    if method in ("sparsegpt", "alps"):
+        terms["K: solve workspace (fp32)"] = 4.0 * (6 * c * c + 3 * r * c)
+    else:
+        terms["K: solve workspace (fp32)"] = 4.0 * 3 * r * c
+    terms["F: one batch through one layer"] = (
+        batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
+    )
+    terms["R: restore_on_error copies"] = layers * layer_linear * b if restore_on_error else 0.0
+    terms["runtime"] = runtime_bytes
+    if not model_on_device:
+        terms["model weights on the host"] = params * b
+
+    device = ["W: model weights", "S: XᵀX statistics (fp32)", "K: solve workspace (fp32)", "F: one batch through one layer"]
+    host = ["R: restore_on_error copies", "runtime"]
+    (host if offload_activations else device).append("A: cached layer inputs")
+    if not model_on_device:
+        host.append("model weights on the host")
+    est = MemoryEstimate(terms=terms, device_terms=device, host_terms=host)
+    if same_memory:
+        est.device_terms = device + host
+        est.host_terms = device + host
+    est.device_bytes = sum(terms[t] for t in est.device_terms)
+    est.host_bytes = sum(terms[t] for t in est.host_terms)
+    return est

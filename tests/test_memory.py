@@ -1,0 +1,33 @@
+import pytest
+from testing_utils import make_tiny_model
+
+from hf_ssgr.memory import GIB, estimate_prune_memory
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_weight_term_counts_the_model_parameters(arch):
+    model = make_tiny_model(arch, num_layers=3)
+    est = estimate_prune_memory(model.config, num_rows=4, tokens_per_row=32, dtype_bytes=4)
+    params = sum(p.numel() for p in model.parameters())
+    assert est.terms["W: model weights"] == pytest.approx(4 * params, rel=0.002)
+    linear = sum(m.weight.numel() for n, m in model.named_modules() if ".layers." in n and hasattr(m, "in_features"))
+    assert est.terms["R: restore_on_error copies"] == 4 * linear
+
+
+def test_offload_and_streaming_move_terms_to_the_host():
+    config = dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944, num_attention_heads=28,
+                  num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False)  # fmt: skip
+    on_gpu = estimate_prune_memory(config, 128, 16384)
+    streamed = estimate_prune_memory(config, 128, 16384, model_on_device=False, offload_activations=True)
+    activations = 128 * 16384 * (3584 + 2 * 128) * 2
+    assert on_gpu.terms["A: cached layer inputs"] == activations
+    assert on_gpu.device_bytes - streamed.device_bytes == pytest.approx(
+        activations + on_gpu.terms["W: model weights"] - streamed.terms["W: model weights"]
+    )
+    assert streamed.host_bytes > on_gpu.host_bytes + activations
+    # the R1-Distill-Qwen-7B shape with 128 x 16k rows fits one 80 GB GPU, and streaming it fits a 24 GB one
+    assert 30 < on_gpu.device_gib < 80 and streamed.device_gib < 24
+    assert "device total" in on_gpu.table()
+    cpu = estimate_prune_memory(config, 4, 512, same_memory=True)
+    assert cpu.device_bytes == cpu.host_bytes == sum(cpu.terms.values()) - 0  # every term in one RSS
+    assert estimate_prune_memory(config, 4, 512, method="wanda").terms["K: solve workspace (fp32)"] < 1 * GIB
