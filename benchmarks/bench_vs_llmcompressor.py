@@ -196,10 +196,11 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
             if isinstance(module, torch.nn.Linear) and ".layers." in mod_name:
                 w_dense = dense_w[mod_name]
 
-                def hook(mod, inputs, output, mod_name=mod_name, w_dense=w_dense):
+                def hook(mod, inputs, output, mod_name=mod_name, w_dense=w_dense, num=num, den=den):
                     x = inputs[0].reshape(-1, inputs[0].shape[-1])
                     ref = (x @ w_dense.t()).float()
-                    num[mod_name] = num.get(mod_name, 0.0) + float((output.reshape(ref.shape).float() - ref).pow(2).sum())
+                    diff = (x @ (mod.weight - w_dense).t()).float()  # the bias cancels
+                    num[mod_name] = num.get(mod_name, 0.0) + float(diff.pow(2).sum())
                     den[mod_name] = den.get(mod_name, 0.0) + float(ref.pow(2).sum())
 
                 hooks.append(module.register_forward_hook(hook))
@@ -216,7 +217,9 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
         for mod_name in num:
             layer = int(mod_name.split(".layers.")[1].split(".")[0])
             per_layer.setdefault(layer, []).append(num[mod_name] / den[mod_name])
-        zeros = [float((p == 0).float().mean()) for n, p in state.items() if ".layers." in n and n.endswith("proj.weight")]
+        zeros = [
+            float((p == 0).float().mean()) for n, p in state.items() if ".layers." in n and n.endswith("proj.weight")
+        ]
         out[name] = {
             "module_error_per_layer": [sum(v) / len(v) for _, v in sorted(per_layer.items())],
             "mean_module_error": sum(num[m] / den[m] for m in num) / len(num),
@@ -232,7 +235,6 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
 
 def compare_processes(folders: dict[str, str], methods: list[str]) -> dict[str, dict]:
     """How far the two-process result is from the one-process result, per method."""
-    import torch
     from safetensors.torch import load_file
 
     out = {}
@@ -316,7 +318,9 @@ def main():
     print(f"\n### Prune on CPU, side by side: {args.shape} (hidden {shape['hidden_size']}, "
           f"{shape['num_hidden_layers']} layers), {args.rows} x {args.seq_len} tokens, {args.dtype}, "
           f"{args.sparsity:g} {args.sparsity_type}, {os.cpu_count()} cores\n")  # fmt: skip
-    print("| run | prune s | vs llm-compressor | peak RSS MiB | mean module error | last-layer output error | sparsity |")
+    print(
+        "| run | prune s | vs llm-compressor | peak RSS MiB | mean module error | last-layer output error | sparsity |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         ref = runs.get(f"llm-compressor {r['method']}")

@@ -53,7 +53,9 @@ class MemoryEstimate:
     def table(self) -> str:
         lines = ["| term | GiB | where |", "|---|---|---|"]
         for name, value in self.terms.items():
-            where = ", ".join(w for w, terms in (("device", self.device_terms), ("host", self.host_terms)) if name in terms)
+            where = ", ".join(
+                w for w, terms in (("device", self.device_terms), ("host", self.host_terms)) if name in terms
+            )
             lines.append(f"| {name} | {value / GIB:.2f} | {where} |")
         lines.append(f"| **device total** | **{self.device_gib:.2f}** | |")
         lines.append(f"| **host total** | **{self.host_gib:.2f}** | |")
@@ -117,14 +119,20 @@ def estimate_prune_memory(
     else:
         terms["K: solve workspace (fp32)"] = 4.0 * 3 * r * c
     terms["F: one batch through one layer"] = (
-        batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
+        batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
+        + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
     )
     terms["R: restore_on_error copies"] = layers * layer_linear * b if restore_on_error else 0.0
     terms["runtime"] = runtime_bytes
     if not model_on_device:
         terms["model weights on the host"] = params * b
 
-    device = ["W: model weights", "S: XᵀX statistics (fp32)", "K: solve workspace (fp32)", "F: one batch through one layer"]
+    device = [
+        "W: model weights",
+        "S: XᵀX statistics (fp32)",
+        "K: solve workspace (fp32)",
+        "F: one batch through one layer",
+    ]
     host = ["R: restore_on_error copies", "runtime"]
     (host if offload_activations else device).append("A: cached layer inputs")
     if not model_on_device:
