@@ -111,7 +111,13 @@ def ours(args) -> None:
     with open(args.calibration) as f:
         rows = [json.loads(line)["input_ids"] for line in f]
     before = current_rss_mib()
-    config = PruningConfig(method=args.method, sparsity=args.sparsity, sparsity_type=args.sparsity_type)
+    config = PruningConfig(
+        method=args.method,
+        sparsity=args.sparsity,
+        sparsity_type=args.sparsity_type,
+        # like for like: llm-compressor measures no error; for SparseGPT the metric reuses the XᵀX it needs anyway
+        reconstruction_error=args.method != "wanda" or args.wanda_error,
+    )
     pruner = OneShotPruner(config, progress_bar=False)
     t0 = time.perf_counter()
     pruner.prune(model, rows)
@@ -131,6 +137,7 @@ def ours(args) -> None:
 def run_ours(args, model_dir, calib, method, save, processes) -> dict:
     cmd = ["--worker", "--model", model_dir, "--calibration", calib, "--method", method, "--save", save,
            "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype]  # fmt: skip
+    cmd += ["--wanda-error"] if args.wanda_error else []
     env = dict(os.environ)
     if processes == 1:
         full = [sys.executable, os.path.abspath(__file__), *cmd]
@@ -273,6 +280,9 @@ def main():
     parser.add_argument("--llmc-python", default=os.path.join(ROOT, ".venv-llmc", "bin", "python"))
     parser.add_argument("--no-llmc", action="store_true", help="skip llm-compressor")
     parser.add_argument("--no-distributed", action="store_true", help="skip the two-process run")
+    parser.add_argument(
+        "--wanda-error", action="store_true", help="let hf-ssgr's Wanda also accumulate XᵀX for its error metric"
+    )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default=None)
     # worker mode

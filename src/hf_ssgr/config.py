@@ -109,8 +109,9 @@ class PruningConfig:
     save_every_n_layers (`int`, *optional*, defaults to `1`):
         Checkpoint frequency, in decoder layers, when `output_dir` is set.
     restore_on_error (`bool`, *optional*, defaults to `True`):
-        Keep a CPU copy of every weight before it is overwritten and put it back if pruning fails, so that a failed
-        run leaves the model as it was. Costs host memory equal to the pruned weights.
+        Write a copy of every weight to a temporary folder before it is overwritten and put it back if pruning fails,
+        so that a failed run leaves the model as it was. Costs temporary disk space equal to the pruned weights (the
+        folder honours `TMPDIR`), not memory.
     seed (`int`, *optional*, defaults to `0`):
         Seed set before pruning. The solvers are deterministic; the seed only matters for code that samples.
     """

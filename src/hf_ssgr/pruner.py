@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import weakref
 from dataclasses import dataclass
@@ -209,6 +210,45 @@ def _make_batches(rows: list[_Row], batch_size: int, token_mask: str, pad_id: in
             )
         )
     return batches
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backups for restore_on_error
+
+
+class _WeightBackup:
+    """The original weights of the modules modified so far, written to a temporary folder rather than kept in memory
+    (the pruned weights of a 7B model are 13 GB), to put back if the run fails. Removed when the run ends."""
+
+    def __init__(self):
+        self._dir: str | None = None
+        self._files: dict[str, str] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __setitem__(self, name: str, weight: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="hf_ssgr_backup_")
+        path = os.path.join(self._dir, f"{len(self._files):06d}.safetensors")
+        save_file({"weight": weight.detach().to("cpu").contiguous()}, path)
+        self._files[name] = path
+
+    def items(self):
+        from safetensors.torch import load_file
+
+        for name, path in self._files.items():
+            yield name, load_file(path)["weight"]
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir, self._files = None, {}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -440,7 +480,7 @@ class OneShotPruner:
         self.control = PrunerControl()
         start_layer = 0
         self._unsaved_layers: list[int] = []
-        backup: dict[str, torch.Tensor] = {}
+        backup = _WeightBackup()
         was_training = model.training
         model.eval()
         try:
@@ -459,6 +499,7 @@ class OneShotPruner:
                 logger.error("Pruning failed; the %d modified weights were restored.", len(backup))
             raise
         finally:
+            backup.close()
             model.train(was_training)
         return model
 
@@ -785,7 +826,7 @@ class OneShotPruner:
         shared = {}
         for k, (full, module, st, leader) in enumerate(items):
             if self.config.restore_on_error and full not in backup:
-                backup[full] = module.weight.detach().to("cpu", copy=True)
+                backup[full] = module.weight
             if owner[k] != dist.rank or failure is not None:
                 continue
             try:
@@ -811,7 +852,7 @@ class OneShotPruner:
     def _solve_module(self, full, module, st, device, backup, shared, leader=None) -> dict:
         cfg = self.config
         if cfg.restore_on_error and full not in backup:
-            backup[full] = module.weight.detach().to("cpu", copy=True)
+            backup[full] = module.weight
         t0 = time.perf_counter()
         weight = module.weight.detach().to(device=device, dtype=torch.float32, copy=True)
         info = None
@@ -961,7 +1002,7 @@ class OneShotPruner:
                     raise ValueError(f"Checkpoint {ckpt} holds {key}, which this model does not have.")
                 module_name = key[: -len(".weight")]
                 if cfg.restore_on_error and module_name not in backup:
-                    backup[module_name] = params[key].detach().to("cpu", copy=True)
+                    backup[module_name] = params[key]
                 params[key].data.copy_(tensor.to(params[key].device))
         saved.is_world_process_zero = self.state.is_world_process_zero
         saved.finished = False

@@ -199,29 +199,38 @@ def _lower_triangular_inverse(m: torch.Tensor, leaf: int = 256) -> torch.Tensor:
 
 
 def _cholesky_inverse_upper(
-    hessian: torch.Tensor, dampening: float, max_damping: float = 100.0
+    hessian: torch.Tensor, dampening: float, max_damping: float = 100.0, scale: float = 1.0, dead=None
 ) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor U of `(H + λI)⁻¹ = UᵀU` with λ = damping · mean(diag H).
+    """Upper Cholesky factor U of `(H + λI)⁻¹ = UᵀU` with H = `scale`·`hessian` (dead inputs: H_ii = 1) and
+    λ = damping · mean(diag H).
 
     Computed as U = P L⁻¹ P, where P reverses the order of rows and columns and L is the lower Cholesky factor of
     P(H + λI)P: one factorisation and one triangular inverse, where the reference's cholesky → cholesky_inverse →
-    cholesky takes twice the arithmetic. Same U up to rounding (closer to a float64 computation, in tests).
+    cholesky takes twice the arithmetic. Same U up to rounding (closer to a float64 computation, in tests). The
+    scaled, flipped and damped copy of `hessian` is the only full-size copy made before the factorisation.
 
     If the factorisation fails, the relative damping is multiplied by 10 (starting from at least 1e-4) and the solve
     retried, up to `max_damping`; the damping that worked is returned so that the caller can record it. There is no
     silent fallback to an identity Hessian.
     """
-    diag_mean = torch.mean(torch.diag(hessian))
-    idx = torch.arange(hessian.shape[0], device=hessian.device)
+
+    def damped(damping: float) -> torch.Tensor:  # P(H + λI)P
+        h = hessian.flip(0, 1)  # a copy: `hessian` is never modified
+        h = (h if h.dtype in (torch.float32, torch.float64) else h.to(torch.float32)).mul_(scale)
+        diag = h.diagonal()
+        if dead is not None:
+            diag[dead.flip(0)] = 1.0
+        diag.add_(damping * torch.mean(diag))
+        return h
+
     damping = dampening
     while True:
-        h = hessian.clone()
-        h[idx, idx] += damping * diag_mean
-        chol, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+        chol, info = torch.linalg.cholesky_ex(damped(damping))
         if int(info) == 0:
-            upper = _lower_triangular_inverse(chol).flip(0, 1)
+            upper = _lower_triangular_inverse(chol)
+            del chol
             if torch.isfinite(upper).all():
-                return upper, damping
+                return upper.flip(0, 1), damping
         if damping >= max_damping:
             raise torch.linalg.LinAlgError(
                 f"The Hessian is not positive definite even with damping {damping:g} x mean(diag(H)): check the "
@@ -253,13 +262,9 @@ def sparsegpt_prune(
     """
     w = weight.to(torch.float32).clone()
     rows, cols = w.shape
-    h = gram.to(torch.float32) * (2.0 / max(count, 1))
-    dead = torch.diag(h) == 0
-    idx = torch.arange(cols, device=h.device)
-    h[idx[dead], idx[dead]] = 1.0
+    dead = torch.diag(gram) == 0
     w[:, dead] = 0.0
-    hinv, damping = _cholesky_inverse_upper(h, dampening)
-    del h
+    hinv, damping = _cholesky_inverse_upper(gram, dampening, scale=2.0 / max(count, 1), dead=dead)
     # Columns of a block are visited in sub-blocks: a column's error updates the rest of its sub-block at once and
     # the later sub-blocks of the block in one matrix product when the sub-block ends (the reference's lazy update,
     # one level down). Every column still sees all the updates of the columns before it when it is reached, so the
