@@ -14,8 +14,10 @@ of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for 
       F = B·T·(3f + 4d + 2a)·b      one batch through one layer (the MLP's gate, up and product dominate), plus the
           + 4·chunk·c               float32 chunk of the XᵀX accumulation
 
-    host ≈ (P·b if the model is on the host) + (A if offloaded) + R + runtime
-      R = (pruned weights)·b        the copies that `restore_on_error` keeps to undo a failed run
+    host ≈ (P·b if the model is on the host) + (A if offloaded) + runtime
+
+The copies that `restore_on_error` keeps to undo a failed run go to a temporary folder on disk (`R` below, in
+bytes of disk, not memory).
 
 On a CPU the device and the host are the same memory. Attention masks are not counted: with right padding only
 in the last rows of a batch and sdpa/flash attention, no 4-D mask is materialised for unpadded batches; padded
@@ -122,7 +124,7 @@ def estimate_prune_memory(
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
         + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
     )
-    terms["R: restore_on_error copies"] = layers * layer_linear * b if restore_on_error else 0.0
+    terms["R: restore_on_error copies (disk)"] = layers * layer_linear * b if restore_on_error else 0.0
     terms["runtime"] = runtime_bytes
     if not model_on_device:
         terms["model weights on the host"] = params * b
@@ -133,7 +135,7 @@ def estimate_prune_memory(
         "K: solve workspace (fp32)",
         "F: one batch through one layer",
     ]
-    host = ["R: restore_on_error copies", "runtime"]
+    host = ["runtime"]
     (host if offload_activations else device).append("A: cached layer inputs")
     if not model_on_device:
         host.append("model weights on the host")
