@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,15 @@ CPU_CASES = [
 GPU_CASES = [
     ("r1-distill-qwen-7b", 4, "sparsegpt", 128, 16384),
 ]
+
+
+def vm_hwm_gib() -> float:
+    """This process's own peak RSS (`ru_maxrss` can carry a parent's RSS over the exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
 
 
 def single(args) -> dict:
@@ -67,7 +75,7 @@ def single(args) -> dict:
     )  # fmt: skip
     result = {"shape": args.shape, "layers": args.layers, "method": args.single, "rows": args.rows,
               "seq_len": args.seq_len, "device": args.device, "stream": args.stream, "seconds": seconds,
-              "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+              "host_peak_gib": vm_hwm_gib(),
               "estimate_device_gib": est.device_gib, "estimate_host_gib": est.host_gib,
               "terms_gib": {k: v / 1024**3 for k, v in est.terms.items()}}  # fmt: skip
     if args.device == "cuda":

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import socket
 import subprocess
@@ -55,7 +54,12 @@ SHAPES = {
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS (VmHWM): `ru_maxrss` would carry the parent's RSS over the exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def current_rss_mib() -> float:

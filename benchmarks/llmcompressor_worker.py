@@ -34,17 +34,20 @@ import argparse
 import json
 import os
 import re
-import resource
 import time
 from collections import defaultdict
 
 
-def rss_mib() -> float:
+def status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib() -> float:
+    return status_mib("VmRSS")
 
 
 def add_timer(owner, attr: str, totals: dict, key: str) -> None:
@@ -121,7 +124,8 @@ def main():
         max_seq_length=max(len(r) for r in rows),
     )
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this process's own high-water mark: ru_maxrss would carry the parent's RSS over the exec
+    peak = status_mib("VmHWM")
 
     os.makedirs(args.out, exist_ok=True)
     save_file({n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters()},
