@@ -53,19 +53,12 @@ SHAPES = {
 }  # fmt: skip
 
 
-def peak_rss_mib() -> float:
-    """This process's own peak RSS (VmHWM): `ru_maxrss` would carry the parent's RSS over the exec."""
+def status_mib(field: str) -> float:
+    """A memory field of /proc/self/status in MiB: `VmRSS` now, `VmHWM` this process's own peak (`ru_maxrss` would
+    carry the parent's RSS over the exec)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -114,7 +107,7 @@ def ours(args) -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
     with open(args.calibration) as f:
         rows = [json.loads(line)["input_ids"] for line in f]
-    before = current_rss_mib()
+    before = status_mib("VmRSS")
     config = PruningConfig(
         method=args.method,
         sparsity=args.sparsity,
@@ -133,7 +126,7 @@ def ours(args) -> None:
                   os.path.join(args.save, "model.safetensors"))  # fmt: skip
         metrics = state.module_metrics.values()
         with open(os.path.join(args.save, "result.json"), "w") as f:
-            json.dump({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before,
+            json.dump({"seconds": seconds, "peak_rss_mib": status_mib("VmHWM"), "rss_before_mib": before,
                        "solve_seconds": sum(m["seconds"] for m in metrics), "processes": state.world_size,
                        "threads": torch.get_num_threads()}, f)  # fmt: skip
 
