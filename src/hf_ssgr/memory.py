@@ -12,7 +12,8 @@ of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for 
                                     c = f): the scaled Hessian, its damped copy, the Cholesky factor, the inverse and
                                     its recursion, and float32 copies of the weight; Wanda and magnitude need 4·3·r·c
       F = B·T·(3f + 4d + 2a)·b      one batch through one layer (the MLP's gate, up and product dominate), plus the
-          + 4·chunk·c               float32 chunk of the XᵀX accumulation
+          + 4·chunk·c               float32 chunk of the XᵀX accumulation, plus, when a batch holds fewer than
+          + chunk·(2d + a + f)·b    `chunk` tokens, the buffers that gather tokens into chunk-sized products
 
     host ≈ (P·b if the model is on the host) + (A if offloaded) + runtime
 
@@ -124,6 +125,8 @@ def estimate_prune_memory(
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
         + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
     )
+    if method in ("sparsegpt", "alps") and batch_size * tokens_per_row < chunk_size:
+        terms["F: one batch through one layer"] += chunk_size * (2 * d + a + f) * b
     terms["R: restore_on_error copies (disk)"] = layers * layer_linear * b if restore_on_error else 0.0
     terms["runtime"] = runtime_bytes
     if not model_on_device:

@@ -5,7 +5,9 @@
    with the decoder layers replaced by recorders. Nothing past the last needed layer runs, `lm_head` included.
 2. For each decoder layer: accumulate statistics of its target linears on the dense layer (one `XᵀX` per distinct
    input: q/k/v share one, gate/up share one), solve every target, then re-run the pruned layer to produce the next
-   layer's inputs, so errors propagate as in the SparseGPT and Wanda references.
+   layer's inputs, so errors propagate as in the SparseGPT and Wanda references. The statistics pass stops each batch
+   once the last target has seen its input (down_proj's product is never computed there), and gathers short batches
+   into `chunk_size`-token products.
 
 Only the current layer is moved to the compute device; the cached activations stay on the compute device or, with
 `offload_activations`, on the CPU. Statistics are float32 with TF32 off.
@@ -290,21 +292,37 @@ def _fp32_statistics():
 # Statistics of one layer
 
 
-class _LayerStats:
-    """Forward hooks that accumulate, per distinct input tensor, `XᵀX` and/or squared channel norms."""
+class _StopLayer(Exception):
+    """Raised from a statistics hook once every input the statistics need has been seen: the rest of the layer's
+    forward (down_proj's product, the residual) would be thrown away."""
 
-    def __init__(self, modules: dict[str, nn.Linear], need_gram: bool, need_sq: bool, chunk_size: int):
+
+class _LayerStats:
+    """Forward pre-hooks that accumulate, per distinct input tensor, `XᵀX` and/or squared channel norms.
+
+    The first batch runs the whole layer. When it called every target exactly once (a dense layer), later batches
+    stop the forward as soon as every target has been called (`stop_early`): nothing after the last target's input
+    feeds a statistic. Layers that skip or repeat targets (mixtures of experts) always run whole. Tokens for `XᵀX` are
+    gathered into a buffer of `chunk_size` rows before each product: one large product instead of one per short
+    row, which matters on a CPU, where every product reads and writes the whole float32 accumulator.
+    """
+
+    def __init__(self, modules: dict[str, nn.Linear], need_gram: bool, need_sq: bool, chunk_size: int,
+                 stop_early: bool = False):  # fmt: skip
         self.modules = modules
         self.need_gram, self.need_sq, self.chunk_size = need_gram, need_sq, chunk_size
+        self.stop_early = stop_early
         self.leader: dict[str, str] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._seen: list[tuple[weakref.ref, str]] = []
         self._mask: torch.Tensor | None = None
         self._handles = []
+        self._called: list[str] = []  # targets called in this batch, in order
+        self._can_stop: bool | None = None  # learnt on the first, complete, batch
 
     def __enter__(self):
         for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+            self._handles.append(module.register_forward_pre_hook(self._hook(name)))
         return self
 
     def __exit__(self, *exc):
@@ -314,15 +332,24 @@ class _LayerStats:
         self._seen = []
 
     def finalize(self) -> None:
-        """Complete the block-triangular XᵀX accumulations once every batch is in."""
+        """Flush the token buffers and complete the block-triangular XᵀX accumulations once every batch is in."""
         for st in self.stats.values():
             if st["gram"] is not None:
+                self._flush(st)
+                st["buffer"] = None
                 complete_gram(st["gram"], st["blocks"])
                 st["blocks"] = 1
 
+    def finite_flags(self) -> list[torch.Tensor]:
+        """Device-side flags: whether each accumulated statistic is finite (a NaN or inf input makes it non-finite)."""
+        return [torch.isfinite(st[k]).all() for st in self.stats.values() for k in ("gram", "sq") if st[k] is not None]
+
     def begin_batch(self, stat_mask: torch.Tensor | None) -> None:
+        if self._can_stop is None and self._called:
+            self._can_stop = sorted(self._called) == sorted(self.modules)
         self._seen = []
         self._mask = stat_mask
+        self._called = []
 
     def _assign(self, name: str, leader: str) -> None:
         if self.leader.setdefault(name, leader) != leader:
@@ -332,8 +359,12 @@ class _LayerStats:
             )
 
     def _hook(self, name: str):
-        def hook(module, inputs, output):
+        def hook(module, inputs):
             self.observe(name, inputs[0])
+            self._called.append(name)
+            if self.stop_early and self._can_stop and len(self._called) == len(self.modules):
+                if len(set(self._called)) == len(self.modules):
+                    raise _StopLayer
 
         return hook
 
@@ -357,12 +388,34 @@ class _LayerStats:
                 "count": 0,
                 # On a CPU, accumulate only the upper block triangle of large XᵀX (about 40% less work).
                 "blocks": GRAM_UPPER_BLOCKS if flat.device.type == "cpu" and d >= GRAM_BLOCKS_MIN_DIM else 1,
+                "buffer": None,
+                "buffered": 0,
             }
         if self.need_gram:
-            accumulate_gram(st["gram"], flat, self.chunk_size, st["blocks"])
+            self._add_to_gram(st, flat)
         if self.need_sq:
             accumulate_sq_norms(st["sq"], flat, self.chunk_size)
         st["count"] += flat.shape[0]
+
+    def _add_to_gram(self, st: dict, flat: torch.Tensor) -> None:
+        if st["buffered"] == 0 and flat.shape[0] >= self.chunk_size:  # already a large product: no copy
+            accumulate_gram(st["gram"], flat, self.chunk_size, st["blocks"])
+            return
+        if st["buffer"] is None:
+            st["buffer"] = flat.new_empty(self.chunk_size, flat.shape[-1])
+        start = 0
+        while start < flat.shape[0]:
+            n = min(self.chunk_size - st["buffered"], flat.shape[0] - start)
+            st["buffer"][st["buffered"] : st["buffered"] + n].copy_(flat[start : start + n])
+            st["buffered"] += n
+            start += n
+            if st["buffered"] == self.chunk_size:
+                self._flush(st)
+
+    def _flush(self, st: dict) -> None:
+        if st["buffered"]:
+            accumulate_gram(st["gram"], st["buffer"][: st["buffered"]], self.chunk_size, st["blocks"])
+            st["buffered"] = 0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -720,14 +773,18 @@ class OneShotPruner:
     def _collect(self, layer, i, modules, batches, device):
         method = self.config.method
         finite = []
-        with _LayerStats(modules, self._need_gram(), method == "wanda", self.config.chunk_size) as stats:
+        stats = _LayerStats(modules, self._need_gram(), method == "wanda", self.config.chunk_size, stop_early=True)
+        with stats:
             for b in batches:
                 stats.begin_batch(b.stat_mask)
-                out = self._run_layer(layer, i, b, device)
-                finite.append(self._finite_flag(out, b))
+                try:
+                    out = self._run_layer(layer, i, b, device)
+                except _StopLayer:
+                    continue
+                finite.append(self._finite_flag(out, b))  # the first batch runs the whole layer
                 del out
-        self._raise_if_non_finite(finite, f"decoder layer {i}")
         stats.finalize()
+        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}")
         self._reduce_stats(stats, f"decoder layer {i}")
         return stats
 

@@ -4,7 +4,8 @@
   `PROMPT_SUFFIX`, and the generation prompt opens `<think>`. The rendered text is encoded with
   `add_special_tokens=False`.
 * Engines: `TransformersEngine` (batched `generate`, CPU or GPU, the default) and `VLLMEngine` (the `vllm` extra;
-  its own tensor/data parallelism).
+  its own tensor/pipeline parallelism; under `torchrun` each process runs one replica on its own devices or cores,
+  `vllm_replica_env`).
 * `RolloutStore` keeps rollouts as token ids, never re-tokenized text, in an append-only JSON-lines log: one line per
   generated chunk of one problem, written and fsynced as soon as the chunk is verified. A run killed at any point
   loses at most the line being written (a torn last line is dropped on reload); rows are keyed by
@@ -246,9 +247,44 @@ class VLLMEngine:
         self.llm = None
 
 
+def vllm_replica_env(local_rank: int, local_world_size: int, vllm_kwargs: dict | None) -> dict[str, str]:
+    """Environment for the vLLM engine of one process when several processes each run their own replica (data
+    parallelism across `torchrun` processes, vLLM's tensor/pipeline parallelism inside each).
+
+    On GPUs, process `local_rank` gets its own `tensor_parallel_size × pipeline_parallel_size` devices through
+    `CUDA_VISIBLE_DEVICES` (vLLM's engine process starts with it). On a CPU it gets its own slice of the cores through
+    `VLLM_CPU_OMP_THREADS_BIND` (one list per tensor-parallel worker), unless that is already set.
+    """
+    vllm_kwargs = vllm_kwargs or {}
+    if int(vllm_kwargs.get("data_parallel_size", 1)) > 1:
+        raise ValueError(
+            "vllm_kwargs sets data_parallel_size while several processes each run a vLLM replica: every process "
+            "already is one data-parallel replica. Drop data_parallel_size, or launch one process."
+        )
+    per = int(vllm_kwargs.get("tensor_parallel_size", 1)) * int(vllm_kwargs.get("pipeline_parallel_size", 1))
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        if local_world_size * per > len(devices):
+            raise ValueError(
+                f"{local_world_size} processes × {per} GPUs per vLLM replica (tensor × pipeline parallel size) need "
+                f"{local_world_size * per} GPUs on this node, but {len(devices)} are visible: launch fewer processes "
+                "or lower tensor_parallel_size."
+            )
+        return {"CUDA_VISIBLE_DEVICES": ",".join(devices[local_rank * per : (local_rank + 1) * per])}
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return {}
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    share = max(1, len(cores) // max(1, local_world_size))
+    mine = cores[(local_rank * share) % len(cores) :][:share] or cores[:share]
+    groups = [mine[i::per] or mine[:1] for i in range(per)]  # one core list per tensor-parallel worker
+    return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, g)) for g in groups)}
+
+
 def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs):
     if engine == "transformers":
         kwargs.pop("vllm_kwargs", None)
+        kwargs.pop("env", None)
         return TransformersEngine(model, tokenizer, **kwargs)
     if engine == "vllm":
         vllm_kwargs = kwargs.pop("vllm_kwargs", None) or {}
@@ -258,7 +294,17 @@ def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs)
             path = tempfile.mkdtemp(prefix="hf_ssgr_vllm_")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
-        return VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
+        env = kwargs.pop("env", None) or {}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # read by vLLM's engine process when it starts
+        try:
+            return VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     raise ValueError(f"Unknown engine {engine!r}: choose 'transformers' or 'vllm'.")
 
 

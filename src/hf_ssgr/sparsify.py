@@ -96,6 +96,9 @@ def complete_gram(gram: torch.Tensor, upper_blocks: int) -> torch.Tensor:
         bounds = _block_bounds(gram.shape[0], upper_blocks)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             gram[hi:, lo:hi] = gram[lo:hi, hi:].t()
+            # A diagonal block comes out of one product, which the BLAS need not make exactly symmetric.
+            diag = gram[lo:hi, lo:hi]
+            diag.copy_((diag + diag.t()) / 2)
     return gram
 
 
