@@ -22,6 +22,10 @@ Run:
     python benchmarks/bench_vs_llmcompressor.py --shape qwen2-100m          # ~100M parameters, 64 x 512 tokens
     python benchmarks/bench_vs_llmcompressor.py --shape qwen2.5-0.5b        # the Qwen2.5-0.5B shape
 
+Add `--ours-python .venv-llmc/bin/python` to run hf-ssgr (from `src/`) in llm-compressor's venv too: the same torch
+and transformers for both, so the peak RSS compares the tools rather than what each venv imports (transformers
+imports scikit-learn, scipy and pandas when they are installed, about 200 MiB more in hf-ssgr's test venv).
+
 Prints Markdown tables and writes JSON (`--out`).
 """
 
@@ -96,6 +100,7 @@ def build_inputs(args, work: str) -> tuple[str, str]:
 
 def ours(args) -> None:
     import torch
+    import transformers
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -128,7 +133,8 @@ def ours(args) -> None:
         with open(os.path.join(args.save, "result.json"), "w") as f:
             json.dump({"seconds": seconds, "peak_rss_mib": status_mib("VmHWM"), "rss_before_mib": before,
                        "solve_seconds": sum(m["seconds"] for m in metrics), "processes": state.world_size,
-                       "threads": torch.get_num_threads()}, f)  # fmt: skip
+                       "threads": torch.get_num_threads(), "transformers_version": transformers.__version__,
+                       "python": sys.executable}, f)  # fmt: skip
 
 
 def run_ours(args, model_dir, calib, method, save, processes) -> dict:
@@ -136,13 +142,14 @@ def run_ours(args, model_dir, calib, method, save, processes) -> dict:
            "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype]  # fmt: skip
     cmd += ["--wanda-error"] if args.wanda_error else []
     env = dict(os.environ)
+    python = args.ours_python or sys.executable
     if processes == 1:
-        full = [sys.executable, os.path.abspath(__file__), *cmd]
+        full = [python, os.path.abspath(__file__), *cmd]
     else:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        full = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+        full = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                 "--master_port", str(port), os.path.abspath(__file__), *cmd]  # fmt: skip
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     t0 = time.perf_counter()
@@ -275,6 +282,12 @@ def main():
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--error-rows", type=int, default=8, help="rows used for the common error measurement")
     parser.add_argument("--llmc-python", default=os.path.join(ROOT, ".venv-llmc", "bin", "python"))
+    parser.add_argument(
+        "--ours-python",
+        default=None,
+        help="interpreter for the hf-ssgr runs (default: this one); pass the llm-compressor venv's python to run both "
+        "tools on the same torch and transformers install, so that peak RSS compares the tools, not the venvs",
+    )
     parser.add_argument("--no-llmc", action="store_true", help="skip llm-compressor")
     parser.add_argument("--no-distributed", action="store_true", help="skip the two-process run")
     parser.add_argument(

@@ -62,26 +62,30 @@ def _single_process(spec):
     return {n: p.detach() for n, p in model.named_parameters()}, pruner.state
 
 
+def _torchrun(out, specs, timeout=600):
+    spec_file = out / "specs.json"
+    spec_file.write_text(json.dumps(specs))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += [os.path.join(HERE, "distributed_worker.py"), str(out), str(spec_file)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    spec_file = out / "specs.json"
     store = str(out / "rollouts")
     calibration = {
         # the second run reads the store the first one wrote: it must generate nothing
         "calibrate": {"kind": "calibrate", "config": dict(CALIBRATION, rollouts_dir=store)},
         "calibrate_again": {"kind": "calibrate", "config": dict(CALIBRATION, rollouts_dir=store)},
     }
-    spec_file.write_text(json.dumps({**SCENARIOS, **calibration}))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    env.pop("WORLD_SIZE", None)
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    cmd += [os.path.join(HERE, "distributed_worker.py"), str(out), str(spec_file)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    _torchrun(out, {**SCENARIOS, **calibration})
     return out
 
 
@@ -215,20 +219,6 @@ def test_two_process_rollouts_resume_and_one_process_reads_the_same_store(two_pr
     data = calibrator.build(MODEL_PATH, "tiny-arith")
     assert calibrator.report["counts"]["tokens_generated"] == 0
     assert data.to_dict() == first["rows"]
-
-
-def _torchrun(out, specs, timeout=600):
-    spec_file = out / "specs.json"
-    spec_file.write_text(json.dumps(specs))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    env.pop("WORLD_SIZE", None)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    cmd += [os.path.join(HERE, "distributed_worker.py"), str(out), str(spec_file)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
 @require_module("vllm")

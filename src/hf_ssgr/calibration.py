@@ -73,7 +73,8 @@ class CalibrationConfig:
     max_new_tokens (`int`, *optional*): 32768, or 8192 (RAC's T_max) for `rac`.
     engine (`str`, defaults to `"transformers"`): `"transformers"` or `"vllm"`.
     generation_batch_size (`int`, defaults to `16`): sequences per `generate` call (transformers engine).
-    vllm_kwargs (`dict`, *optional*): passed to `vllm.LLM` (e.g. `tensor_parallel_size`, `max_model_len`).
+    vllm_kwargs (`dict`, *optional*): passed to `vllm.LLM` (e.g. `tensor_parallel_size`, `max_model_len`). Under
+        `torchrun` each process runs one replica on its own GPUs or cores (data parallelism).
     chat_template (`str`, *optional*): a Jinja template to use instead of the tokenizer's.
     chat_template_kwargs (`dict`, *optional*): extra arguments of `apply_chat_template`.
     rollout_model (`str`, *optional*): generate with this model (Hub id or path) instead of the pruned one:
