@@ -362,9 +362,8 @@ class _LayerStats:
         def hook(module, inputs):
             self.observe(name, inputs[0])
             self._called.append(name)
-            if self.stop_early and self._can_stop and len(self._called) == len(self.modules):
-                if len(set(self._called)) == len(self.modules):
-                    raise _StopLayer
+            if self.stop_early and self._can_stop and len(set(self._called)) == len(self.modules):
+                raise _StopLayer
 
         return hook
 

@@ -22,6 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -276,7 +277,8 @@ def vllm_replica_env(local_rank: int, local_world_size: int, vllm_kwargs: dict |
         return {}
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     share = max(1, len(cores) // max(1, local_world_size))
-    mine = cores[(local_rank * share) % len(cores) :][:share] or cores[:share]
+    start = (local_rank * share) % len(cores)
+    mine = cores[start : start + share]
     groups = [mine[i::per] or mine[:1] for i in range(per)]  # one core list per tensor-parallel worker
     return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, g)) for g in groups)}
 
@@ -294,17 +296,8 @@ def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs)
             path = tempfile.mkdtemp(prefix="hf_ssgr_vllm_")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
-        env = kwargs.pop("env", None) or {}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # read by vLLM's engine process when it starts
-        try:
+        with mock.patch.dict(os.environ, kwargs.pop("env", None) or {}):  # read by vLLM's engine process at start
             return VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     raise ValueError(f"Unknown engine {engine!r}: choose 'transformers' or 'vllm'.")
 
 
