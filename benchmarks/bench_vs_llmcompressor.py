@@ -6,7 +6,12 @@ fresh process so that its peak RSS is its own:
 - llm-compressor's `oneshot` with `SparseGPTModifier` / `WandaPruningModifier` (its own venv, through
   `llmcompressor_worker.py`; `lm_head` ignored, rows not shuffled);
 - `hf_ssgr.OneShotPruner` in one process;
-- `hf_ssgr.OneShotPruner` in two processes (`torchrun --nproc_per_node 2`, gloo), unless `--no-distributed`.
+- `hf_ssgr.OneShotPruner` in two processes (`torchrun --nproc_per_node 2`, gloo), unless `--no-distributed`;
+- for SparseGPT, `hf_ssgr.OneShotPruner` with `gram_dtype="bfloat16"` (bfloat16 `XᵀX` products summed in float32)
+  in one process, when `--gram-dtypes` lists it (the default lists both).
+
+hf-ssgr runs without its own per-module error metric (`reconstruction_error=False`), like for like: llm-compressor
+records none. `--module-error` turns it on.
 
 Then it measures, for every result, the per-layer reconstruction error on the calibration rows in one common way:
 each pruned model is run over the rows, and every decoder-layer linear's relative error ‖(W − Ŵ)X‖² / ‖WX‖² is
@@ -117,8 +122,8 @@ def ours(args) -> None:
         method=args.method,
         sparsity=args.sparsity,
         sparsity_type=args.sparsity_type,
-        # like for like: llm-compressor measures no error; for SparseGPT the metric reuses the XᵀX it needs anyway
-        reconstruction_error=args.method != "wanda" or args.wanda_error,
+        reconstruction_error=args.module_error,  # like for like: llm-compressor records none
+        gram_dtype=args.gram_dtype,
     )
     pruner = OneShotPruner(config, progress_bar=False)
     t0 = time.perf_counter()
@@ -137,10 +142,11 @@ def ours(args) -> None:
                        "python": sys.executable}, f)  # fmt: skip
 
 
-def run_ours(args, model_dir, calib, method, save, processes) -> dict:
+def run_ours(args, model_dir, calib, method, save, processes, gram_dtype="float32") -> dict:
     cmd = ["--worker", "--model", model_dir, "--calibration", calib, "--method", method, "--save", save,
-           "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype]  # fmt: skip
-    cmd += ["--wanda-error"] if args.wanda_error else []
+           "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype,
+           "--gram-dtype", gram_dtype]  # fmt: skip
+    cmd += ["--module-error"] if args.module_error else []
     env = dict(os.environ)
     python = args.ours_python or sys.executable
     if processes == 1:
@@ -244,27 +250,28 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
     return out
 
 
-def compare_processes(folders: dict[str, str], methods: list[str]) -> dict[str, dict]:
-    """How far the two-process result is from the one-process result, per method."""
+def compare_weights(folders: dict[str, str], methods: list[str]) -> dict[str, dict]:
+    """How far the two-process result, and the bfloat16-XᵀX result, are from the one-process float32 result."""
     from safetensors.torch import load_file
 
     out = {}
     for method in methods:
-        one, two = folders.get(f"hf-ssgr {method}"), folders.get(f"hf-ssgr {method} x2")
-        if not (one and two):
-            continue
-        a = load_file(os.path.join(one, "model.safetensors"))
-        b = load_file(os.path.join(two, "model.safetensors"))
-        agree = total = 0
-        diff = 0.0
-        for key, wa in a.items():
-            if ".layers." not in key or not key.endswith("proj.weight"):
+        for variant in (f"hf-ssgr {method} x2", f"hf-ssgr {method} bf16-XᵀX"):
+            one, other = folders.get(f"hf-ssgr {method}"), folders.get(variant)
+            if not (one and other):
                 continue
-            wb = b[key]
-            agree += int(((wa == 0) == (wb == 0)).sum())
-            total += wa.numel()
-            diff = max(diff, float((wa.float() - wb.float()).abs().max()))
-        out[method] = {"mask_agreement": agree / total, "identical_masks": agree == total, "max_abs_diff": diff}
+            a = load_file(os.path.join(one, "model.safetensors"))
+            b = load_file(os.path.join(other, "model.safetensors"))
+            agree = total = 0
+            diff = 0.0
+            for key, wa in a.items():
+                if ".layers." not in key or not key.endswith("proj.weight"):
+                    continue
+                wb = b[key]
+                agree += int(((wa == 0) == (wb == 0)).sum())
+                total += wa.numel()
+                diff = max(diff, float((wa.float() - wb.float()).abs().max()))
+            out[variant] = {"mask_agreement": agree / total, "identical_masks": agree == total, "max_abs_diff": diff}
     return out
 
 
@@ -291,7 +298,14 @@ def main():
     parser.add_argument("--no-llmc", action="store_true", help="skip llm-compressor")
     parser.add_argument("--no-distributed", action="store_true", help="skip the two-process run")
     parser.add_argument(
-        "--wanda-error", action="store_true", help="let hf-ssgr's Wanda also accumulate XᵀX for its error metric"
+        "--module-error", action="store_true", help="let hf-ssgr record its per-module error metric while pruning"
+    )
+    parser.add_argument(
+        "--gram-dtypes",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="hf-ssgr SparseGPT runs: XᵀX products in float32 (the reference) and/or bfloat16",
     )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default=None)
@@ -302,6 +316,7 @@ def main():
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--gram-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return ours(args)
@@ -316,23 +331,27 @@ def main():
     runs: dict[str, dict] = {}
     folders: dict[str, str] = {}
     for method in args.methods:
-        plan = [("hf-ssgr", 1)] + ([] if args.no_distributed else [("hf-ssgr", 2)])
+        gram_dtypes = args.gram_dtypes if method == "sparsegpt" else ["float32"]
+        plan = [("hf-ssgr", 1, d) for d in gram_dtypes]
+        if "float32" in gram_dtypes and not args.no_distributed:
+            plan.insert(1, ("hf-ssgr", 2, "float32"))
         if not args.no_llmc:
-            plan.insert(0, ("llm-compressor", 1))
-        for tool, processes in plan:
+            plan.insert(0, ("llm-compressor", 1, None))
+        for tool, processes, gram_dtype in plan:
             name = f"{tool} {method}" + (f" x{processes}" if processes > 1 else "")
-            save = os.path.join(work, name.replace(" ", "_"))
+            name += " bf16-XᵀX" if gram_dtype == "bfloat16" else ""
+            save = os.path.join(work, name.replace(" ", "_").replace("ᵀ", "T"))
             if tool == "llm-compressor":
                 runs[name] = run_llmc(args, model_dir, calib, method, save)
             else:
-                runs[name] = run_ours(args, model_dir, calib, method, save, processes)
-            runs[name].update(tool=tool, method=method, processes=processes)
+                runs[name] = run_ours(args, model_dir, calib, method, save, processes, gram_dtype)
+            runs[name].update(tool=tool, method=method, processes=processes, gram_dtype=gram_dtype)
             folders[name] = save
             print(f"{name}: {runs[name]['seconds']:.1f} s", file=sys.stderr, flush=True)
     errors = measure_errors(model_dir, calib, folders, args.error_rows, args.dtype)
     for name in runs:
         runs[name].update(errors[name])
-    equality = compare_processes(folders, args.methods)
+    equality = compare_weights(folders, args.methods)
 
     shape = SHAPES[args.shape]
     print(f"\n### Prune on CPU, side by side: {args.shape} (hidden {shape['hidden_size']}, "
@@ -355,18 +374,18 @@ def main():
     for i in range(shape["num_hidden_layers"]):
         print(f"| {i} | " + " | ".join(f"{runs[n]['module_error_per_layer'][i]:.4f}" for n in names) + " |")
     if equality:
-        print("\nOne process against two (pruned weights of the decoder layers):\n")
-        print("| method | identical masks | mask agreement | max abs weight difference |")
+        print("\nAgainst `hf-ssgr <method>` in one process, float32 XᵀX (pruned weights of the decoder layers):\n")
+        print("| run | identical masks | mask agreement | max abs weight difference |")
         print("|---|---|---|---|")
-        for method, e in equality.items():
-            print(f"| {method} | {e['identical_masks']} | {e['mask_agreement']:.6f} | {e['max_abs_diff']:.2e} |")
+        for variant, e in equality.items():
+            print(f"| {variant} | {e['identical_masks']} | {e['mask_agreement']:.6f} | {e['max_abs_diff']:.2e} |")
     out = args.out or os.path.join(HERE, "results", f"vs_llmcompressor_{args.shape}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                    "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model", "calibration",
                                 "method", "save", "threads")},
-                   "shape": shape, "runs": runs, "one_vs_two_processes": equality}, f, indent=2)  # fmt: skip
+                   "shape": shape, "runs": runs, "against_one_process_float32": equality}, f, indent=2)  # fmt: skip
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -46,6 +46,17 @@ def test_mask_helpers_with_ties():
     assert lowest_k_mask(scores, 0).sum() == 0
 
 
+@pytest.mark.parametrize("k", [0, 1, 7, 16, 17])
+def test_row_mask_equals_a_stable_sort_per_row(k):
+    g = torch.Generator().manual_seed(k)
+    for scores in (torch.rand(9, 17, generator=g), torch.randint(0, 3, (9, 17), generator=g).float()):  # ties
+        expected = torch.zeros_like(scores, dtype=torch.bool)
+        expected.scatter_(1, torch.argsort(scores, dim=1, stable=True)[:, :k], True)
+        mask = row_mask(scores, k)
+        assert torch.equal(mask, expected)
+        assert mask.sum(1).tolist() == [k] * 9
+
+
 def test_wanda_uses_activation_norms():
     w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     x = torch.tensor([[10.0, 0.1, 0.1, 0.1]])  # channel 0 carries the signal
@@ -247,6 +258,31 @@ def test_block_upper_gram_equals_full(blocks):
     complete_gram(upper, blocks)
     torch.testing.assert_close(upper, full, rtol=1e-5, atol=1e-3)
     assert torch.equal(upper, upper.T)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_bfloat16_gram_products(blocks):
+    """`dtype="bfloat16"`: each chunk's product is a bfloat16 matrix product whose result is added in float32, which
+    stays within about 1e-3 of the float64 XᵀX."""
+    from hf_ssgr.sparsify import complete_gram
+
+    x = correlated_inputs(tokens=300, d_in=70).to(torch.bfloat16)
+    gram = torch.zeros(70, 70)
+    assert accumulate_gram(gram, x, chunk_size=128, upper_blocks=blocks, dtype="bfloat16") == 300
+    complete_gram(gram, blocks)
+    expected = torch.zeros(70, 70)
+    for start in range(0, 300, 128):  # the same products, computed directly
+        xc = x[start : start + 128]
+        expected += (xc.T @ xc).float()
+    assert float((gram - expected).norm() / expected.norm()) < 1e-4  # (a rounding may differ by one bf16 step)
+    exact = x.double().T @ x.double()
+    rel = float((gram.double() - exact).norm() / exact.norm())
+    assert 0 < rel < 5e-3
+    float32 = torch.zeros(70, 70)
+    accumulate_gram(float32, x, chunk_size=128)
+    assert float((float32.double() - exact).norm() / exact.norm()) < 1e-6
+    with pytest.raises(ValueError, match="float16"):
+        accumulate_gram(gram, x, dtype="float16")
 
 
 @pytest.mark.parametrize("n", [40, 600])  # 600 > the recursion leaf: the blocked triangular inverse is exercised

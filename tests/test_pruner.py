@@ -372,6 +372,7 @@ def assert_untouched(model, before):
         (dict(sparsity_type="2-4"), "not understood"),
         (dict(layers="middle"), "not understood"),
         (dict(token_mask="answer"), "Unknown token_mask"),
+        (dict(gram_dtype="float16"), "gram_dtype='float16' is not supported.*'bfloat16'"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -465,6 +466,26 @@ def test_block_triangular_statistics_give_the_same_prune(monkeypatch):
         torch.testing.assert_close(w_block[name], w_full[name], rtol=1e-3, atol=1e-4)
     for name in m_full:
         assert m_block[name]["error"] == pytest.approx(m_full[name]["error"], rel=1e-3)
+
+
+@pytest.mark.parametrize("method, least, mean, rel", [("sparsegpt", 0.97, 0.99, 0.05), ("alps", 0.95, 0.97, 0.1)])
+def test_bfloat16_gram_products_prune_like_float32(method, least, mean, rel):
+    """`gram_dtype="bfloat16"` changes XᵀX by about 1e-3: nearly the same masks, the same reconstruction errors to
+    within a few percent (ALPS's iterations amplify the difference), the same damping; and the statistics really are different (not silently float32). 1024
+    tokens: with far fewer tokens than input channels XᵀX is near-singular and the rounding can need more damping."""
+    calib = make_calibration(num_rows=16, seq_len=64)
+    runs = {}
+    for gram_dtype in ("float32", "bfloat16"):
+        model = make_tiny_model("qwen2", dtype=torch.bfloat16)
+        pruner = prune(model, calib, method=method, gram_dtype=gram_dtype, alps_max_iter=60)
+        runs[gram_dtype] = (linear_weights(model), pruner.state.module_metrics)
+    (w32, m32), (w16, m16) = runs["float32"], runs["bfloat16"]
+    agreement = [float(((w32[n] == 0) == (w16[n] == 0)).float().mean()) for n in w32]
+    assert min(agreement) > least and sum(agreement) / len(agreement) > mean, agreement
+    assert any(not torch.equal(w32[n], w16[n]) for n in w32)
+    for name in m32:
+        assert m16[name]["error"] == pytest.approx(m32[name]["error"], rel=rel), name
+        assert m16[name].get("damping") == m32[name].get("damping"), name
 
 
 def test_statistics_pass_stops_after_the_last_target():

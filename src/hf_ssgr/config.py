@@ -19,6 +19,7 @@ import yaml
 __all__ = ["PruningConfig", "parse_sparsity_type", "PRUNING_METHODS", "LAYER_SCOPES", "TOKEN_MASKS"]
 
 PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")
+GRAM_DTYPES = ("float32", "bfloat16")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
 # Fields that change where or how often work happens but never the pruned weights.
@@ -96,6 +97,13 @@ class PruningConfig:
         Calibration rows per forward pass. Rows of a batch are right-padded; padding never enters the statistics.
     chunk_size (`int`, *optional*, defaults to `4096`):
         Tokens per matrix product when accumulating `XᵀX`, which bounds the temporary memory of the statistics.
+    gram_dtype (`str`, *optional*, defaults to `"float32"`):
+        Precision of the `XᵀX` products on a CPU (the sum is always float32). `"float32"` upcasts the activations and
+        multiplies in float32, as the reference implementations do. `"bfloat16"` multiplies bfloat16 activations
+        with float32 accumulation inside each product and rounds each product's result to bfloat16 before adding it:
+        about 1.9× faster products on CPUs with AVX-512 bf16, at a relative error of about 1e-3 in `XᵀX`. On a
+        GPU, 16-bit activations always go through a 16-bit product with float32 output, which is exact, so this
+        setting changes nothing there.
 
     > Parameters that control devices, checkpoints and reproducibility
 
@@ -146,6 +154,10 @@ class PruningConfig:
     )
     batch_size: int = field(default=1, metadata={"help": "Calibration rows per forward pass."})
     chunk_size: int = field(default=4096, metadata={"help": "Tokens per matrix product when accumulating X^T X."})
+    gram_dtype: str = field(
+        default="float32",
+        metadata={"help": "X^T X products on a CPU: 'float32' (reference) or 'bfloat16' (faster, ~1e-3 relative error)."},
+    )
     device: str | None = field(default=None, metadata={"help": "Compute device (default: the model's)."})
     offload_activations: bool = field(default=False, metadata={"help": "Keep cached activations on the CPU."})
     output_dir: str | None = field(default=None, metadata={"help": "Directory for checkpoints and metrics."})
@@ -206,6 +218,10 @@ class PruningConfig:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1.")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size={self.chunk_size} must be >= 1.")
+        if self.gram_dtype not in GRAM_DTYPES:
+            raise ValueError(
+                f"gram_dtype={self.gram_dtype!r} is not supported: choose 'float32' (the reference) or 'bfloat16'."
+            )
         if self.save_every_n_layers < 1:
             raise ValueError(f"save_every_n_layers={self.save_every_n_layers} must be >= 1.")
 

@@ -308,10 +308,11 @@ class _LayerStats:
     """
 
     def __init__(self, modules: dict[str, nn.Linear], need_gram: bool, need_sq: bool, chunk_size: int,
-                 stop_early: bool = False):  # fmt: skip
+                 stop_early: bool = False, gram_dtype: str = "float32"):  # fmt: skip
         self.modules = modules
         self.need_gram, self.need_sq, self.chunk_size = need_gram, need_sq, chunk_size
         self.stop_early = stop_early
+        self.gram_dtype = gram_dtype
         self.leader: dict[str, str] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._seen: list[tuple[weakref.ref, str]] = []
@@ -398,7 +399,7 @@ class _LayerStats:
 
     def _add_to_gram(self, st: dict, flat: torch.Tensor) -> None:
         if st["buffered"] == 0 and flat.shape[0] >= self.chunk_size:  # already a large product: no copy
-            accumulate_gram(st["gram"], flat, self.chunk_size, st["blocks"])
+            accumulate_gram(st["gram"], flat, self.chunk_size, st["blocks"], self.gram_dtype)
             return
         if st["buffer"] is None:
             st["buffer"] = flat.new_empty(self.chunk_size, flat.shape[-1])
@@ -413,7 +414,7 @@ class _LayerStats:
 
     def _flush(self, st: dict) -> None:
         if st["buffered"]:
-            accumulate_gram(st["gram"], st["buffer"][: st["buffered"]], self.chunk_size, st["blocks"])
+            accumulate_gram(st["gram"], st["buffer"][: st["buffered"]], self.chunk_size, st["blocks"], self.gram_dtype)
             st["buffered"] = 0
 
 
@@ -772,7 +773,8 @@ class OneShotPruner:
     def _collect(self, layer, i, modules, batches, device):
         method = self.config.method
         finite = []
-        stats = _LayerStats(modules, self._need_gram(), method == "wanda", self.config.chunk_size, stop_early=True)
+        cfg = self.config
+        stats = _LayerStats(modules, self._need_gram(), method == "wanda", cfg.chunk_size, True, cfg.gram_dtype)
         with stats:
             for b in batches:
                 stats.begin_batch(b.stat_mask)
@@ -960,9 +962,9 @@ class OneShotPruner:
         head_device, norm_device = module_device(head), module_device(norm)
         head.to(device)
         norm.to(device)
-        stats = _LayerStats(
-            {"lm_head": head}, self._need_gram(), self.config.method == "wanda", self.config.chunk_size
-        )
+        cfg = self.config
+        stats = _LayerStats({"lm_head": head}, self._need_gram(), cfg.method == "wanda", cfg.chunk_size,
+                            gram_dtype=cfg.gram_dtype)  # fmt: skip
         for b in batches:
             stats.begin_batch(b.stat_mask)
             # Only the statistics of lm_head's input are needed, not the logits.

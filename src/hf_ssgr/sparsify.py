@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import GRAM_DTYPES
+
 __all__ = [
     "accumulate_gram",
     "complete_gram",
@@ -64,29 +66,37 @@ def _block_bounds(d: int, blocks: int) -> list[int]:
     return list(range(0, d, size)) + [d]
 
 
-def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096, upper_blocks: int = 1) -> int:
-    """`gram += xᵀx` in float32, `chunk_size` tokens at a time. Returns the number of tokens added.
+def accumulate_gram(
+    gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096, upper_blocks: int = 1, dtype: str = "float32"
+) -> int:
+    """`gram += xᵀx`, summed in float32, `chunk_size` tokens at a time. Returns the number of tokens added.
 
     16-bit activations on a GPU go through a 16-bit matrix product with float32 accumulation and output: the product
     of two bf16/fp16 numbers is exact in float32, so this is float32 statistics without upcasting the activations
-    (and uses the tensor cores). Elsewhere the chunk is upcast and multiplied in float32.
+    (and uses the tensor cores). Elsewhere, with `dtype="float32"` (the reference), the chunk is upcast and
+    multiplied in float32. With `dtype="bfloat16"` the chunk goes through a bfloat16 product instead (float32
+    accumulation inside the product, its result rounded to bfloat16, then added to the float32 sum): about twice as
+    fast on CPUs with AVX-512 bf16, at a relative error of about 1e-3 in `XᵀX` (about 1e-7 in float32). Inputs that
+    are not bfloat16 are rounded to it first.
 
-    With `upper_blocks=B > 1` (float32 path), the columns are cut into B blocks and only the blocks on or above the
-    block diagonal are accumulated: (B + 1)/(2B) of the work, since XᵀX is symmetric. Call `complete_gram(gram, B)`
-    once after the last batch to mirror the rest.
+    With `upper_blocks=B > 1`, the columns are cut into B blocks and only the blocks on or above the block diagonal
+    are accumulated: (B + 1)/(2B) of the work, since XᵀX is symmetric. Call `complete_gram(gram, B)` once after the
+    last batch to mirror the rest.
     """
+    if dtype not in GRAM_DTYPES:
+        raise ValueError(f"Unknown XᵀX product dtype {dtype!r}: choose one of {', '.join(GRAM_DTYPES)}.")
     x = x.reshape(-1, x.shape[-1])
     if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda and _mm_fp32_out_supported(x):
         gram.add_(torch.mm(x.t(), x, out_dtype=torch.float32))  # no upcast copy, so no need to chunk
         return x.shape[0]
-    bounds = _block_bounds(x.shape[-1], upper_blocks) if upper_blocks > 1 else None
+    bounds = _block_bounds(x.shape[-1], upper_blocks) if upper_blocks > 1 else [0, x.shape[-1]]
     for start in range(0, x.shape[0], chunk_size):
-        xc = x[start : start + chunk_size].to(torch.float32)
-        if bounds is None:
-            gram.addmm_(xc.t(), xc)
-            continue
+        xc = x[start : start + chunk_size].to(getattr(torch, dtype))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            gram[lo:hi, lo:].addmm_(xc[:, lo:hi].t(), xc[:, lo:])
+            if dtype == "float32":
+                gram[lo:hi, lo:].addmm_(xc[:, lo:hi].t(), xc[:, lo:])
+            else:
+                gram[lo:hi, lo:].add_(torch.mm(xc[:, lo:hi].t(), xc[:, lo:]))
     return x.shape[0]
 
 
@@ -136,12 +146,21 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def row_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of the `k` lowest entries of every row, ties towards the lower column."""
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    if k > 0:
-        idx = torch.argsort(scores, dim=1, stable=True)[:, :k]
-        mask.scatter_(1, idx, True)
-    return mask
+    """Mask of the `k` lowest entries of every row, ties towards the lower column.
+
+    Same selection as a stable argsort per row, found with a row-wise `kthvalue` instead of a sort.
+    """
+    cols = scores.shape[-1]
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= cols:
+        return torch.ones_like(scores, dtype=torch.bool)
+    source = scores.cpu() if scores.device.type == "mps" else scores
+    threshold = torch.kthvalue(source, k, dim=-1, keepdim=True).values.to(scores.device)
+    below = scores < threshold
+    equal = scores == threshold
+    missing = k - below.sum(-1, keepdim=True)
+    return below | (equal & (torch.cumsum(equal, -1) <= missing))
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
