@@ -260,6 +260,19 @@ def test_block_upper_gram_equals_full(blocks):
     assert torch.equal(upper, upper.T)
 
 
+def test_all_finite_in_row_bands():
+    from hf_ssgr.sparsify import all_finite
+
+    for shape in [(7,), (600, 9), (3, 200, 5)]:
+        t = torch.randn(*shape)
+        assert bool(all_finite(t))
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            u = t.clone().reshape(-1)
+            u[-1] = bad  # the last row band
+            assert not bool(all_finite(u.reshape(shape)))
+    assert bool(all_finite(torch.zeros(0, 4)))
+
+
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_bfloat16_gram_products(blocks):
     """`dtype="bfloat16"`: each chunk's product is a bfloat16 matrix product whose result is added in float32, which
@@ -285,9 +298,9 @@ def test_bfloat16_gram_products(blocks):
         accumulate_gram(gram, x, dtype="float16")
 
 
-@pytest.mark.parametrize("n", [40, 600])  # 600 > the recursion leaf: the blocked triangular inverse is exercised
+@pytest.mark.parametrize("n", [40, 600, 601])  # > the recursion leaf: the blocked triangular inverse is exercised
 def test_upper_cholesky_factor_of_the_inverse(n):
-    from hf_ssgr.sparsify import _cholesky_inverse_upper, _lower_triangular_inverse
+    from hf_ssgr.sparsify import _cholesky_inverse_upper, _lower_triangular_inverse_, _reverse_rows_and_columns_
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(3 * n, n, generator=g, dtype=torch.float64)
@@ -300,5 +313,10 @@ def test_upper_cholesky_factor_of_the_inverse(n):
     # the reference's three steps give the same factor (it is unique)
     ref = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
     torch.testing.assert_close(upper, ref, rtol=1e-8, atol=1e-10)
+    assert torch.equal(h, x.T @ x / (3 * n))  # the input is left alone
     low = torch.linalg.cholesky(damped)
-    torch.testing.assert_close(_lower_triangular_inverse(low) @ low, torch.eye(n, dtype=torch.float64))
+    inverse = _lower_triangular_inverse_(low.clone())
+    assert torch.equal(inverse, inverse.tril())
+    torch.testing.assert_close(inverse @ low, torch.eye(n, dtype=torch.float64))
+    m = torch.randn(n, n, generator=g)
+    assert torch.equal(_reverse_rows_and_columns_(m.clone(), rows_per_step=7), m.flip(0, 1))

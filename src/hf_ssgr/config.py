@@ -156,7 +156,7 @@ class PruningConfig:
     chunk_size: int = field(default=4096, metadata={"help": "Tokens per matrix product when accumulating X^T X."})
     gram_dtype: str = field(
         default="float32",
-        metadata={"help": "X^T X products on a CPU: 'float32' (reference) or 'bfloat16' (faster, ~1e-3 relative error)."},
+        metadata={"help": "X^T X products on a CPU: 'float32' (reference) or 'bfloat16' (faster, ~1e-3 rel. error)."},
     )
     device: str | None = field(default=None, metadata={"help": "Compute device (default: the model's)."})
     offload_activations: bool = field(default=False, metadata={"help": "Keep cached activations on the CPU."})

@@ -62,6 +62,7 @@ from .modeling import (
 from .sparsify import (
     accumulate_gram,
     accumulate_sq_norms,
+    all_finite,
     alps_factors,
     alps_prune,
     complete_gram,
@@ -343,7 +344,7 @@ class _LayerStats:
 
     def finite_flags(self) -> list[torch.Tensor]:
         """Device-side flags: whether each accumulated statistic is finite (a NaN or inf input makes it non-finite)."""
-        return [torch.isfinite(st[k]).all() for st in self.stats.values() for k in ("gram", "sq") if st[k] is not None]
+        return [all_finite(st[k]) for st in self.stats.values() for k in ("gram", "sq") if st[k] is not None]
 
     def begin_batch(self, stat_mask: torch.Tensor | None) -> None:
         if self._can_stop is None and self._called:

@@ -19,6 +19,7 @@ from .config import GRAM_DTYPES
 
 __all__ = [
     "accumulate_gram",
+    "all_finite",
     "complete_gram",
     "accumulate_sq_norms",
     "lowest_k_mask",
@@ -98,6 +99,14 @@ def accumulate_gram(
             else:
                 gram[lo:hi, lo:].add_(torch.mm(xc[:, lo:hi].t(), xc[:, lo:]))
     return x.shape[0]
+
+
+def all_finite(t: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """A device-side flag: whether every entry of `t` is finite. Checked `rows` rows at a time, since
+    `torch.isfinite` of a float tensor makes full-size temporaries (an absolute value and two masks)."""
+    t = t.reshape(-1, t.shape[-1]) if t.dim() > 1 else t.reshape(1, -1)
+    flags = [torch.isfinite(t[i : i + rows]).all() for i in range(0, t.shape[0], rows)]
+    return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool, device=t.device)
 
 
 def complete_gram(gram: torch.Tensor, upper_blocks: int) -> torch.Tensor:
@@ -204,20 +213,48 @@ def wanda_prune(
 _SPARSEGPT_SUB_BLOCK = 16
 
 
-def _lower_triangular_inverse(m: torch.Tensor, leaf: int = 256) -> torch.Tensor:
-    """Inverse of a lower-triangular matrix by recursive 2x2 blocks ([[A, 0], [C, D]]⁻¹ has the blocks A⁻¹, D⁻¹ and
-    -D⁻¹CA⁻¹): n³/3 multiply-adds in matrix products, a third of a triangular solve against the identity."""
+def _lower_triangular_inverse_(m: torch.Tensor, leaf: int = 256) -> torch.Tensor:
+    """Invert a lower-triangular matrix (zeros above the diagonal) in place, by recursive 2x2 blocks: [[A, 0], [C, D]]⁻¹
+    has the blocks A⁻¹, D⁻¹ and -D⁻¹CA⁻¹. n³/3 multiply-adds in matrix products, a third of a triangular solve against
+    the identity, and no full-size copy: the temporaries are the size of C."""
     n = m.shape[0]
     if n <= leaf:
-        return torch.linalg.solve_triangular(m, torch.eye(n, dtype=m.dtype, device=m.device), upper=False)
+        m.copy_(torch.linalg.solve_triangular(m, torch.eye(n, dtype=m.dtype, device=m.device), upper=False))
+        return m
     k = n // 2
-    a_inv = _lower_triangular_inverse(m[:k, :k], leaf)
-    d_inv = _lower_triangular_inverse(m[k:, k:], leaf)
-    out = torch.zeros_like(m)
-    out[:k, :k] = a_inv
-    out[k:, k:] = d_inv
-    out[k:, :k] = -(d_inv @ (m[k:, :k] @ a_inv))
-    return out
+    a_inv = _lower_triangular_inverse_(m[:k, :k], leaf)
+    d_inv = _lower_triangular_inverse_(m[k:, k:], leaf)
+    c = m[k:, :k]
+    c.copy_(d_inv @ (c @ a_inv)).neg_()
+    return m
+
+
+def _reverse_rows_and_columns_(m: torch.Tensor, rows_per_step: int = 256) -> torch.Tensor:
+    """`m.flip(0, 1)` in place (square m), a band of rows at a time: no full-size copy."""
+    n = m.shape[0]
+    half = n // 2
+    for i in range(0, half, rows_per_step):
+        j = min(i + rows_per_step, half)
+        top = m[i:j].flip(0, 1)
+        m[i:j] = m[n - j : n - i].flip(0, 1)
+        m[n - j : n - i] = top
+    if n % 2:
+        m[half] = m[half].flip(0)
+    return m
+
+
+def _transpose_(m: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """`m.T` in place (square m), a pair of blocks at a time: no full-size copy."""
+    n = m.shape[0]
+    for i in range(0, n, block):
+        i2 = min(i + block, n)
+        m[i:i2, i:i2] = m[i:i2, i:i2].t().clone()
+        for j in range(i2, n, block):
+            j2 = min(j + block, n)
+            upper = m[i:i2, j:j2].clone()
+            m[i:i2, j:j2] = m[j:j2, i:i2].t()
+            m[j:j2, i:i2] = upper.t()
+    return m
 
 
 def _cholesky_inverse_upper(
@@ -229,7 +266,8 @@ def _cholesky_inverse_upper(
     Computed as U = P L⁻¹ P, where P reverses the order of rows and columns and L is the lower Cholesky factor of
     P(H + λI)P: one factorisation and one triangular inverse, where the reference's cholesky → cholesky_inverse →
     cholesky takes twice the arithmetic. Same U up to rounding (closer to a float64 computation, in tests). The
-    scaled, flipped and damped copy of `hessian` is the only full-size copy made before the factorisation.
+    scaled, flipped and damped copy of `hessian` is the only full-size allocation: it is factorised, inverted and
+    reversed in place.
 
     If the factorisation fails, the relative damping is multiplied by 10 (starting from at least 1e-4) and the solve
     retried, up to `max_damping`; the damping that worked is returned so that the caller can record it. There is no
@@ -247,12 +285,16 @@ def _cholesky_inverse_upper(
 
     damping = dampening
     while True:
-        chol, info = torch.linalg.cholesky_ex(damped(damping))
+        # Factorised, inverted and reversed in place: the damped copy is the only full-size allocation. The damped
+        # matrix is symmetric, so its transposed view is the column-major layout LAPACK factorises without a copy.
+        work = damped(damping)
+        info = torch.empty((), dtype=torch.int32, device=work.device)
+        torch.linalg.cholesky_ex(work.mT, out=(work.mT, info))  # work.mT now holds L
         if int(info) == 0:
-            upper = _lower_triangular_inverse(chol)
-            del chol
-            if torch.isfinite(upper).all():
-                return upper.flip(0, 1), damping
+            upper = _reverse_rows_and_columns_(_transpose_(_lower_triangular_inverse_(work.mT).mT))
+            if bool(all_finite(upper)):
+                return upper, damping
+        del work
         if damping >= max_damping:
             raise torch.linalg.LinAlgError(
                 f"The Hessian is not positive definite even with damping {damping:g} x mean(diag(H)): check the "
