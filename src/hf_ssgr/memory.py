@@ -8,9 +8,11 @@ of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for 
       A = N·T·(d + 2h)·b            the cached inputs of the next layer (hidden states + rotary cos/sin), unless
                                     `offload_activations` keeps them on the host
       S = 4·(2d² + a² + f²)         float32 XᵀX of one layer: one per distinct input (q/k/v share one, gate/up one)
-      K = 4·(6·c² + 3·r·c)          the SparseGPT/ALPS solve of the widest module (c input features, r rows: down_proj,
-                                    c = f): the scaled Hessian, its damped copy, the Cholesky factor, the inverse and
-                                    its recursion, and float32 copies of the weight; Wanda and magnitude need 4·3·r·c
+      K = 4·(1.5·c² + 3·r·c)        the SparseGPT solve of the widest module (c input features, r rows: down_proj,
+                                    c = f): the damped copy of the Hessian, factorised, inverted and reversed in place
+                                    (the inverse's recursion needs two c/2 × c/2 temporaries), and float32 copies of
+                                    the weight; ALPS 4·(6·c² + 3·r·c) (eigendecomposition, ADMM iterates); Wanda and
+                                    magnitude 4·3·r·c
       F = B·T·(3f + 4d + 2a)·b      one batch through one layer (the MLP's gate, up and product dominate), plus the
           + 4·chunk·c               float32 chunk of the XᵀX accumulation, plus, when a batch holds fewer than
           + chunk·(2d + a + f)·b    `chunk` tokens, the buffers that gather tokens into chunk-sized products
@@ -117,7 +119,9 @@ def estimate_prune_memory(
     terms["W: model weights"] = params * b if model_on_device else layer_params * b
     terms["A: cached layer inputs"] = rows_tokens * (d + 2 * hd) * b
     terms["S: XᵀX statistics (fp32)"] = 4.0 * (2 * d * d + a * a + f * f) if method != "magnitude" else 0.0
-    if method in ("sparsegpt", "alps"):
+    if method == "sparsegpt":
+        terms["K: solve workspace (fp32)"] = 4.0 * (1.5 * c * c + 3 * r * c)
+    elif method == "alps":
         terms["K: solve workspace (fp32)"] = 4.0 * (6 * c * c + 3 * r * c)
     else:
         terms["K: solve workspace (fp32)"] = 4.0 * 3 * r * c
