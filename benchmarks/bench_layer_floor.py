@@ -123,11 +123,11 @@ def main() -> None:
         2 * tokens * (d * (2 * d + 2 * config.num_key_value_heads * (d // config.num_attention_heads)) + 3 * d * f)
     )
     n = config.num_hidden_layers
+    passes = pieces["forward up to down_proj"] + pieces["full forward"]
     floors = {
-        "wanda": n * (pieces["forward up to down_proj"] + pieces["full forward"]),
-        "sparsegpt": n * (pieces["forward up to down_proj"] + pieces["full forward"] + pieces["XᵀX float32"]),
-        "sparsegpt, bf16 XᵀX": n
-        * (pieces["forward up to down_proj"] + pieces["full forward"] + pieces["XᵀX bfloat16"]),
+        "wanda": n * passes,
+        "sparsegpt": n * (passes + pieces["XᵀX float32"]),
+        "sparsegpt, bf16 XᵀX": n * (passes + pieces["XᵀX bfloat16"]),
     }
     llmc = {"wanda": args.llmc_wanda, "sparsegpt": args.llmc_sparsegpt, "sparsegpt, bf16 XᵀX": args.llmc_sparsegpt}
 
