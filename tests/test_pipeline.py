@@ -3,6 +3,9 @@
 import glob
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -132,11 +135,17 @@ def _small_recipe(tmp_path):
     return str(path)
 
 
-@require_module("lm_eval")
-def test_run_writes_everything_and_resumes_without_recomputing(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    pytest.importorskip("lm_eval")
+    tmp_path = tmp_path_factory.mktemp("one")
     path = _small_recipe(tmp_path)
-    result = run_recipe(path)
-    out = tmp_path / "run"
+    return path, tmp_path / "run", run_recipe(path)
+
+
+@require_module("lm_eval")
+def test_run_writes_everything_and_resumes_without_recomputing(one_process_run, monkeypatch):
+    path, out, result = one_process_run
     assert sorted(os.listdir(out / "calibration")) == ["ssgr", "text"]
     assert (out / "pruned" / "ssgr" / "wanda-50" / "pruning_config.json").exists()
     assert sorted(os.listdir(out / "eval")) == ["dense.json", "ssgr__wanda-50.json", "text__wanda-50.json"]
@@ -162,6 +171,51 @@ def test_run_writes_everything_and_resumes_without_recomputing(tmp_path, monkeyp
     again = run_recipe(path)
     assert json.loads((out / "manifest.json").read_text())["steps"] == steps
     assert again["pruned"]["ssgr__wanda-50"].to_dict() == result["pruned"]["ssgr__wanda-50"].to_dict()
+
+
+def _files(root) -> list[str]:
+    """Every file under `root` but the rollout stores (one file per process)."""
+    found = (os.path.join(d, f) for d, _, names in os.walk(root) if "rollouts" not in d for f in names)
+    return sorted(os.path.relpath(p, root) for p in found)
+
+
+@require_module("lm_eval")
+def test_run_under_torchrun_writes_one_run_like_one_process(one_process_run, tmp_path):
+    _, one, _ = one_process_run
+    path = _small_recipe(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    proc = subprocess.run([*cmd, "-m", "hf_ssgr.cli", "run", path], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.stdout.count("Everything is in") == 1  # one process reports
+    two = tmp_path / "run"
+    assert _files(two) == _files(one)  # the same results, and no temporary file left
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and set(manifest["steps"]) == set(
+        json.loads((one / "manifest.json").read_text())["steps"]
+    )
+
+    # The text calibration draws no samples: the same rows, and the same pruned layers up to float32 summation order.
+    import datasets
+
+    assert (
+        datasets.load_from_disk(two / "calibration" / "text")["input_ids"]
+        == datasets.load_from_disk(one / "calibration" / "text")["input_ids"]
+    )
+    meta = [json.loads((r / "pruned" / "text" / "wanda-50" / "pruning_config.json").read_text()) for r in (one, two)]
+    for name, m in meta[0]["modules"].items():
+        assert m["sparsity"] == meta[1]["modules"][name]["sparsity"]
+        assert m["error"] == pytest.approx(meta[1]["modules"][name]["error"], rel=1e-4), name
+    # The problems were dealt across the processes; the report lists all of them, in problem order.
+    for name in ("dense", "text__wanda-50", "ssgr__wanda-50"):
+        a, b = (json.loads((r / "eval" / f"{name}.json").read_text())["tasks"]["ssgr_tiny_arith"] for r in (one, two))
+        assert b["num_problems"] == a["num_problems"] == 6 and len(b["lengths"]) == 12
+        assert b["problem_levels"] == a["problem_levels"]
 
 
 @require_module("lm_eval")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .distributed import Distributed
-from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint, vllm_replica_env
+from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint, replica_env
 from .selection import (
     GENERATION_POLICIES,
     canonical_policy,
@@ -364,9 +364,7 @@ class SSGRCalibrator:
         if dist.enabled and cfg.engine == "vllm":
             # Data parallelism: one vLLM replica per process (vLLM's tensor/pipeline parallelism inside it), each on
             # its own GPUs or cores, each generating for its share of the problems.
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-            local_rank = int(os.environ.get("LOCAL_RANK", dist.rank % local_world))
-            self._engine_env = vllm_replica_env(local_rank, local_world, cfg.vllm_kwargs)
+            self._engine_env = replica_env(dist, cfg.vllm_kwargs)
         elif dist.device.type == "cuda" and next(gen_model.parameters()).device.type == "cpu":
             gen_model.to(dist.device)  # each process generates on its own GPU
         store_dir = cfg.rollouts_dir

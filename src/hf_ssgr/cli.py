@@ -162,6 +162,10 @@ def run_main(argv):
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"hf-ssgr run: {err}") from err
     result = run_recipe(cfg)
+    from .distributed import is_main_process
+
+    if not is_main_process():
+        return
     print(open(result["report"]).read())
     print(f"Everything is in {cfg.output_dir} (report: {result['report']})")
 
@@ -247,6 +251,10 @@ def evaluate_main(argv):
         report = evaluate(model, tasks=tasks, output_path=output, **values)
     except TypeError as err:
         raise SystemExit(f"hf-ssgr evaluate: {err}") from err
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every process holds the same report; one prints it
+        return
     print(report.table(baseline=EvalReport.load(baseline) if baseline else None))
     if output:
         print(f"Report written to {output}")

@@ -169,7 +169,8 @@ class EvalReport:
         for task, metrics in results["results"].items():
             if task not in BENCHMARKS:
                 continue  # a group's aggregate
-            samples = results.get("samples", {}).get(task, [])
+            # in problem order (several processes each log their share of the problems, gathered rank after rank)
+            samples = sorted(results.get("samples", {}).get(task, []), key=lambda s: s.get("doc_id", 0))
             lengths = [n for s in samples for n in s.get("median_length", [])]
             k = max((len(s["filtered_resps"][0]) for s in samples if s.get("filtered_resps")), default=0)
 
@@ -255,7 +256,11 @@ def evaluate(
         data_files: local copies of task data, `{task: path}`, instead of the Hub.
         engine: a ready generation engine (an object with `generate(prompts, num_samples, seed)` returning
             `rollouts.Sample`s) instead of the backend's.
-        output_path: if set, the report is also saved there as JSON.
+        output_path: if set, the report is also saved there as JSON (by process 0).
+
+    Under `torchrun` / `accelerate launch` the problems are dealt across the processes (lm-eval's data parallelism;
+    each process generates with its own copy of the model, or its own vLLM replica) and every process returns the
+    same report. Generation seconds are then summed over the processes.
     """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1 (got {num_samples!r}).")
@@ -331,8 +336,10 @@ def evaluate(
         "versions": _versions(),
     }
     name = model_name or (model_or_path if isinstance(model_or_path, str) else lm._name)
-    report = EvalReport.from_lm_eval(results, model=name, settings=settings)
-    if output_path:
+    # Several processes: lm-eval gathered every process's scores on process 0, which shares the report with the rest.
+    report = EvalReport.from_lm_eval(results, model=name, settings=settings) if results is not None else None
+    report = lm._dist.all_gather_object(report)[0]
+    if output_path and lm._dist.is_main:
         report.save(output_path)
     return report
 

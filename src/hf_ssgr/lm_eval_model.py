@@ -14,12 +14,14 @@ import zlib
 from collections import OrderedDict
 
 import lm_eval.models  # noqa: F401 - fill lm-eval's registry first: it imports its own models only while empty
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from .benchmarks import Reply
-from .rollouts import THINK_OPEN, TransformersEngine, make_engine
+from .distributed import Distributed
+from .rollouts import THINK_OPEN, TransformersEngine, make_engine, replica_env
 
 logger = logging.getLogger("hf_ssgr")
 
@@ -79,6 +81,22 @@ class ReasoningLM(LM):
             self.model = None if isinstance(pretrained, str) else pretrained
         name = path or getattr(getattr(self.model, "config", None), "_name_or_path", "") or "model"
         self._name = str(name)
+        # Under torchrun / accelerate launch lm-eval deals the problems across processes and gathers the scores on
+        # process 0 through the methods below.
+        self._dist = Distributed.current()
+        self._rank, self._world_size, self._device = self._dist.rank, self._dist.world_size, self._dist.device
+
+    # -- processes ---------------------------------------------------------------------------------------------------
+    def all_gather(self, tensor):
+        parts = self._dist.all_gather_object(tensor.detach().cpu())
+        return torch.cat([p.reshape(-1) for p in parts]).to(tensor.device)
+
+    def gather_object(self, obj, dst: int = 0):
+        parts = self._dist.all_gather_object(obj)
+        return parts if self._rank == dst else None
+
+    def barrier(self) -> None:
+        self._dist.barrier()
 
     # -- chat template -----------------------------------------------------------------------------------------------
     @property
@@ -105,10 +123,13 @@ class ReasoningLM(LM):
     def _get_engine(self, temperature: float, top_p: float, max_new_tokens: int):
         if self._engine is None:
             if self.backend == "hf":
+                if self._dist.device.type == "cuda" and next(self.model.parameters()).device.type == "cpu":
+                    self.model.to(self._dist.device)  # each process generates on its own GPU
                 self._engine = TransformersEngine(
                     self.model, self.tokenizer, temperature, top_p, max_new_tokens, self.batch_size, self.seed
                 )
             else:
+                # several processes: each runs its own replica (data parallel), on its own GPUs or cores
                 self._engine = make_engine(
                     "vllm",
                     self.model,
@@ -119,6 +140,7 @@ class ReasoningLM(LM):
                     max_new_tokens=max_new_tokens,
                     seed=self.seed,
                     vllm_kwargs=self.vllm_kwargs,
+                    env=replica_env(self._dist, self.vllm_kwargs),
                 )
         for attr, value in (("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
             if hasattr(self._engine, attr):

@@ -12,6 +12,10 @@ evaluation tasks. The output folder holds everything:
 
 Every step writes its result atomically and is skipped when its result is on disk, so re-running a recipe
 recomputes nothing that is finished, and an interrupted run continues where it stopped.
+
+Under `torchrun` / `accelerate launch` every step runs on all the processes: the rollouts and the evaluation problems
+are dealt across them, the pruning splits the calibration rows, and process 0 writes each result before any process
+goes on.
 """
 
 from __future__ import annotations
@@ -196,6 +200,9 @@ def _atomic_json(path: str, data) -> None:
 
 class _Run:
     def __init__(self, cfg: RunConfig):
+        from .distributed import Distributed
+
+        self.dist = Distributed.current()
         self.cfg = cfg
         self.out = cfg.output_dir
         self.model_path = resolve_model(cfg.model)
@@ -205,6 +212,14 @@ class _Run:
         self._model = self._tok = None
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
+    def write(self, fn) -> None:
+        """Process 0 runs `fn` (a write); every process waits until it is done, so all of them see the same files."""
+        try:
+            if self.dist.is_main:
+                fn()
+        finally:
+            self.dist.barrier()
+
     def step_done(self, key: str, seconds: float, **info) -> None:
         self.manifest["steps"][key] = {"seconds": round(seconds, 2), "finished": time.strftime("%FT%T"), **info}
         self.save_manifest()
@@ -212,8 +227,9 @@ class _Run:
     def save_manifest(self) -> None:
         from .evaluation import _versions
 
-        self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": _versions()})
-        _atomic_json(self.manifest_path, self.manifest)
+        self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": _versions(),
+                              "processes": self.dist.world_size})  # fmt: skip
+        self.write(lambda: _atomic_json(self.manifest_path, self.manifest))
 
     def dense(self):
         if self._model is None:
@@ -250,13 +266,7 @@ class _Run:
         logger.info("Calibration %s (%s) ...", name, source)
         calibrator = SSGRCalibrator(cal)
         ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, source, tokenizer=tok)
-        tmp = f"{folder}.tmp"
-        ds.save_to_disk(tmp)
-        if os.path.exists(folder):
-            import shutil
-
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        self.write(lambda: _save_dataset(ds, folder))  # every process holds the same rows
         self.step_done(f"calibration/{policy}", time.perf_counter() - t, rows=len(ds),
                        counts=calibrator.report.get("counts", {}))  # fmt: skip
         return ds
@@ -281,7 +291,7 @@ class _Run:
             data_files=self.cfg.eval_data_files or None,
             model_name=name,
         )
-        report.save(path)
+        self.write(lambda: report.save(path))  # every process holds the same report
         self.step_done(f"eval/{name}", time.perf_counter() - t)
         return report
 
@@ -313,9 +323,9 @@ class _Run:
             if self.cfg.save_models:
                 save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration,
                             base_model=self.cfg.model, command=f"hf-ssgr run {self.cfg.description or 'recipe'}")  # fmt: skip
-            else:
-                _atomic_json(meta_path, pruning_metadata(model, config, pruner.state.module_metrics, calibration,
-                                                         self.cfg.model))  # fmt: skip
+            else:  # every process holds the same weights
+                meta = pruning_metadata(model, config, pruner.state.module_metrics, calibration, self.cfg.model)
+                self.write(lambda: _atomic_json(meta_path, meta))
             self.step_done(f"prune/{name}", time.perf_counter() - t)
         report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
         del model
@@ -323,6 +333,11 @@ class _Run:
 
     # -- report --------------------------------------------------------------------------------------------------------
     def write_report(self, dense_report, reports: dict[str, Any]) -> str:
+        path = os.path.join(self.out, "report.md")
+        self.write(lambda: self._write_report(dense_report, reports, path))
+        return path
+
+    def _write_report(self, dense_report, reports: dict[str, Any], path: str) -> None:
         from .evaluation import plot_accuracy, plot_length_distributions
 
         lines = [f"# {self.cfg.description or 'hf-ssgr run'}", ""]
@@ -364,11 +379,19 @@ class _Run:
             lines += ["![accuracy](accuracy.png)", "", "![response lengths](lengths.png)", ""]
         steps = self.manifest.get("steps", {})
         lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
-        path = os.path.join(self.out, "report.md")
         with open(f"{path}.tmp", "w") as f:
             f.write("\n".join(lines))
         os.replace(f"{path}.tmp", path)
-        return path
+
+
+def _save_dataset(ds, folder: str) -> None:
+    tmp = f"{folder}.tmp"
+    ds.save_to_disk(tmp)
+    if os.path.exists(folder):
+        import shutil
+
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def _cells(r) -> list[str]:
@@ -376,14 +399,12 @@ def _cells(r) -> list[str]:
 
 
 def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
-    """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport}}`."""
+    """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport}}`.
+
+    Under `torchrun` / `accelerate launch` every process runs it and returns the same result (see the module's
+    docstring)."""
     from tqdm.auto import tqdm
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError(
-            "run_recipe / `hf-ssgr run` runs in one process. Under torchrun or accelerate launch, use the steps that "
-            "shard across processes: `hf-ssgr calibrate` (engine transformers) and `hf-ssgr prune`."
-        )
     if isinstance(cfg, str):
         cfg = RunConfig.from_yaml(cfg, **overrides)
     os.makedirs(cfg.output_dir, exist_ok=True)
@@ -402,7 +423,7 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             dense_report = EvalReport.load(path)
     reports = {}
     jobs = [(p, c) for p in cfg.policies for c in cfg.prune]
-    bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model")
+    bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model", disable=not run.dist.is_main)
     for policy in cfg.policies:
         calibration = None
         for prune in cfg.prune:

@@ -283,6 +283,16 @@ def vllm_replica_env(local_rank: int, local_world_size: int, vllm_kwargs: dict |
     return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, g)) for g in groups)}
 
 
+def replica_env(dist, vllm_kwargs: dict | None) -> dict[str, str]:
+    """`vllm_replica_env` for this process when several processes run (from the launcher's LOCAL_RANK and
+    LOCAL_WORLD_SIZE); nothing for a single process."""
+    if not dist.enabled:
+        return {}
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    local_rank = int(os.environ.get("LOCAL_RANK", dist.rank % local_world))
+    return vllm_replica_env(local_rank, local_world, vllm_kwargs)
+
+
 def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs):
     if engine == "transformers":
         kwargs.pop("vllm_kwargs", None)
