@@ -3,9 +3,10 @@
 Same random-weight Qwen2, same task (MATH-500 rows from the test fixtures), same k samples and length limit, on this
 machine, in one run. Replies of a random model run to the limit, so every configuration generates about the same
 number of tokens. Reports wall time (model load included, vLLM start-up reported apart), generated tokens and
-tokens/s.
+tokens/s. With `--processes N` (default 2) it also runs the transformers backend in N processes under `torchrun`
+(lm-eval deals the problems across them; the time is the `evaluate` call's, start-up excluded, as for one process).
 
-    python benchmarks/bench_evaluate.py [--hidden 256 --layers 4 --k 4 --max-new 128 --no-vllm]
+    python benchmarks/bench_evaluate.py [--hidden 256 --layers 4 --k 4 --max-new 128 --no-vllm --processes 2]
 
 Prints a Markdown table and writes JSON (`--out`).
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +44,12 @@ def main():
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--processes", type=int, default=2, help="also evaluate in this many processes (1: skip)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "evaluate.json"))
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args)
 
     tmp = tempfile.mkdtemp(prefix="bench_eval_")
     tok = make_char_tokenizer()
@@ -87,6 +94,23 @@ def main():
     t = time.perf_counter()
     rep = evaluate(tmp, **common)
     record("hf_ssgr.evaluate, backend=hf", time.perf_counter() - t, rep)
+
+    if args.processes > 1:
+        from hf_ssgr.evaluation import EvalReport
+
+        result = os.path.join(tmp, "processes.json")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes)]
+        cmd += ["--master_port", str(port), os.path.abspath(__file__), "--worker", tmp, result]
+        cmd += ["--k", str(args.k), "--max-new", str(args.max_new), "--batch-size", str(args.batch_size)]
+        threads = str(max(1, (os.cpu_count() or 1) // args.processes))
+        subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=threads))
+        with open(result) as f:
+            done = json.load(f)
+        record(f"hf_ssgr.evaluate, backend=hf, {args.processes} processes", done["seconds"],
+               EvalReport.from_dict(done["report"]))  # fmt: skip
 
     if not args.no_vllm:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -142,6 +166,22 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+def worker(args):
+    """One of the `--processes` runs (under torchrun): times `evaluate`; process 0 writes the time and the report."""
+    import hf_ssgr.lm_eval_model  # noqa: F401 - lm-eval's import is not part of the time, as for one process
+    from hf_ssgr.distributed import Distributed
+
+    dist = Distributed.current()
+    dist.barrier()  # every process has started and imported
+    t = time.perf_counter()
+    report = evaluate(args.worker[0], tasks=["ssgr_math500"], num_samples=args.k, max_new_tokens=args.max_new,
+                      data_files={"ssgr_math500": DATA}, batch_size=args.batch_size)  # fmt: skip
+    seconds = time.perf_counter() - t
+    if dist.is_main:
+        with open(args.worker[1], "w") as f:
+            json.dump({"seconds": seconds, "report": report.to_dict()}, f)
 
 
 if __name__ == "__main__":
