@@ -282,7 +282,15 @@ def test_vllm_replica_placement(monkeypatch):
         vllm_replica_env(1, 4, {"tensor_parallel_size": 2})
 
 
-def test_cli_prune_under_torchrun_writes_one_folder_equal_to_one_process(tmp_path):
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"],
+    # without GPUs `--multi_gpu` starts two CPU processes with gloo (`--cpu` would start one)
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_cli_prune_with_two_processes_writes_one_folder_equal_to_one_process(tmp_path, launcher):
     from transformers import AutoModelForCausalLM
 
     from hf_ssgr.cli import main
@@ -296,8 +304,16 @@ def test_cli_prune_under_torchrun_writes_one_folder_equal_to_one_process(tmp_pat
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    cmd += ["-m", "hf_ssgr.cli", *args, "--save_dir", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        *LAUNCHERS[launcher],
+        str(port),
+        "-m",
+        "hf_ssgr.cli",
+        *args,
+        "--save_dir",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert proc.stdout.count("Pruned model written to") == 1  # only the main process wrote and reported
