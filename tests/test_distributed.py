@@ -3,14 +3,13 @@ result up to float32 summation order; a stop on one process stops both; resume w
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import make_calibration, make_tiny_model, require_module
+from testing_utils import free_port, make_calibration, make_tiny_model, require_module
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.distributed import assign_by_cost, balanced_contiguous_split
@@ -67,9 +66,7 @@ def _torchrun(out, specs, timeout=600):
     spec_file.write_text(json.dumps(specs))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     cmd += [os.path.join(HERE, "distributed_worker.py"), str(out), str(spec_file)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -300,9 +297,7 @@ def test_cli_prune_with_two_processes_writes_one_folder_equal_to_one_process(tmp
     calib = tmp_path / "calib.jsonl"
     calib.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in make_calibration(ragged=True)))
     args = ["prune", "--model_name_or_path", str(model_dir), "--calibration", str(calib), "--method", "sparsegpt"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,

@@ -3,14 +3,13 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from testing_utils import require_module
+from testing_utils import free_port, require_module
 
 from hf_ssgr import tiny_reasoner as tr
 from hf_ssgr.cli import main
@@ -183,9 +182,7 @@ def _files(root) -> list[str]:
 def test_run_under_torchrun_writes_one_run_like_one_process(one_process_run, tmp_path):
     _, one, _ = one_process_run
     path = _small_recipe(tmp_path)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]

@@ -1,6 +1,7 @@
 """Helpers for the test-suite: tiny random models built from a config, calibration rows, skip markers."""
 
 import importlib.util
+import socket
 
 import pytest
 import torch
@@ -55,6 +56,13 @@ def make_calibration(num_rows: int = 6, seq_len: int = 24, vocab_size: int = VOC
 
 def linear_weights(model) -> dict:
     return {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def free_port() -> int:
+    """A free local TCP port, for the rendezvous of a two-process launch."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def require_module(name: str):
