@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from testing_utils import make_char_tokenizer, make_tiny_model  # noqa: E402
+from testing_utils import free_port, make_char_tokenizer, make_tiny_model  # noqa: E402
 
 from hf_ssgr.benchmarks import tasks_path  # noqa: E402
 from hf_ssgr.evaluation import evaluate  # noqa: E402
@@ -99,9 +98,7 @@ def main():
         from hf_ssgr.evaluation import EvalReport
 
         result = os.path.join(tmp, "processes.json")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes)]
         cmd += ["--master_port", str(port), os.path.abspath(__file__), "--worker", tmp, result]
         cmd += ["--k", str(args.k), "--max-new", str(args.max_new), "--batch-size", str(args.batch_size)]
