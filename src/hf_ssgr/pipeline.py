@@ -247,6 +247,7 @@ class _Run:
         import datasets
 
         from .calibration import CalibrationConfig, SSGRCalibrator
+        from .hub import _write_atomically
 
         folder = os.path.join(self.out, "calibration", policy)
         if os.path.exists(os.path.join(folder, "dataset_info.json")):
@@ -266,7 +267,7 @@ class _Run:
         logger.info("Calibration %s (%s) ...", name, source)
         calibrator = SSGRCalibrator(cal)
         ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, source, tokenizer=tok)
-        self.write(lambda: _save_dataset(ds, folder))  # every process holds the same rows
+        self.write(lambda: _write_atomically(folder, ds.save_to_disk))  # every process holds the same rows
         self.step_done(f"calibration/{policy}", time.perf_counter() - t, rows=len(ds),
                        counts=calibrator.report.get("counts", {}))  # fmt: skip
         return ds
@@ -382,16 +383,6 @@ class _Run:
         with open(f"{path}.tmp", "w") as f:
             f.write("\n".join(lines))
         os.replace(f"{path}.tmp", path)
-
-
-def _save_dataset(ds, folder: str) -> None:
-    tmp = f"{folder}.tmp"
-    ds.save_to_disk(tmp)
-    if os.path.exists(folder):
-        import shutil
-
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
 
 
 def _cells(r) -> list[str]:
