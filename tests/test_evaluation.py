@@ -5,13 +5,22 @@ import math
 import os
 import statistics
 
+import datasets
 import numpy as np
 import pytest
 import torch
 import yaml
 from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model, require_module
 
-from hf_ssgr.benchmarks import BENCHMARKS, TASK_GROUPS, load_benchmark, process_results, resolve_tasks, tasks_path
+from hf_ssgr.benchmarks import (
+    BENCHMARKS,
+    TASK_GROUPS,
+    Reply,
+    load_benchmark,
+    process_results,
+    resolve_tasks,
+    tasks_path,
+)
 
 pytestmark = require_module("lm_eval")
 
@@ -47,12 +56,73 @@ def test_every_task_loads_from_a_local_file(task):
         assert "\\boxed{}" in d["prompt"]
 
 
+def test_gpqa_file_in_the_question_options_answer_layout_keeps_its_order(tmp_path):
+    """Derivative GPQA files (question, options, answer letter, already shuffled) load as they are."""
+    raw = rows(LOCAL["ssgr_gpqa_diamond"])
+    derived = []
+    for i, row in enumerate(raw):
+        options = [
+            row["Incorrect Answer 1"],
+            row["Correct Answer"],
+            row["Incorrect Answer 2"],
+            row["Incorrect Answer 3"],
+        ]
+        options = options[i:] + options[:i]  # the correct option at another place in every row
+        index = options.index(row["Correct Answer"])
+        # the answer as a letter, a letter in parentheses, or an index into the options
+        derived.append(
+            {
+                "question": row["Question"],
+                "options": options,
+                "answer": ["ABCD"[index], f"({'ABCD'[index]})", index][i % 3],
+            }
+        )
+    path = tmp_path / "gpqa_derived.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in derived))
+    docs = load_benchmark("ssgr_gpqa_diamond", str(path))
+    assert len(docs) == len(raw)
+    for i, (doc, row) in enumerate(zip(docs, derived)):
+        assert doc["choices"] == row["options"]  # the file's order, not reshuffled
+        assert doc["choice_order"] == [0, 1, 2, 3]
+        assert doc["choices"]["ABCD".index(doc["answer"])] == raw[i]["Correct Answer"]
+        assert doc["prompt"].startswith(row["question"].strip())
+        assert "\n".join(f"{'ABCD'[j]}) {o}" for j, o in enumerate(row["options"])) in doc["prompt"]
+        assert doc["problem_id"] == f"ssgr_gpqa_diamond/{i}"
+    # a letter outside the options, or an options list of another size, is refused with the row named
+    bad = dict(derived[0], answer="E")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="row 0.*answer 'E'.*A-D"):
+        load_benchmark("ssgr_gpqa_diamond", str(tmp_path / "bad.jsonl"))
+    bad = dict(derived[0], options=derived[0]["options"][:3])
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="row 0 has 3 options"):
+        load_benchmark("ssgr_gpqa_diamond", str(tmp_path / "bad.jsonl"))
+
+
 def test_gold_answers_are_normalised():
     gsm = load_benchmark("ssgr_gsm8k", LOCAL["ssgr_gsm8k"])
     raw = rows(LOCAL["ssgr_gsm8k"])
     assert gsm[0]["answer"] == raw[0]["answer"].split("####")[-1].strip().replace(",", "")
     oly = load_benchmark("ssgr_olympiadbench", LOCAL["ssgr_olympiadbench"])
     assert oly[0]["answer"] == rows(LOCAL["ssgr_olympiadbench"])[0]["final_answer"][0].strip("$")
+
+
+def test_gold_delimiters_and_trailing_full_stop_are_removed(tmp_path):
+    path = tmp_path / "golds.jsonl"
+    golds = ["$(-\\infty, 0) \\cup\\{1\\}$.", "\\(\\frac{1}{2}\\)", "$5$."]
+    path.write_text("".join(json.dumps({"problem": f"p{i}", "answer": g}) + "\n" for i, g in enumerate(golds)))
+    oly = tmp_path / "oly.jsonl"
+    oly.write_text(json.dumps({"question": "q", "final_answer": ["$6764$", "$10945$"]}) + "\n")
+    docs = datasets.concatenate_datasets(
+        [load_benchmark("ssgr_math500", str(path)), load_benchmark("ssgr_olympiadbench", str(oly))]
+    )
+    assert docs["answer"] == ["(-\\infty, 0) \\cup\\{1\\}", "\\frac{1}{2}", "5", "6764, 10945"]
+    right = ["\\{1\\}\\cup(-\\infty,0)", "0.5", "5", "10945, 6764"]
+    wrong = ["(-\\infty, 0]", "2", "6", "676410945"]
+    for doc, r, w in zip(docs, right, wrong):
+        doc = dict(doc, benchmark="ssgr_math500")
+        scores = process_results(doc, [[Reply(f"ok</think>\\boxed{{{r}}}", 5), Reply(f"ok</think>\\boxed{{{w}}}", 5)]])
+        assert scores["pass@1"] == 0.5, (doc["answer"], r, w)
 
 
 def test_gpqa_options_shuffled_by_a_fixed_seed_and_recorded(tmp_path):
@@ -348,5 +418,5 @@ def test_bad_input_errors(tmp_path):
         load_benchmark("ssgr_math500")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_benchmark("ssgr_math500", str(tmp_path / "nope.jsonl"))
-    with pytest.raises(ValueError, match="need the columns of Idavidrein/gpqa"):
+    with pytest.raises(ValueError, match="need the columns of Idavidrein/gpqa.*or question, options .*and answer"):
         load_benchmark("ssgr_gpqa_diamond", LOCAL["ssgr_math500"])

@@ -95,3 +95,109 @@ def test_quality_flags():
 def test_accuracy_reward_has_trl_signature():
     completions = [[{"role": "assistant", "content": r1_reply("72")}], r1_reply("71")]
     assert accuracy_reward(completions, solution=["72", "72"]) == [1.0, 0.0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lists, units, delimiters: what the normalisation may and may not do to a value
+
+
+@pytest.mark.parametrize(
+    "gold, prediction",
+    [
+        ("1, 3, 5", "5, 3, 1"),  # a set in another order
+        ("1, 3, 5", "\\{1,3,5\\}"),  # the same set, as a set
+        ("1,-2", "-2, 1"),  # MATH-500: "find all integers n"
+        ("3, 5, 7", "7,5,3"),
+        ("$6764$,$10945$", "6764, 10945"),  # OlympiadBench: one $...$ per element
+        ("2400, 1350, 864", "2400,1350,864"),
+        ("10,\\!080", "10080"),  # thousands separators, MATH style
+        ("11,\\! 111,\\! 111,\\! 100", "11111111100"),
+        ("\\$32,\\!348", "32348"),
+        ("58,500", "58500"),
+        ("1,000", "1000"),
+        ("20{,}000", "20000"),
+    ],
+)
+def test_lists_and_thousands_separators_accept_true_equivalents(gold, prediction):
+    assert is_equivalent(prediction, gold), (gold, prediction)
+
+
+@pytest.mark.parametrize(
+    "gold, prediction",
+    [
+        ("1, 3, 5", "135"),  # a list is not the number its digits spell
+        ("1,3,9,11", "13911"),
+        ("$6764$,$10945$", "676410945"),
+        ("5,15", "515"),
+        ("2400, 1350, 864", "24001350864"),
+        ("-5,7", "-57"),
+    ],
+)
+def test_lists_do_not_collapse_into_one_number(gold, prediction):
+    assert not is_equivalent(prediction, gold), (gold, prediction)
+    assert not is_equivalent(gold, prediction), (prediction, gold)
+
+
+def test_thousands_rule_only_for_groups_of_three_digits():
+    assert normalize_gold("1,000") == "1000"
+    assert normalize_gold("1,234,567.5") == "1234567.5"
+    assert normalize_gold("1, 3, 5") == "1, 3, 5"
+    assert normalize_gold("5,15") == "5,15"
+    assert normalize_gold("1,0000") == "1,0000"
+
+
+@pytest.mark.parametrize("number, variable", [("2", "n"), ("2", "k"), ("3", "m"), ("5", "x"), ("4", "s")])
+def test_unit_rule_never_drops_a_variable(number, variable):
+    gold = f"{number}{variable}"
+    assert normalize_gold(gold) == gold
+    assert not is_equivalent(number, gold)
+    assert not is_equivalent(gold, number)
+    assert is_equivalent(f"{variable} \\cdot {number}", gold)
+
+
+@pytest.mark.parametrize(
+    "prediction, gold",
+    [("18 dollars", "18"), ("5 cm", "5"), ("12 inches", "12"), ("3 hours", "3"), ("45 degrees", "45"), ("7 km.", "7")],
+)
+def test_known_unit_words_are_stripped(prediction, gold):
+    assert is_equivalent(prediction, gold)
+    assert not is_equivalent(prediction.replace(gold, str(int(gold) + 1), 1), gold)
+
+
+def test_gold_with_trailing_period_and_dollar_delimiters():
+    gold = "$(-\\infty, 0) \\cup\\{1\\}$."
+    assert is_equivalent("(-\\infty,0)\\cup\\{1\\}", gold)
+    assert is_equivalent("\\{1\\} \\cup (-\\infty, 0)", gold)
+    assert not is_equivalent("(-\\infty, 0)", gold)
+    assert not is_equivalent("0", gold)
+    assert is_equivalent("5", "5.")
+    assert is_equivalent("\\frac{1}{2}", "\\(\\frac12\\)")
+
+
+def test_no_shortcut_through_a_value_changing_normalisation(monkeypatch):
+    """Equal normalised strings are not taken as equal without math-verify when the normalisation changed a value."""
+    import math_verify
+
+    calls = []
+    real = math_verify.verify
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify, "verify", spy)
+    assert is_equivalent("18 dollars", "18")
+    assert calls, "a unit-stripped answer went through the string shortcut"
+    calls.clear()
+    assert is_equivalent("  \\frac{1}{2} ", "$\\frac{1}{2}$")  # only delimiters and spaces differ
+    assert not calls
+
+
+def test_every_list_gold_of_the_fixtures_accepts_itself_reordered():
+    checked = 0
+    for name, field in [("math500_sample.jsonl", "answer"), ("olympiadbench_sample.jsonl", "final_answer")]:
+        for row in rows(name):
+            gold = row[field][0] if isinstance(row[field], list) else str(row[field])
+            assert is_equivalent(gold, gold)
+            checked += 1
+    assert checked == 19

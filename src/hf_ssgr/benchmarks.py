@@ -18,12 +18,14 @@ import logging
 import math
 import os
 import random
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from .rollouts import PROMPT_SUFFIX
 from .scoring import pass_at_k, score_problem
+from .verification import strip_math_delimiters
 
 logger = logging.getLogger("hf_ssgr")
 
@@ -154,12 +156,12 @@ def _math_doc(row: dict, idx: int, bench: Benchmark, origin: str) -> dict:
             f"{bench.title} rows from {origin} need a problem column (problem/question) and an answer column "
             f"(answer/final_answer); found {sorted(row)}."
         )
-    if isinstance(answer, list):  # OlympiadBench: a list of final answers
-        answer = answer[0] if len(answer) == 1 else ", ".join(map(str, answer))
+    if isinstance(answer, list):  # OlympiadBench: a list of final answers, each in its own $...$
+        answer = ", ".join(strip_math_delimiters(str(a)) for a in answer)
     answer = str(answer)
     if "####" in answer:  # GSM8K: the worked solution ends with "#### N"
         answer = answer.split("####")[-1].strip().replace(",", "")
-    answer = answer.strip().strip("$").strip()
+    answer = strip_math_delimiters(answer)
     context = row.get("context")
     text = f"{context}\n\n{problem}" if context else str(problem)
     pid = _first(row, ("unique_id", "id", "problem_id", "ID"))
@@ -177,30 +179,72 @@ def _math_doc(row: dict, idx: int, bench: Benchmark, origin: str) -> dict:
     }
 
 
+_GPQA_COLUMNS = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+_LETTERS = "ABCD"
+
+
 def _gpqa_doc(row: dict, idx: int, bench: Benchmark, origin: str, seed: int) -> dict:
-    needed = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
-    missing = [c for c in needed if c not in row]
-    if missing:
-        raise ValueError(f"GPQA rows from {origin} need the columns of Idavidrein/gpqa; missing {missing}.")
-    options = [str(row[c]).strip() for c in needed[1:]]
-    record = row.get("Record ID") or str(idx)
-    order = list(range(4))  # order[j] = index in `options` shown as letter j; options[0] is the correct one
-    random.Random(f"{seed}:{record}").shuffle(order)
-    choices = [options[i] for i in order]
-    letters = "ABCD"
-    body = "\n".join(f"{letters[j]}) {c}" for j, c in enumerate(choices))
+    """A GPQA doc from a row of `Idavidrein/gpqa` (the options are shuffled with a fixed seed per question), or of a
+    derivative file with `question`, `options` (four, already shuffled) and `answer` (a letter, `(B)`, or an index
+    into the options), whose order is kept."""
+    if all(c in row for c in _GPQA_COLUMNS):
+        options = [str(row[c]).strip() for c in _GPQA_COLUMNS[1:]]
+        record = row.get("Record ID") or str(idx)
+        order = list(range(4))  # order[j] = index in `options` shown as letter j; options[0] is the correct one
+        random.Random(f"{seed}:{record}").shuffle(order)
+        choices = [options[i] for i in order]
+        question = str(row["Question"]).strip()
+        answer = _LETTERS[order.index(0)]
+        level = str(row.get("Writer's Difficulty Estimate") or "")
+        subject = str(row.get("High-level domain") or "")
+    elif all(c in row for c in ("question", "options", "answer")):
+        choices, answer = _derived_gpqa_options(row, idx, origin)
+        record = str(_first(row, ("id", "Record ID", "problem_id")) or idx)
+        order = list(range(len(choices)))  # the file's own order: letter j is options[j]
+        question = str(row["question"]).strip()
+        level = str(_first(row, ("difficulty", "level")) or "")
+        subject = str(_first(row, ("domain", "subject", "High-level domain")) or "")
+    else:
+        raise ValueError(
+            f"GPQA rows from {origin} need the columns of Idavidrein/gpqa ({', '.join(_GPQA_COLUMNS)}), or question, "
+            "options (a list of the four options in the order shown) and answer (the correct letter A-D, or its index); "
+            f"found {sorted(row)}. A file whose question already lists the options needs them split out into 'options'."
+        )
+    body = "\n".join(f"{_LETTERS[j]}) {c}" for j, c in enumerate(choices))
     return {
         "problem_id": f"{bench.task}/{record}",
-        "prompt": f"{str(row['Question']).strip()}\n\n{body}\n{GPQA_SUFFIX}",
-        "problem": str(row["Question"]).strip(),
-        "answer": letters[order.index(0)],
+        "prompt": f"{question}\n\n{body}\n{GPQA_SUFFIX}",
+        "problem": question,
+        "answer": answer,
         "kind": "choice",
         "benchmark": bench.task,
-        "level": str(row.get("Writer's Difficulty Estimate") or ""),
-        "subject": str(row.get("High-level domain") or ""),
+        "level": level,
+        "subject": subject,
         "choices": choices,
         "choice_order": order,
     }
+
+
+def _derived_gpqa_options(row: dict, idx: int, origin: str) -> tuple[list[str], str]:
+    options = row["options"]
+    if isinstance(options, dict):  # {"A": ..., "B": ...}
+        options = [options[k] for k in sorted(options)]
+    if isinstance(options, str) or not hasattr(options, "__len__"):
+        raise ValueError(f"GPQA {origin}, row {idx}: 'options' must be a list of the four options, got {options!r}.")
+    options = [str(o).strip() for o in options]
+    if len(options) != 4:
+        raise ValueError(f"GPQA {origin}, row {idx} has {len(options)} options; GPQA questions have four (A-D).")
+    answer = row["answer"]
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool) and float(answer).is_integer():
+        if not 0 <= int(answer) < 4:
+            raise ValueError(f"GPQA {origin}, row {idx}: answer index {answer} is outside 0-3.")
+        return options, _LETTERS[int(answer)]
+    match = re.fullmatch(r"\s*(?:\\boxed\{)?\s*\(?\s*([A-Da-d])\s*\)?\s*\}?\s*", str(answer))
+    if match is None:
+        raise ValueError(
+            f"GPQA {origin}, row {idx}: answer {answer!r} is not a letter A-D (or an index 0-3) into the options."
+        )
+    return options, match.group(1).upper()
 
 
 def _access_hint(bench: Benchmark) -> str:

@@ -26,19 +26,48 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-_LETTER_PATTERNS = [
-    r"\\boxed\{\s*\(?([A-D])\)?\s*\}",
-    r"(?i)answer\s*(?:is|:)?\s*[:\s]*\(?\**\s*([A-D])\b",
-    r"^\s*\(?([A-D])\)?[.)]?\s*$",
-    r"\(([A-D])\)",
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mathsf|texttt|bf|rm)\s*\{([^{}]*)\}")
+# Inside \boxed{}: a letter alone (any case), "(D)", or "D) / D. / D: " followed by the option's text.
+_BOXED_LETTER = [
+    re.compile(r"\(?\s*([A-Da-d])\s*\)?\s*[.:]?"),
+    re.compile(r"\(\s*([A-D])\s*\)\s*.+", flags=re.S),
+    re.compile(r"([A-D])\s*[.):]\s*.+", flags=re.S),
+    re.compile(r"(?i:option|choice)\s*\(?([A-D])\)?\s*[.:]?"),
 ]
+# "A" is also an English article: a capital A followed by a lower-case word continues a sentence ("The answer is A
+# small value") unless the word is a connective.
+_NOT_A_SENTENCE = r"(?![A-Za-z0-9])(?!\s+(?!(?:because|since|as|which|for|and|but|so|with)\b)[a-z])"
+_LETTER_PATTERNS = [
+    # "The answer is C", "Answer: (C)", "final answer: **C**", "the correct option is C"
+    re.compile(rf"(?i:answer|option|choice)\s*(?:(?i:is)\s*)?[:：]?\s*\**\s*\(?([A-D])\)?\**{_NOT_A_SENTENCE}"),
+    re.compile(r"^\s*\**\s*\(?([A-D])\)?\s*\**\s*[.)]?\s*$", flags=re.M),  # a line that is only a letter
+    re.compile(r"\(([A-D])\)"),
+]
+
+
+def _boxed_letter(boxed: str) -> str | None:
+    content = boxed
+    while True:
+        unwrapped = _TEXT_WRAPPER.sub(r"\1", content)
+        if unwrapped == content:
+            break
+        content = unwrapped
+    content = content.replace("$", "").strip().strip("*").strip()
+    for pattern in _BOXED_LETTER:
+        m = pattern.fullmatch(content)
+        if m:
+            return m.group(1).upper()
+    return None
 
 
 def extract_choice_letter(text: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
     """The chosen option letter (A–D) of a multiple-choice reply, read after `</think>`.
 
-    Tried in order: `\\boxed{C}` (also `\\boxed{(C)}`), "answer is C" / "Answer: (C)", a line that is only a letter,
-    and finally the last "(C)". `None` when the thinking never closed, the reply was truncated, or no letter is found.
+    Tried in order: the last `\\boxed{}` if it holds a letter (`\\boxed{C}`, `\\boxed{(c)}`, `\\boxed{\\text{C}}`,
+    `\\boxed{C) text}`, `\\boxed{C. text}`, `\\boxed{Option C}`); then, in the prose, the last "answer is C" /
+    "Answer: (C)" / "final answer: **C**"; a line that is only a letter; the last "(C)". Outside a box a letter is
+    a capital standing alone, so prose such as "the answer is a small value" or "The answer is A small value" is
+    not read as A. `None` when the thinking never closed, the reply was truncated, or no letter is found.
     """
     if finish_reason == "length":
         return None
@@ -48,13 +77,13 @@ def extract_choice_letter(text: str, finish_reason: str | None = None, require_t
         return None
     boxed = extract_boxed(text)
     if boxed is not None:
-        m = re.fullmatch(r"\s*\(?\s*([A-D])\s*\)?\s*(?:[.:].*)?", boxed)
-        if m:
-            return m.group(1)
-    for pattern in _LETTER_PATTERNS[1:]:
-        matches = re.findall(pattern, text, flags=re.M)
+        letter = _boxed_letter(boxed)
+        if letter is not None:
+            return letter
+    for pattern in _LETTER_PATTERNS:
+        matches = pattern.findall(text)
         if matches:
-            return matches[-1].upper()
+            return matches[-1]
     return None
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import Counter
@@ -23,6 +24,8 @@ __all__ = [
     "split_thinking",
     "extract_answer",
     "normalize_gold",
+    "strip_math_delimiters",
+    "UNIT_WORDS",
     "is_equivalent",
     "quality_flags",
     "QualityConfig",
@@ -80,19 +83,89 @@ def extract_answer(text: str, finish_reason: str | None = None, require_think_en
     return extract_boxed(answer_part)
 
 
-_GSM8K_NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
+# A single number whose comma groups are exactly three digits ("1,000", "1,234,567.5"): the commas are thousands
+# separators. Anything else with commas ("1, 3, 5", "5,15") is a list and keeps them.
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
+# Unit words stripped after a number ("18 dollars", "5 cm"): words only, never a single letter, which may be a
+# variable ("2n", "3m"). Matched case-insensitively, singular or plural.
+UNIT_WORDS = (
+    "dollar", "cent", "euro", "pound", "percent", "degree", "radian",
+    "mm", "cm", "km", "meter", "metre", "inch", "inches", "foot", "feet", "ft", "yard", "yd", "mile", "mi",
+    "mg", "kg", "gram", "ounce", "oz", "lb", "lbs", "ton", "tonne", "liter", "litre", "ml", "gallon", "quart", "pint",
+    "second", "sec", "secs", "minute", "min", "mins", "hour", "hr", "hrs", "day", "week", "month", "year",
+    "mph", "kph", "unit", "square unit", "sq unit", "cubic unit", "square feet", "square meter", "square inch",
+    "square inches", "square cm", "square mile",
+)  # fmt: skip
+_UNIT_ALTERNATIVES = "|".join(re.escape(u).replace("\\ ", r"\s+") for u in sorted(UNIT_WORDS, key=len, reverse=True))
+_UNIT_WORD = rf"(?:{_UNIT_ALTERNATIVES})(?:e?s)?"
+# "18 dollars", "5cm", "3 \text{ hours}", "\frac12 \mbox{km}^2": a known unit word at the end, after a number, a
+# closing brace or a space; "%" and "°" after a number.
+_UNIT_TEXT = re.compile(
+    rf"\s*\\(?:text|mbox|mathrm|textrm)\s*\{{\s*{_UNIT_WORD}\.?\s*\}}(?:\^\{{?[23]\}}?)?\.?$", flags=re.IGNORECASE
+)
+_UNIT_PLAIN = re.compile(rf"(?<=[\d}}\s])\s*{_UNIT_WORD}(?:\^\{{?[23]\}}?)?\.?$", flags=re.IGNORECASE)
+_UNIT_SIGN = re.compile(rf"^({_NUMBER})\s*(?:\\?%|°|\^\{{?\\circ\}}?)$")
+# math-verify without its own unit rule, whose list has single letters (m, g, d, o) and so drops variables: "3m" would
+# equal 3. Units are stripped by `normalize_gold` instead, from words only.
+_NORMALIZATION = dict(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False)
+
+
+def _strip_units(a: str) -> str:
+    for pattern in (_UNIT_TEXT, _UNIT_PLAIN):
+        stripped = pattern.sub("", a).strip()
+        if stripped and stripped != a:
+            return stripped
+    m = _UNIT_SIGN.match(a)
+    return m.group(1) if m else a
+
+
+_DELIMITERS = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
+
+
+def strip_math_delimiters(answer: str) -> str:
+    """Value-neutral clean-up: surrounding spaces, a trailing full stop, math delimiters (`$…$`, `\\(…\\)`, `\\[…\\]`,
+    also one pair per list element as in `$a$, $b$`), and a full stop inside them (`$x$.`)."""
+    a = str(answer).strip()
+    while True:
+        before = a
+        a = a.strip()
+        if a.endswith(".") and not a.endswith("..."):
+            a = a[:-1].rstrip()
+        for left, right in _DELIMITERS:
+            if len(a) > len(left) + len(right) and a.startswith(left) and a.endswith(right):
+                inner = a[len(left) : len(a) - len(right)]
+                if left == "$" and "$" in inner.replace("\\$", ""):  # "$a$, $b$": one pair per element
+                    continue
+                a = inner
+        if a == before:
+            break
+    # `$a$, $b$` (OlympiadBench lists): the inner dollars are delimiters too, `\$` (a currency sign) stays
+    return re.sub(r"(?<!\\)\$", "", a).strip() if re.search(r"(?<!\\)\$", a) else a
 
 
 def normalize_gold(answer: str) -> str:
-    """Gold answers as math-verify likes them: GSM8K numbers lose thousands separators, `$` and trailing units."""
-    a = str(answer).strip()
-    a = a.replace("\\$", "").replace("$", "").strip()
-    if _GSM8K_NUMBER.match(a.replace(" ", "")):
-        return a.replace(",", "").replace(" ", "")
-    m = re.match(r"^(-?[\d,]*\.?\d+)\s*[a-zA-Z%]+\.?$", a)  # "18 dollars", "5 cm"
-    if m:
-        return m.group(1).replace(",", "")
-    return a
+    """An answer (gold or prediction) as math-verify likes it.
+
+    Delimiters and a trailing full stop go (`$x$.` -> `x`), as do `\\$` and `\\!`; `{,}` becomes `,`. Commas are
+    removed only from a single number whose groups are exactly three digits (`1,000`, `10,\\!080`), so lists such as
+    `1, 3, 5` stay lists. A trailing unit word after a number goes (`18 dollars` -> `18`); a single letter never does
+    (`2n` is kept). The same rules apply to golds and predictions.
+    """
+    a = strip_math_delimiters(answer)
+    # `10,\!080`: a thin negative space after the comma marks a thousands separator in MATH; `20{,}000` likewise.
+    a = re.sub(r",\s*\\!\s*", ",", a).replace("{,}", ",").replace("\\$", "").replace("\\!", "").strip()
+    if _THOUSANDS.match(a):
+        return a.replace(",", "")
+    return _strip_units(a)
+
+
+@functools.lru_cache(maxsize=1)
+def _extraction_config():
+    from latex2sympy2_extended.math_normalization import NormalizationConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    return (LatexExtractionConfig(normalization_config=NormalizationConfig(**_NORMALIZATION)), ExprExtractionConfig())
 
 
 def _wrap(expr: str) -> str:
@@ -100,22 +173,27 @@ def _wrap(expr: str) -> str:
 
 
 def is_equivalent(prediction: str | None, gold: str, timeout_seconds: int = 5) -> bool:
-    """Whether `prediction` (the boxed content) and `gold` are mathematically equivalent, via math-verify."""
+    """Whether `prediction` (the boxed content) and `gold` are mathematically equivalent, via math-verify.
+
+    Both go through `normalize_gold`. Only answers that differ by spaces, delimiters or a trailing full stop are
+    taken as equal without math-verify: every other rule of the normalisation could change a value, so its output is
+    always compared by math-verify.
+    """
     if prediction is None or str(prediction).strip() == "":
         return False
     try:
         from math_verify import parse, verify
     except ImportError as err:  # pragma: no cover - exercised only without the extra
         raise ImportError("Answer verification needs math-verify: pip install 'hf-ssgr[math]'.") from err
+    if strip_math_delimiters(prediction) == strip_math_delimiters(gold):
+        return True
     pred = normalize_gold(prediction)
     gold_n = normalize_gold(gold)
-    if pred == gold_n:
-        return True
     on_main = threading.current_thread() is threading.main_thread()
     kwargs = {} if on_main else {"parsing_timeout": None}
     try:
-        gold_parsed = parse(_wrap(gold_n), **kwargs)
-        pred_parsed = parse(_wrap(pred), **kwargs)
+        gold_parsed = parse(_wrap(gold_n), extraction_config=_extraction_config(), **kwargs)
+        pred_parsed = parse(_wrap(pred), extraction_config=_extraction_config(), **kwargs)
         if not gold_parsed or not pred_parsed:
             return False
         vkwargs = {"timeout_seconds": timeout_seconds} if on_main else {"timeout_seconds": None}
