@@ -201,3 +201,13 @@ def test_every_list_gold_of_the_fixtures_accepts_itself_reordered():
             assert is_equivalent(gold, gold)
             checked += 1
     assert checked == 19
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    ["18 \\text{ eggs}", "18\\text{ dollars}", "18 \\mbox{cm}^2", "18 \\text{ square units}", "18 \\text{ km}."],
+)
+def test_words_in_a_text_box_after_a_number_are_units(prediction):
+    assert is_equivalent(prediction, "18")
+    assert not is_equivalent(prediction, "19")
+    assert normalize_gold("\\text{Evelyn}") == "\\text{Evelyn}"  # a text answer alone is kept

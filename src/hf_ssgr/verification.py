@@ -99,10 +99,11 @@ UNIT_WORDS = (
 )  # fmt: skip
 _UNIT_ALTERNATIVES = "|".join(re.escape(u).replace("\\ ", r"\s+") for u in sorted(UNIT_WORDS, key=len, reverse=True))
 _UNIT_WORD = rf"(?:{_UNIT_ALTERNATIVES})(?:e?s)?"
-# "18 dollars", "5cm", "3 \text{ hours}", "\frac12 \mbox{km}^2": a known unit word at the end, after a number, a
-# closing brace or a space; "%" and "°" after a number.
+# "18 dollars", "5cm", "\frac12 km^2": a known unit word at the end, after a number, a closing brace or a space.
+# "18 \text{ eggs}", "3 \mbox{cm}^2": any words in a text box at the end after a number or a brace (a variable is
+# never in a text box). "%" and "°" after a number.
 _UNIT_TEXT = re.compile(
-    rf"\s*\\(?:text|mbox|mathrm|textrm)\s*\{{\s*{_UNIT_WORD}\.?\s*\}}(?:\^\{{?[23]\}}?)?\.?$", flags=re.IGNORECASE
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}(?:\^\{?[23]\}?)?\.?$"
 )
 _UNIT_PLAIN = re.compile(rf"(?<=[\d}}\s])\s*{_UNIT_WORD}(?:\^\{{?[23]\}}?)?\.?$", flags=re.IGNORECASE)
 _UNIT_SIGN = re.compile(rf"^({_NUMBER})\s*(?:\\?%|°|\^\{{?\\circ\}}?)$")
