@@ -266,8 +266,7 @@ def main():
         top_p=0.95,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        max_new_tokens=128,
-    )
+    )  # no max_new_tokens: under stock lm-eval it would override the task's max_gen_toks (and warn every batch)
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)

@@ -68,6 +68,19 @@ def test_prompt_only_rows_are_templated_prompts(model, tok):
         assert text.endswith("<think>\n") and PROMPT_SUFFIX in text
 
 
+def test_tokenizer_given_by_path(model, tok, tmp_path):
+    tok.save_pretrained(tmp_path / "tok")
+    model.save_pretrained(tmp_path / "model")
+    expected, _ = build(model, tok, policy="prompt_only", num_samples=3, max_length=1024)
+    for model_arg in (model, str(tmp_path / "model")):
+        ds, _ = build(model_arg, str(tmp_path / "tok"), policy="prompt_only", num_samples=3, max_length=1024)
+        assert ds["input_ids"] == expected["input_ids"]
+    with pytest.raises(FileNotFoundError, match="Tokenizer path not found"):
+        build(model, str(tmp_path / "missing"), policy="prompt_only", num_samples=3)
+    with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer or a Hub id"):
+        build(model, 42, policy="prompt_only", num_samples=3)
+
+
 def test_rac_on_policy_rollouts(model, tok, tmp_path):
     ds, cal = build(
         model,

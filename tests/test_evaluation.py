@@ -1,6 +1,7 @@
 """Evaluation: the shipped lm-eval tasks, `evaluate()`, `EvalReport`, plots, and the reconstruction-error analysis."""
 
 import json
+import logging
 import math
 import os
 import statistics
@@ -318,6 +319,59 @@ def test_stock_lm_eval_hf_backend_runs_the_shipped_tasks(tmp_path):
     assert 0 < res["mean_length,k_samples"] <= 5
     samples = out["samples"]["ssgr_gsm8k"]
     assert len(samples) == 2 and all(len(s["filtered_resps"][0]) == 4 for s in samples)  # k = 4 by default
+
+
+def _stock_lm_eval(path, task, limit, **metadata):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": path, "device": "cpu", "dtype": "float32"},
+        tasks=[task],
+        task_manager=TaskManager(
+            include_path=tasks_path(), include_defaults=False, metadata={"pretrained": path, **metadata}
+        ),
+        limit=limit,
+        apply_chat_template=True,
+        bootstrap_iters=0,
+    )
+
+
+def test_stock_lm_eval_on_the_embedded_reasoner_prints_no_generation_warnings():
+    """`lm_eval --model hf --tasks ssgr_tiny_arith`: no max_new_tokens / max_length warning per batch."""
+    import transformers
+
+    from hf_ssgr.tiny_reasoner import MODEL_PATH
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = transformers.logging.get_logger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        out = _stock_lm_eval(MODEL_PATH, "ssgr_tiny_arith", limit=3)
+    finally:
+        transformers_logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    assert not [m for m in messages if "max_new_tokens" in m or "max_length" in m], messages[:3]
+    assert out["results"]["ssgr_tiny_arith"]["pass@1,k_samples"] > 0  # the trained model solves some
+
+
+def test_a_generation_config_limit_below_max_gen_toks_is_warned_and_counted_as_truncation(tmp_path, caplog):
+    from transformers import GenerationConfig
+
+    from hf_ssgr.benchmarks import load_task_dataset
+
+    path = _saved_tiny(tmp_path)
+    GenerationConfig(max_new_tokens=3, eos_token_id=1).save_pretrained(path)
+    with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
+        load_task_dataset(
+            "ssgr_gsm8k", pretrained=path, data_files={"ssgr_gsm8k": LOCAL["ssgr_gsm8k"]}, max_gen_toks=50
+        )
+    assert "sets max_new_tokens=3, which overrides the task's max_gen_toks=50" in caplog.text
+    doc = load_benchmark("ssgr_gsm8k", LOCAL["ssgr_gsm8k"])[0]
+    assert process_results(doc, [["abc"]])["truncated"] == 1.0  # three tokens: cut by max_new_tokens
 
 
 def test_report_recovery_and_json_round_trip(tmp_path):

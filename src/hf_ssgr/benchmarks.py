@@ -339,11 +339,34 @@ def load_task_dataset(task: str, **metadata):
     if unknown:
         raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
     docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)))
+    max_gen_toks = int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
     _TASK_CONTEXT[task] = {
         "tokenizer": metadata.get("tokenizer") or metadata.get("pretrained"),
-        "max_gen_toks": int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS),
+        "max_gen_toks": _generation_limit(task, metadata.get("pretrained"), max_gen_toks),
     }
     return datasets.DatasetDict({"test": docs})
+
+
+def _generation_limit(task: str, pretrained, max_gen_toks: int) -> int:
+    """The reply length at which a stock backend stops: `max_gen_toks`, unless the model's generation_config.json
+    sets `max_new_tokens`, which transformers lets take precedence over lm-eval's `max_length` (with a warning per
+    batch). That case is warned about once here, and the smaller limit is the one that marks a reply truncated."""
+    if not isinstance(pretrained, (str, os.PathLike)) or not os.path.isfile(
+        os.path.join(str(pretrained), "generation_config.json")
+    ):
+        return max_gen_toks
+    from transformers import GenerationConfig
+
+    limit = GenerationConfig.from_pretrained(str(pretrained)).max_new_tokens
+    if limit is None or limit == max_gen_toks:
+        return max_gen_toks
+    logger.warning(
+        "%s: %s/generation_config.json sets max_new_tokens=%d, which overrides the task's max_gen_toks=%d under "
+        "lm-eval's hf backend (transformers warns once per batch). Replies are cut at %d tokens and counted as "
+        "truncated there. Remove max_new_tokens from generation_config.json, or evaluate with hf_ssgr.evaluate.",
+        task, pretrained, limit, max_gen_toks, limit,
+    )  # fmt: skip
+    return min(limit, max_gen_toks)
 
 
 class Reply(str):

@@ -178,6 +178,22 @@ def _load_model(model_or_path, tokenizer):
     return model_or_path, tokenizer, None
 
 
+def _resolve_tokenizer(tokenizer):
+    """A tokenizer object, or one loaded from a Hub id / local path as transformers and lm-eval accept it."""
+    if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
+        if tokenizer is not None and not callable(getattr(tokenizer, "apply_chat_template", None)):
+            raise TypeError(
+                f"tokenizer must be a transformers tokenizer or a Hub id / local path, got {type(tokenizer).__name__}."
+            )
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    name = str(tokenizer)
+    if not os.path.exists(name) and (os.environ.get("HF_HUB_OFFLINE") == "1" or name.startswith((".", "/"))):
+        raise FileNotFoundError(f"Tokenizer path not found: {name} (pass a local folder, a Hub id, or the object).")
+    return AutoTokenizer.from_pretrained(name)
+
+
 def _load_tokenizer(model_or_path):
     """The tokenizer alone, for policies that generate nothing (no need to load the weights)."""
     if not isinstance(model_or_path, (str, os.PathLike)):
@@ -202,11 +218,13 @@ class SSGRCalibrator:
 
     def build(self, model, source, tokenizer=None):
         """Return the calibration `datasets.Dataset` for `model` (object, Hub id or local path) and `source` (a
-        registered name, a `Dataset`, or a local file)."""
+        registered name, a `Dataset`, or a local file). `tokenizer` is a tokenizer object or a Hub id / local path;
+        by default the model's own (needed with a model object)."""
         import datasets
 
         cfg = self.config
         t_start = time.perf_counter()
+        tokenizer = _resolve_tokenizer(tokenizer)
         source_name = source if isinstance(source, str) else "user"
         rng = random.Random(cfg.seed)
         if cfg.policy == "text":
