@@ -553,3 +553,34 @@ def test_buffered_gram_equals_the_direct_product(chunk_size):
     st = stats.stats["lin"]
     assert st["count"] == flat.shape[0]
     torch.testing.assert_close(st["gram"].double(), ref, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "alps"])
+def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path):
+    """With dampening=0 and fewer tokens than input features, XᵀX is singular: the solvers raise the damping, and
+    that is said once per module, counted in the layer log and listed in pruning_config.json."""
+    from hf_ssgr.hub import pruning_metadata
+
+    model = make_tiny_model("llama", num_layers=1)
+    calib = make_calibration(1, seq_len=12)  # 12 tokens < 64 input features
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        pruner = prune(model, calib, method=method, dampening=0.0, alps_max_iter=20, output_dir=str(tmp_path))
+    raised = [n for n, m in pruner.state.module_metrics.items() if m.get("damping_raised")]
+    assert raised and all(pruner.state.module_metrics[n]["damping"] > 0 for n in raised)
+    warnings = [r.getMessage() for r in caplog.records if "not positive definite with dampening=0" in r.getMessage()]
+    assert sorted(w.split(":")[0] for w in warnings) == sorted(raised)  # one warning per module
+    assert pruner.state.log_history[0]["damping_raised"] == len(raised)
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert logged[0]["damping_raised"] == len(raised)
+    meta = pruning_metadata(model, pruner.config, pruner.state.module_metrics)
+    assert meta["solver_warnings"]["damping_raised"] == sorted(raised)
+    assert all(meta["modules"][n]["damping_raised"] for n in raised)
+    from hf_ssgr.hub import model_card
+
+    assert f"In {len(raised)} module(s) the calibration statistics were not positive definite" in str(model_card(meta))
+    # with the default damping nothing is raised, and nothing is said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        pruner = prune(make_tiny_model("llama", num_layers=1), make_calibration(), method=method, alps_max_iter=20)
+    assert not any(m.get("damping_raised") for m in pruner.state.module_metrics.values())
+    assert "damping_raised" not in pruner.state.log_history[0] and not caplog.records

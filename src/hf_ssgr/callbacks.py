@@ -276,6 +276,9 @@ class ProgressCallback(PrunerCallback):
             postfix["err"] = f"{sum(errors) / len(errors):.3g}"
         if metrics:
             postfix["sparsity"] = f"{sum(m['sparsity'] for m in metrics.values()) / len(metrics):.3f}"
+        raised = sum(1 for m in metrics.values() if m.get("damping_raised"))
+        if raised:
+            postfix["damping_raised"] = raised
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
 

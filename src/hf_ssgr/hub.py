@@ -162,6 +162,9 @@ def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets
     return out
 
 
+_MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "damping", "damping_raised", "fallback", "seconds")
+
+
 def pruning_metadata(
     model, config=None, module_metrics: dict[str, dict] | None = None, calibration=None, base_model: str | None = None
 ) -> dict[str, Any]:
@@ -181,8 +184,12 @@ def pruning_metadata(
         "calibration": calibration_summary(calibration),
         "layers": layers,
         "modules": {
-            n: {k: m.get(k) for k in ("sparsity", "error", "damping", "seconds") if k in m}
-            for n, m in (module_metrics or {}).items()
+            n: {k: m.get(k) for k in _MODULE_METRIC_KEYS if k in m} for n, m in (module_metrics or {}).items()
+        },
+        # Solves that did less than asked: a damping raised to make XᵀX positive definite, an ALPS fallback.
+        "solver_warnings": {
+            key: sorted(n for n, m in (module_metrics or {}).items() if m.get(key))
+            for key in ("damping_raised", "fallback")
         },
         "versions": _versions(),
     }
@@ -341,6 +348,8 @@ def model_card(
         eval_settings=settings,
         command=command or _command(meta),
         recipe=recipe,
+        solver_warnings={k: len(v) for k, v in (meta.get("solver_warnings") or {}).items() if v},
+        dampening=(meta.get("config") or {}).get("dampening"),
     )
 
 

@@ -687,6 +687,10 @@ class OneShotPruner:
             if errors:
                 logs["mean_error"] = sum(errors) / len(errors)
                 logs["max_error"] = max(errors)
+            for key in ("damping_raised", "fallback"):  # solves that did less than asked, counted per layer
+                count = sum(1 for m in layer_metrics.values() if m.get(key))
+                if count:
+                    logs[key] = count
             self.state.log_history.append(logs)
             self._event("on_log", logs=logs)
         if self.control.should_save:
@@ -954,6 +958,18 @@ class OneShotPruner:
             result["damping"] = info.damping
             if info.iterations is not None:
                 result["iterations"] = info.iterations
+            if info.damping is not None and info.damping > cfg.dampening:
+                result["damping_raised"] = True
+                logger.warning(
+                    "%s: XᵀX was not positive definite with dampening=%g; solved with damping %g x mean(diag) "
+                    "(recorded in the module metrics).", full, cfg.dampening, info.damping,
+                )  # fmt: skip
+            if info.extra.get("fallback"):
+                result["fallback"] = info.extra["fallback"]
+                logger.warning(
+                    "%s: the %s iterations diverged (error %s); kept the refined projection of the weights instead "
+                    "(recorded as fallback=%r).", full, cfg.method, info.extra.get("diverged_error"), result["fallback"],
+                )  # fmt: skip
         self.state.module_metrics[full] = result
         return result
 

@@ -4,8 +4,12 @@ Conventions: a weight `W` has shape `(d_out, d_in)` like `nn.Linear.weight`; an 
 `(tokens, d_in)`; `gram = Σ xᵀx` over calibration tokens (float32); `count` is the number of tokens summed.
 N:M means N zeros in every M consecutive input weights of a row. Masks are `True` where a weight is pruned.
 
-Mask selection is deterministic: ties are broken towards the lower index (stable sorts everywhere), so two runs on
-the same inputs give identical masks.
+Mask selection is deterministic: on exact ties the lower index is pruned first (stable sorts everywhere), so two runs,
+two devices or two processes on the same inputs give identical masks. The references choose N:M groups (and ALPS its
+projections) with `torch.topk(largest=False)`, whose order among equal scores is unspecified: on one CPU build it
+takes the later of two tied entries in some groups and the earlier in others. Outside exact ties the masks are the
+same; ties only happen between equal scores (for example bfloat16 weights under magnitude pruning), whose choice
+costs the same.
 """
 
 from __future__ import annotations
@@ -173,7 +177,8 @@ def row_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Mask of the `n` lowest entries in every group of `m` consecutive columns of each row."""
+    """Mask of the `n` lowest entries in every group of `m` consecutive columns of each row, ties towards the lower
+    column (a stable sort; see the module docstring for the references' `topk`)."""
     rows, cols = scores.shape
     if cols % m:
         raise ValueError(f"{cols} columns are not divisible by M={m}.")
@@ -261,7 +266,9 @@ def _cholesky_inverse_upper(
     hessian: torch.Tensor, dampening: float, max_damping: float = 100.0, scale: float = 1.0, dead=None
 ) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor U of `(H + λI)⁻¹ = UᵀU` with H = `scale`·`hessian` (dead inputs: H_ii = 1) and
-    λ = damping · mean(diag H).
+    λ = damping · mean(diag H) over the live inputs only. (The reference takes the mean over every input, the dead
+    ones' 1s included; with H normalised by the token count those 1s do not scale with the activations and can
+    dominate the mean: λ would then depend on the activation scale and on how many inputs are dead.)
 
     Computed as U = P L⁻¹ P, where P reverses the order of rows and columns and L is the lower Cholesky factor of
     P(H + λI)P: one factorisation and one triangular inverse, where the reference's cholesky → cholesky_inverse →
@@ -278,9 +285,14 @@ def _cholesky_inverse_upper(
         h = hessian.flip(0, 1)  # a copy: `hessian` is never modified
         h = (h if h.dtype in (torch.float32, torch.float64) else h.to(torch.float32)).mul_(scale)
         diag = h.diagonal()
-        if dead is not None:
-            diag[dead.flip(0)] = 1.0
-        diag.add_(damping * torch.mean(diag))
+        if dead is not None and bool(dead.any()):
+            flipped = dead.flip(0)
+            live = diag[~flipped]
+            mean = live.mean() if live.numel() else torch.ones((), dtype=h.dtype, device=h.device)
+            diag[flipped] = 1.0
+        else:
+            mean = torch.mean(diag)
+        diag.add_(damping * mean)
         return h
 
     damping = dampening
@@ -320,11 +332,16 @@ def sparsegpt_prune(
     columns per row on the current weights. Each column's error is spread over the later columns of the block, and
     the later blocks are updated lazily.
 
-    Differences from the reference code, both deliberate: the unstructured mask takes exactly the ⌊rows·block·s⌋
+    Differences from the reference code, all deliberate: the unstructured mask takes exactly the ⌊rows·block·s⌋
     lowest scores (the reference keeps every score ≤ the value at that index, one more weight per block and any
-    ties); H is normalised by the token count rather than the sequence count (a scale that cancels in the solve).
+    ties); H is normalised by the token count rather than the sequence count (a scale that cancels in the solve);
+    the damping is relative to the mean of the live diagonal (see `_cholesky_inverse_upper`).
+
+    The solve runs in float32, or in float64 when `gram` is float64 (the returned weight is then float64).
     """
-    w = weight.to(torch.float32).clone()
+    if gram.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sparsegpt_prune needs a float32 or float64 gram (XᵀX), got {gram.dtype}.")
+    w = weight.to(gram.dtype).clone()
     rows, cols = w.shape
     dead = torch.diag(gram) == 0
     w[:, dead] = 0.0
@@ -418,14 +435,39 @@ class AlpsFactors:
     damping: float
 
 
-def alps_factors(gram: torch.Tensor, dampening: float = 0.01) -> AlpsFactors:
-    g = gram.to(torch.float32).clone()
-    idx = torch.arange(g.shape[0], device=g.device)
-    g[idx, idx] += dampening * torch.mean(torch.diag(g))
-    x_norm = torch.diag(g).sqrt() + 1e-8
-    g = g / x_norm.reshape(1, -1) / x_norm.reshape(-1, 1)
-    eigvals, eigvecs = torch.linalg.eigh(g.double())
-    return AlpsFactors(g, x_norm, eigvals, eigvecs, dampening)
+def alps_factors(gram: torch.Tensor, dampening: float = 0.01, max_damping: float = 100.0) -> AlpsFactors:
+    """The damped, column-normalised XᵀX and its eigendecomposition (float64), as ALPS's reference computes them.
+
+    XᵀX is positive semi-definite in exact arithmetic, but a rounded one (16-bit products, few tokens) or a user's
+    matrix may not be: when the damped, normalised matrix has an eigenvalue that is not positive (beyond 1e-12 of the
+    largest), the relative damping is multiplied by 10 (from at least 1e-4), as SparseGPT does, up to `max_damping`.
+    The damping used is recorded in the factors.
+    """
+    base = gram.to(torch.float32)
+    idx = torch.arange(base.shape[0], device=base.device)
+    mean_diag = torch.mean(torch.diag(base))
+    damping = dampening
+    while True:
+        g = base.clone()
+        g[idx, idx] += damping * mean_diag
+        x_norm = torch.diag(g).clamp_min(0).sqrt() + 1e-8
+        g = g / x_norm.reshape(1, -1) / x_norm.reshape(-1, 1)
+        if bool(all_finite(g)):
+            eigvals, eigvecs = torch.linalg.eigh(g.double())
+            if bool(torch.isfinite(eigvals).all()) and float(eigvals[0]) > 1e-12 * float(eigvals[-1].abs()):
+                return AlpsFactors(g, x_norm, eigvals, eigvecs, damping)
+        if damping >= max_damping:
+            raise torch.linalg.LinAlgError(
+                f"ALPS: XᵀX is not positive definite even with damping {damping:g} x mean(diag(XᵀX)): check the "
+                "calibration activations for degenerate inputs."
+            )
+        damping = max(damping * 10, 1e-4)
+
+
+def _alps_objective(b: torch.Tensor, b_orig: torch.Tensor, g: torch.Tensor, denominator: float) -> float:
+    """‖(W − Ŵ)X‖² / ‖WX‖² in ALPS's normalised basis (the same value as in the original one)."""
+    delta = b - b_orig
+    return float(torch.sum(delta * (g @ delta))) / denominator if denominator > 0 else 0.0
 
 
 def alps_prune(
@@ -518,8 +560,24 @@ def alps_prune(
     b = _alps_project(b, keep, nm)
     if cg_iters > 0:
         b = _masked_cg(g, rhs, (b != 0).to(torch.float32), b, cg_iters, rtol=1e-4)
+    # Divergence check: the ADMM result must reconstruct at least as well as its own starting point (the projection
+    # of W, refined on that support). An ill-conditioned XᵀX can make the iterations blow up; then the refined
+    # projection is returned instead, and the fallback is recorded.
+    denominator = float(torch.sum(b_orig * (g @ b_orig)))
+    error = _alps_objective(b, b_orig, g, denominator)
+    extra: dict = {}
+    start_bound = _alps_objective(d_init, b_orig, g, denominator)
+    if not bool(all_finite(b)) or not math.isfinite(error) or error < 0 or error > start_bound:
+        start = d_init
+        if cg_iters > 0:
+            start = _masked_cg(g, rhs, (d_init != 0).to(torch.float32), d_init, cg_iters, rtol=1e-4)
+        start_error = _alps_objective(start, b_orig, g, denominator)
+        if not (math.isfinite(start_error) and 0 <= start_error <= start_bound and bool(all_finite(start))):
+            start = d_init
+        extra = {"fallback": "projection", "diverged_error": error}
+        b = start
     w_new = (b.t() / x_norm.reshape(1, -1)).contiguous()
-    return w_new, SolveInfo(damping=factors.damping, iterations=iterations)
+    return w_new, SolveInfo(damping=factors.damping, iterations=iterations, extra=extra)
 
 
 # ----------------------------------------------------------------------------------------------------------------
