@@ -26,7 +26,10 @@ SCENARIOS = {
             "targets": ["self_attn", "mlp", "lm_head"],
         },
     },
-    "wanda24": {"arch": "llama", "config": {"method": "wanda", "sparsity": 0.5, "sparsity_type": "2:4"}},
+    "wanda24": {
+        "arch": "llama",
+        "config": {"method": "wanda", "sparsity": 0.5, "sparsity_type": "2:4", "error_sample_tokens": 50},
+    },
     "alps48": {
         "arch": "qwen3",
         "num_layers": 2,

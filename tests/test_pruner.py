@@ -584,3 +584,49 @@ def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path)
         pruner = prune(make_tiny_model("llama", num_layers=1), make_calibration(), method=method, alps_max_iter=20)
     assert not any(m.get("damping_raised") for m in pruner.state.module_metrics.values())
     assert "damping_raised" not in pruner.state.log_history[0] and not caplog.records
+
+
+def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
+    """Wanda never needs XᵀX: by default its error comes from a uniform sample of tokens, and no XᵀX is formed."""
+    import hf_ssgr.pruner as pruner_module
+
+    calib = make_calibration(6, seq_len=24)  # 144 tokens
+    products = []
+    real = pruner_module.accumulate_gram
+    monkeypatch.setattr(pruner_module, "accumulate_gram", lambda *a, **k: products.append(1) or real(*a, **k))
+    for method in ("wanda", "magnitude"):
+        products.clear()
+        all_tokens = prune(make_tiny_model("llama", num_layers=2), calib, method=method)  # 144 < 2048: every token
+        assert not products
+        sampled = prune(make_tiny_model("llama", num_layers=2), calib, method=method, error_sample_tokens=48)
+        assert not products
+        exact = prune(make_tiny_model("llama", num_layers=2), calib, method=method, error_sample_tokens=0)
+        assert products  # the exact figure accumulates XᵀX
+        for name, m in exact.state.module_metrics.items():
+            assert m["error_tokens"] == 144 and all_tokens.state.module_metrics[name]["error_tokens"] == 144
+            assert all_tokens.state.module_metrics[name]["error"] == pytest.approx(m["error"], rel=1e-4)
+            estimate = sampled.state.module_metrics[name]
+            assert estimate["error_tokens"] == 48
+            assert estimate["error"] == pytest.approx(m["error"], rel=0.3)
+            # the weights are the same whatever the error's figure
+            assert sampled.state.module_metrics[name]["sparsity"] == m["sparsity"]
+
+
+def test_error_sample_is_uniform_and_independent_of_the_split():
+    from hf_ssgr.pruner import _Row, _assign_error_sample
+
+    def rows(prompt_length=0):
+        return [_Row(torch.arange(n), prompt_length) for n in (30, 50, 20, 100)]
+
+    a, b = rows(), rows()
+    assert _assign_error_sample(a, "all", 60, seed=0) == 60
+    _assign_error_sample(b, "all", 60, seed=0)
+    assert all(torch.equal(x.sample_positions, y.sample_positions) for x, y in zip(a, b))  # deterministic
+    assert sum(r.sample_positions.numel() for r in a) == 60
+    assert [r.sample_positions.numel() for r in a] != [15, 15, 15, 15]  # proportional to the rows, not per row
+    c = rows(prompt_length=10)
+    _assign_error_sample(c, "response", 500, seed=0)  # fewer response tokens than asked: all of them
+    assert [r.sample_positions.tolist() for r in c] == [list(range(10, r.input_ids.numel())) for r in c]
+    d = rows()
+    _assign_error_sample(d, "all", 60, seed=1)
+    assert any(not torch.equal(x.sample_positions, y.sample_positions) for x, y in zip(a, d))  # the seed matters

@@ -23,7 +23,15 @@ GRAM_DTYPES = ("float32", "bfloat16")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
 # Fields that change where or how often work happens but never the pruned weights.
-_NON_NUMERIC_FIELDS = ("output_dir", "device", "offload_activations", "save_every_n_layers", "restore_on_error")
+_NON_NUMERIC_FIELDS = (
+    "output_dir",
+    "device",
+    "offload_activations",
+    "save_every_n_layers",
+    "restore_on_error",
+    "reconstruction_error",
+    "error_sample_tokens",
+)
 
 
 def parse_sparsity_type(sparsity_type: str) -> tuple[int, int] | None:
@@ -85,8 +93,14 @@ class PruningConfig:
     alps_cg_iters (`int`, *optional*, defaults to `10`):
         ALPS: iterations of the conjugate-gradient refinement on the fixed support.
     reconstruction_error (`bool`, *optional*, defaults to `True`):
-        Record each module's relative reconstruction error `‖(W − Ŵ)X‖² / ‖WX‖²`. Free for SparseGPT and ALPS (they
-        need `XᵀX` anyway); for Wanda and magnitude it adds the accumulation of `XᵀX`.
+        Record each module's relative reconstruction error `‖(W − Ŵ)X‖² / ‖WX‖²` (with `error_tokens`, the number of
+        tokens it is computed on). Exact and free for SparseGPT and ALPS, which need `XᵀX` anyway; for Wanda and
+        magnitude it is estimated on a token sample (see `error_sample_tokens`).
+    error_sample_tokens (`int`, *optional*, defaults to `2048`):
+        For methods that never form `XᵀX` (Wanda, magnitude): the reconstruction error is estimated on a uniform
+        sample of this many calibration tokens (the same positions in every layer, drawn with `seed`), which costs
+        `tokens · d_in · d_out` per module instead of an `XᵀX` over every token. With fewer calibration tokens than
+        this, every token is used and the figure is exact. `0` computes it exactly from `XᵀX` (slower).
 
     > Parameters that control the calibration data
 
@@ -148,6 +162,12 @@ class PruningConfig:
     alps_cg_iters: int = field(default=10, metadata={"help": "ALPS: conjugate-gradient refinement iterations."})
     reconstruction_error: bool = field(
         default=True, metadata={"help": "Record each module's relative reconstruction error."}
+    )
+    error_sample_tokens: int = field(
+        default=2048,
+        metadata={
+            "help": "Wanda/magnitude: estimate the reconstruction error on this many sampled tokens (0: exact)."
+        },
     )
     token_mask: str = field(
         default="all", metadata={"help": "Tokens feeding the statistics: 'all', 'prompt' or 'response'."}
@@ -221,6 +241,10 @@ class PruningConfig:
         if self.gram_dtype not in GRAM_DTYPES:
             raise ValueError(
                 f"gram_dtype={self.gram_dtype!r} is not supported: choose 'float32' (the reference) or 'bfloat16'."
+            )
+        if not isinstance(self.error_sample_tokens, int) or self.error_sample_tokens < 0:
+            raise ValueError(
+                f"error_sample_tokens={self.error_sample_tokens!r} must be an integer >= 0 (0 for the exact error)."
             )
         if self.save_every_n_layers < 1:
             raise ValueError(f"save_every_n_layers={self.save_every_n_layers} must be >= 1.")

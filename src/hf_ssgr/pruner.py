@@ -68,6 +68,7 @@ from .sparsify import (
     complete_gram,
     magnitude_prune,
     relative_reconstruction_error,
+    sampled_reconstruction_error,
     sparsegpt_prune,
     wanda_prune,
 )
@@ -100,6 +101,44 @@ class _StopCapture(Exception):
 class _Row:
     input_ids: torch.Tensor  # (T,) int64
     prompt_length: int
+    sample_positions: torch.Tensor | None = None  # positions of this row in the error-estimate sample
+
+
+def _stat_span(row: _Row, token_mask: str) -> tuple[int, int]:
+    """The positions `[start, end)` of a row that feed the statistics."""
+    n = row.input_ids.numel()
+    if token_mask == "prompt":
+        return 0, row.prompt_length
+    if token_mask == "response":
+        return row.prompt_length, n
+    return 0, n
+
+
+def _assign_error_sample(rows: list[_Row], token_mask: str, num_tokens: int, seed: int) -> int:
+    """Choose a uniform sample of `num_tokens` statistic tokens over all rows, the same in every layer, and store each
+    row's positions in `row.sample_positions`; every statistic token when there are no more. Each token gets a key from
+    a generator seeded by its row's index, and the sample is the `num_tokens` smallest keys: the choice does not depend
+    on how the rows are split across processes. Returns the sample size."""
+    keys = []
+    for i, row in enumerate(rows):
+        start, end = _stat_span(row, token_mask)
+        k = torch.full((row.input_ids.numel(),), 2.0, dtype=torch.float64)
+        k[start:end] = torch.rand(end - start, generator=torch.Generator().manual_seed(seed * 1_000_003 + i),
+                                  dtype=torch.float64)  # fmt: skip
+        keys.append(k)
+    flat = torch.cat(keys)
+    available = int((flat < 2.0).sum())
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    if available <= num_tokens:
+        chosen = flat < 2.0
+    else:
+        chosen[torch.topk(flat, num_tokens, largest=False).indices] = True
+    offset = 0
+    for row in rows:
+        n = row.input_ids.numel()
+        row.sample_positions = chosen[offset : offset + n].nonzero().flatten()
+        offset += n
+    return min(available, num_tokens)
 
 
 @dataclass
@@ -108,6 +147,7 @@ class _Batch:
     attention_mask: torch.Tensor | None  # (B, T) when the batch is padded
     stat_mask: torch.Tensor | None  # (B*T,) tokens that feed the statistics; None means all
     num_stat_tokens: int
+    sample_index: torch.Tensor | None = None  # (S,) flat positions (of B*T) of the error-estimate sample
     hidden: torch.Tensor | None = None  # input of the next layer to run, (B, T, d)
     layer_inputs: dict[int, tuple[tuple, dict]] | None = None  # per layer: extra positional args and kwargs
 
@@ -204,12 +244,16 @@ def _make_batches(rows: list[_Row], batch_size: int, token_mask: str, pad_id: in
                 stat[j, r.prompt_length : n] = True
         padded = not bool(valid.all())
         all_stat = bool(stat.all())
+        sample_index = None
+        if any(r.sample_positions is not None for r in chunk):
+            sample_index = torch.cat([r.sample_positions + j * length for j, r in enumerate(chunk)])
         batches.append(
             _Batch(
                 input_ids=ids,
                 attention_mask=valid.long() if padded else None,
                 stat_mask=None if all_stat else stat.reshape(-1),
                 num_stat_tokens=int(stat.sum()),
+                sample_index=sample_index,
             )
         )
     return batches
@@ -309,9 +353,11 @@ class _LayerStats:
     """
 
     def __init__(self, modules: dict[str, nn.Linear], need_gram: bool, need_sq: bool, chunk_size: int,
-                 stop_early: bool = False, gram_dtype: str = "float32"):  # fmt: skip
+                 stop_early: bool = False, gram_dtype: str = "float32", need_sample: bool = False):  # fmt: skip
         self.modules = modules
         self.need_gram, self.need_sq, self.chunk_size = need_gram, need_sq, chunk_size
+        self.need_sample = need_sample  # keep the inputs at the batches' `sample_index` (the error estimate)
+        self._sample_index: torch.Tensor | None = None
         self.stop_early = stop_early
         self.gram_dtype = gram_dtype
         self.leader: dict[str, str] = {}
@@ -341,16 +387,19 @@ class _LayerStats:
                 st["buffer"] = None
                 complete_gram(st["gram"], st["blocks"])
                 st["blocks"] = 1
+            if isinstance(st["sample"], list):
+                st["sample"] = torch.cat(st["sample"]) if st["sample"] else None
 
     def finite_flags(self) -> list[torch.Tensor]:
         """Device-side flags: whether each accumulated statistic is finite (a NaN or inf input makes it non-finite)."""
         return [all_finite(st[k]) for st in self.stats.values() for k in ("gram", "sq") if st[k] is not None]
 
-    def begin_batch(self, stat_mask: torch.Tensor | None) -> None:
+    def begin_batch(self, stat_mask: torch.Tensor | None, sample_index: torch.Tensor | None = None) -> None:
         if self._can_stop is None and self._called:
             self._can_stop = sorted(self._called) == sorted(self.modules)
         self._seen = []
         self._mask = stat_mask
+        self._sample_index = sample_index
         self._called = []
 
     def _assign(self, name: str, leader: str) -> None:
@@ -378,6 +427,9 @@ class _LayerStats:
         self._assign(name, name)
         self._seen.append((weakref.ref(x), name))
         flat = x.detach().reshape(-1, x.shape[-1])
+        sample = None
+        if self.need_sample and self._sample_index is not None and self._sample_index.numel():
+            sample = flat[self._sample_index.to(flat.device)]
         if self._mask is not None:
             flat = flat[self._mask.to(flat.device)]
         st = self.stats.get(name)
@@ -391,7 +443,10 @@ class _LayerStats:
                 "blocks": GRAM_UPPER_BLOCKS if flat.device.type == "cpu" and d >= GRAM_BLOCKS_MIN_DIM else 1,
                 "buffer": None,
                 "buffered": 0,
+                "sample": [] if self.need_sample else None,
             }
+        if sample is not None:
+            st["sample"].append(sample)
         if self.need_gram:
             self._add_to_gram(st, flat)
         if self.need_sq:
@@ -635,6 +690,8 @@ class OneShotPruner:
         pin = cfg.offload_activations and device.type == "cuda"
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
         dist = self._dist
+        if self._need_sample():
+            _assign_error_sample(rows, cfg.token_mask, cfg.error_sample_tokens, cfg.seed)
         if dist.enabled:  # this process's contiguous shard of the rows
             shard = balanced_contiguous_split([r.input_ids.numel() for r in rows], dist.world_size)[dist.rank]
             rows = [rows[j] for j in shard]
@@ -773,16 +830,23 @@ class OneShotPruner:
         return out
 
     def _need_gram(self) -> bool:
-        return self.config.method in ("sparsegpt", "alps") or self.config.reconstruction_error
+        cfg = self.config
+        return cfg.method in ("sparsegpt", "alps") or (cfg.reconstruction_error and not cfg.error_sample_tokens)
+
+    def _need_sample(self) -> bool:
+        """Whether the reconstruction error is estimated from a token sample (the method needs no XᵀX)."""
+        cfg = self.config
+        return cfg.reconstruction_error and bool(cfg.error_sample_tokens) and not self._need_gram()
 
     def _collect(self, layer, i, modules, batches, device):
         method = self.config.method
         finite = []
         cfg = self.config
-        stats = _LayerStats(modules, self._need_gram(), method == "wanda", cfg.chunk_size, True, cfg.gram_dtype)
+        stats = _LayerStats(modules, self._need_gram(), method == "wanda", cfg.chunk_size, True, cfg.gram_dtype,
+                            self._need_sample())  # fmt: skip
         with stats:
             for b in batches:
-                stats.begin_batch(b.stat_mask)
+                stats.begin_batch(b.stat_mask, b.sample_index)
                 try:
                     out = self._run_layer(layer, i, b, device)
                 except _StopLayer:
@@ -810,6 +874,12 @@ class OneShotPruner:
             for key in ("gram", "sq"):
                 if st[key] is not None:
                     dist.all_reduce_sum_(st[key])
+            if stats.need_sample:  # the shards are contiguous, so rank order is the rows' order
+                parts = dist.all_gather_object(None if st["sample"] is None else st["sample"].cpu())
+                parts = [p for p in parts if p is not None]
+                st["sample"] = (
+                    torch.cat(parts).to(st["sq"].device if st["sq"] is not None else "cpu") if parts else None
+                )
 
     def _propagate(self, layer, i, batches, device, storage):
         finite = []
@@ -952,8 +1022,13 @@ class OneShotPruner:
             "shape": list(final.shape),
             "error": None,
         }
-        if st is not None and st.get("gram") is not None and cfg.reconstruction_error:
-            result["error"] = relative_reconstruction_error(weight, final.to(device), st["gram"])
+        if st is not None and cfg.reconstruction_error:
+            if st.get("gram") is not None:
+                result["error"] = relative_reconstruction_error(weight, final.to(device), st["gram"])
+                result["error_tokens"] = st["count"]
+            elif st.get("sample") is not None:
+                result["error"] = sampled_reconstruction_error(weight, final.to(device), st["sample"])
+                result["error_tokens"] = st["sample"].shape[0]
         if info is not None:
             result["damping"] = info.damping
             if info.iterations is not None:
@@ -981,9 +1056,9 @@ class OneShotPruner:
         norm.to(device)
         cfg = self.config
         stats = _LayerStats({"lm_head": head}, self._need_gram(), cfg.method == "wanda", cfg.chunk_size,
-                            gram_dtype=cfg.gram_dtype)  # fmt: skip
+                            gram_dtype=cfg.gram_dtype, need_sample=self._need_sample())  # fmt: skip
         for b in batches:
-            stats.begin_batch(b.stat_mask)
+            stats.begin_batch(b.stat_mask, b.sample_index)
             # Only the statistics of lm_head's input are needed, not the logits.
             stats.observe("lm_head", norm(b.hidden.to(device)))
         stats.finalize()

@@ -34,6 +34,7 @@ __all__ = [
     "sparsegpt_prune",
     "alps_prune",
     "relative_reconstruction_error",
+    "sampled_reconstruction_error",
     "SolveInfo",
 ]
 
@@ -591,6 +592,19 @@ def relative_reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, gr
     g = gram.to(torch.float32)
     num = torch.sum((delta @ g) * delta)
     den = torch.sum((w @ g) * w)
+    if float(den) <= 0:
+        return 0.0 if float(num) <= 0 else math.inf
+    return float(num / den)
+
+
+def sampled_reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, sample: torch.Tensor) -> float:
+    """‖(W − Ŵ)Xₛᵀ‖² / ‖WXₛᵀ‖² on a sample `Xₛ` of input tokens `(tokens, d_in)`: the estimate of
+    `relative_reconstruction_error` for methods that never form `XᵀX` (Wanda, magnitude), at tokens·d_in·d_out cost."""
+    w = weight.to(torch.float32)
+    x = sample.to(device=w.device, dtype=torch.float32)
+    delta = w - pruned.to(torch.float32)
+    num = torch.linalg.vector_norm(x @ delta.t()).pow(2)
+    den = torch.linalg.vector_norm(x @ w.t()).pow(2)
     if float(den) <= 0:
         return 0.0 if float(num) <= 0 else math.inf
     return float(num / den)
