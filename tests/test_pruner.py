@@ -613,7 +613,7 @@ def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
 
 
 def test_error_sample_is_uniform_and_independent_of_the_split():
-    from hf_ssgr.pruner import _Row, _assign_error_sample
+    from hf_ssgr.pruner import _assign_error_sample, _Row
 
     def rows(prompt_length=0):
         return [_Row(torch.arange(n), prompt_length) for n in (30, 50, 20, 100)]
