@@ -10,13 +10,18 @@ fresh process so that its peak RSS is its own:
 - for SparseGPT, `hf_ssgr.OneShotPruner` with `gram_dtype="bfloat16"` (bfloat16 `XᵀX` products summed in float32)
   in one process, when `--gram-dtypes` lists it (the default lists both).
 
-hf-ssgr runs without its own per-module error metric (`reconstruction_error=False`), like for like: llm-compressor
-records none. `--module-error` turns it on.
+hf-ssgr runs with its defaults, its per-module error metric included (exact for SparseGPT, which has XᵀX anyway;
+estimated on 1024 sampled tokens for Wanda). `--module-error off` leaves it out, as llm-compressor records none;
+`--module-error exact` computes Wanda's exactly from an XᵀX (`error_sample_tokens=0`).
+
+`--chunk-sizes 4096 1000` adds hf-ssgr runs that sum XᵀX in another order (the same algorithm, other float32
+rounding): their spread is the noise floor against which a difference between the tools can be read.
 
 Then it measures, for every result, the per-layer reconstruction error on the calibration rows in one common way:
 each pruned model is run over the rows, and every decoder-layer linear's relative error ‖(W − Ŵ)X‖² / ‖WX‖² is
 accumulated on the inputs X it sees in that pruned model (the quantity both tools minimise layer by layer), together
-with the relative error of each decoder layer's output hidden state against the dense model's.
+with the relative error of each decoder layer's output hidden state against the dense model's, on those rows and on
+`--heldout-rows` rows of the same kind that no run calibrated on.
 
 Set-up of the llm-compressor venv (it pins transformers 5.15-5.17):
 
@@ -76,8 +81,9 @@ def status_mib(field: str) -> float:
 # Inputs
 
 
-def build_inputs(args, work: str) -> tuple[str, str]:
-    """Save the seeded random-weight model (with a tokenizer, which llm-compressor wants) and the calibration rows."""
+def build_inputs(args, work: str) -> tuple[str, str, str]:
+    """Save the seeded random-weight model (with a tokenizer, which llm-compressor wants), the calibration rows and
+    `--heldout-rows` rows of the same kind that no run calibrates on."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -96,7 +102,12 @@ def build_inputs(args, work: str) -> tuple[str, str]:
     with open(calib, "w") as f:
         for row in ids.tolist():
             f.write(json.dumps({"input_ids": row}) + "\n")
-    return model_dir, calib
+    heldout = os.path.join(work, "heldout.jsonl")
+    held = torch.randint(0, shape["vocab_size"], (args.heldout_rows, args.seq_len), generator=g)
+    with open(heldout, "w") as f:
+        for row in held.tolist():
+            f.write(json.dumps({"input_ids": row}) + "\n")
+    return model_dir, calib, heldout
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -122,8 +133,10 @@ def ours(args) -> None:
         method=args.method,
         sparsity=args.sparsity,
         sparsity_type=args.sparsity_type,
-        reconstruction_error=args.module_error,  # like for like: llm-compressor records none
+        reconstruction_error=args.module_error != "off",
+        error_sample_tokens=0 if args.module_error == "exact" else PruningConfig.error_sample_tokens,
         gram_dtype=args.gram_dtype,
+        chunk_size=args.chunk_size,
     )
     pruner = OneShotPruner(config, progress_bar=False)
     t0 = time.perf_counter()
@@ -142,11 +155,11 @@ def ours(args) -> None:
                        "python": sys.executable}, f)  # fmt: skip
 
 
-def run_ours(args, model_dir, calib, method, save, processes, gram_dtype="float32") -> dict:
+def run_ours(args, model_dir, calib, method, save, processes, gram_dtype="float32", chunk_size=4096) -> dict:
     cmd = ["--worker", "--model", model_dir, "--calibration", calib, "--method", method, "--save", save,
            "--sparsity", str(args.sparsity), "--sparsity-type", args.sparsity_type, "--dtype", args.dtype,
-           "--gram-dtype", gram_dtype]  # fmt: skip
-    cmd += ["--module-error"] if args.module_error else []
+           "--gram-dtype", gram_dtype, "--chunk-size", str(chunk_size)]  # fmt: skip
+    cmd += ["--module-error", args.module_error]
     env = dict(os.environ)
     python = args.ours_python or sys.executable
     if processes == 1:
@@ -190,9 +203,24 @@ def run_llmc(args, model_dir, calib, method, save) -> dict:
 # Common error measurement
 
 
-def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: str) -> dict[str, dict]:
+def hidden_state_errors(model, ids, dense_states) -> list[float]:
+    """Relative error ‖h − h_dense‖² / ‖h_dense‖² of every decoder layer's output (the last after the final norm)."""
+    import torch
+
+    num, den = {}, {}
+    with torch.no_grad():
+        for r, dense_h in zip(ids, dense_states):
+            states = model(torch.tensor([r]), output_hidden_states=True).hidden_states[1:]
+            for i, (h, d) in enumerate(zip(states, dense_h)):
+                num[i] = num.get(i, 0.0) + float((h.float() - d.float()).pow(2).sum())
+                den[i] = den.get(i, 0.0) + float(d.float().pow(2).sum())
+    return [num[i] / den[i] for i in sorted(num)]
+
+
+def measure_errors(model_dir, calib, heldout, results: dict[str, str], rows: int, dtype: str) -> dict[str, dict]:
     """Per decoder layer: mean relative error of its linears on their own inputs in each pruned model, and the
-    relative error of the layer's output hidden state against the dense model's; on the first `rows` rows."""
+    relative error of the layer's output hidden state against the dense model's, on the first `rows` calibration
+    rows; and the hidden-state errors on the held-out rows."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -201,8 +229,11 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
     dense_w = {n: m.weight.detach().clone() for n, m in dense.named_modules() if isinstance(m, torch.nn.Linear)}
     with open(calib) as f:
         ids = [json.loads(line)["input_ids"] for _, line in zip(range(rows), f)]
+    with open(heldout) as f:
+        held_ids = [json.loads(line)["input_ids"] for line in f]
     with torch.no_grad():
         dense_states = [dense(torch.tensor([r]), output_hidden_states=True).hidden_states[1:] for r in ids]
+        held_states = [dense(torch.tensor([r]), output_hidden_states=True).hidden_states[1:] for r in held_ids]
     out = {}
     for name, folder in results.items():
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
@@ -221,15 +252,10 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
                     den[mod_name] = den.get(mod_name, 0.0) + float(ref.pow(2).sum())
 
                 hooks.append(module.register_forward_hook(hook))
-        layer_num, layer_den = {}, {}
-        with torch.no_grad():
-            for r, dense_h in zip(ids, dense_states):
-                states = model(torch.tensor([r]), output_hidden_states=True).hidden_states[1:]
-                for i, (h, d) in enumerate(zip(states, dense_h)):
-                    layer_num[i] = layer_num.get(i, 0.0) + float((h.float() - d.float()).pow(2).sum())
-                    layer_den[i] = layer_den.get(i, 0.0) + float(d.float().pow(2).sum())
+        layer_output_error = hidden_state_errors(model, ids, dense_states)
         for h in hooks:
             h.remove()
+        heldout_error = hidden_state_errors(model, held_ids, held_states)
         per_layer: dict[int, list[float]] = {}
         for mod_name in num:
             layer = int(mod_name.split(".layers.")[1].split(".")[0])
@@ -240,7 +266,8 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
         out[name] = {
             "module_error_per_layer": [sum(v) / len(v) for _, v in sorted(per_layer.items())],
             "mean_module_error": sum(num[m] / den[m] for m in num) / len(num),
-            "layer_output_error": [layer_num[i] / layer_den[i] for i in sorted(layer_num)],
+            "layer_output_error": layer_output_error,
+            "heldout_layer_output_error": heldout_error,
             "sparsity": sum(zeros) / len(zeros),
             "lm_head_changed": bool(
                 "lm_head.weight" in state and not torch.equal(state["lm_head.weight"], dense.lm_head.weight)
@@ -251,27 +278,38 @@ def measure_errors(model_dir, calib, results: dict[str, str], rows: int, dtype: 
 
 
 def compare_weights(folders: dict[str, str], methods: list[str]) -> dict[str, dict]:
-    """How far the two-process result, and the bfloat16-XᵀX result, are from the one-process float32 result."""
+    """How far every other run (llm-compressor, two processes, bfloat16 XᵀX, another chunk size) is from hf-ssgr's
+    one-process float32 result: mask agreement over all decoder-layer weights and per layer. Layer 0 sees the same
+    inputs in every run, so its agreement is what the solvers alone give; later layers add what earlier flips
+    propagate."""
     from safetensors.torch import load_file
 
     out = {}
     for method in methods:
-        for variant in (f"hf-ssgr {method} x2", f"hf-ssgr {method} bf16-XᵀX"):
-            one, other = folders.get(f"hf-ssgr {method}"), folders.get(variant)
-            if not (one and other):
+        one = folders.get(f"hf-ssgr {method}")
+        if not one:
+            continue
+        a = load_file(os.path.join(one, "model.safetensors"))
+        for variant, other in folders.items():
+            if variant == f"hf-ssgr {method}" or not (variant.endswith(f" {method}") or f" {method} " in variant):
                 continue
-            a = load_file(os.path.join(one, "model.safetensors"))
             b = load_file(os.path.join(other, "model.safetensors"))
             agree = total = 0
             diff = 0.0
+            per_layer: dict[int, list[int]] = {}
             for key, wa in a.items():
                 if ".layers." not in key or not key.endswith("proj.weight"):
                     continue
                 wb = b[key]
-                agree += int(((wa == 0) == (wb == 0)).sum())
+                same = int(((wa == 0) == (wb == 0)).sum())
+                layer = per_layer.setdefault(int(key.split(".layers.")[1].split(".")[0]), [0, 0])
+                layer[0] += same
+                layer[1] += wa.numel()
+                agree += same
                 total += wa.numel()
                 diff = max(diff, float((wa.float() - wb.float()).abs().max()))
-            out[variant] = {"mask_agreement": agree / total, "identical_masks": agree == total, "max_abs_diff": diff}
+            out[variant] = {"mask_agreement": agree / total, "identical_masks": agree == total, "max_abs_diff": diff,
+                            "mask_agreement_per_layer": [v[0] / v[1] for _, v in sorted(per_layer.items())]}  # fmt: skip
     return out
 
 
@@ -288,6 +326,15 @@ def main():
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--error-rows", type=int, default=8, help="rows used for the common error measurement")
+    parser.add_argument("--heldout-rows", type=int, default=4, help="rows of the same kind that no run calibrates on")
+    parser.add_argument(
+        "--chunk-sizes",
+        nargs="+",
+        type=int,
+        default=[4096],
+        help="hf-ssgr runs with these chunk_size values (the first is the main run): another chunk size sums XᵀX "
+        "in another order, the same algorithm with other float32 rounding, so its spread is the noise floor",
+    )
     parser.add_argument("--llmc-python", default=os.path.join(ROOT, ".venv-llmc", "bin", "python"))
     parser.add_argument(
         "--ours-python",
@@ -298,7 +345,11 @@ def main():
     parser.add_argument("--no-llmc", action="store_true", help="skip llm-compressor")
     parser.add_argument("--no-distributed", action="store_true", help="skip the two-process run")
     parser.add_argument(
-        "--module-error", action="store_true", help="let hf-ssgr record its per-module error metric while pruning"
+        "--module-error",
+        default="default",
+        choices=["default", "off", "exact"],
+        help="hf-ssgr's own per-module error metric while pruning: its default (exact for SparseGPT, sampled for "
+        "Wanda), off (llm-compressor records none), or exact for Wanda too (an XᵀX)",
     )
     parser.add_argument(
         "--gram-dtypes",
@@ -317,6 +368,7 @@ def main():
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--gram-dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-size", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return ours(args)
@@ -326,29 +378,32 @@ def main():
     work = args.workdir or tempfile.mkdtemp(prefix="bench_llmc_")
     os.makedirs(work, exist_ok=True)
     t0 = time.perf_counter()
-    model_dir, calib = build_inputs(args, work)
+    model_dir, calib, heldout = build_inputs(args, work)
     print(f"model and calibration saved in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     runs: dict[str, dict] = {}
     folders: dict[str, str] = {}
     for method in args.methods:
         gram_dtypes = args.gram_dtypes if method == "sparsegpt" else ["float32"]
-        plan = [("hf-ssgr", 1, d) for d in gram_dtypes]
+        main_chunk = args.chunk_sizes[0]
+        plan = [("hf-ssgr", 1, d, main_chunk) for d in gram_dtypes]
         if "float32" in gram_dtypes and not args.no_distributed:
-            plan.insert(1, ("hf-ssgr", 2, "float32"))
+            plan.insert(1, ("hf-ssgr", 2, "float32", main_chunk))
+        plan += [("hf-ssgr", 1, "float32", c) for c in args.chunk_sizes[1:]]
         if not args.no_llmc:
-            plan.insert(0, ("llm-compressor", 1, None))
-        for tool, processes, gram_dtype in plan:
+            plan.insert(0, ("llm-compressor", 1, None, None))
+        for tool, processes, gram_dtype, chunk in plan:
             name = f"{tool} {method}" + (f" x{processes}" if processes > 1 else "")
             name += " bf16-XᵀX" if gram_dtype == "bfloat16" else ""
+            name += f" chunk{chunk}" if tool == "hf-ssgr" and chunk != main_chunk else ""
             save = os.path.join(work, name.replace(" ", "_").replace("ᵀ", "T"))
             if tool == "llm-compressor":
                 runs[name] = run_llmc(args, model_dir, calib, method, save)
             else:
-                runs[name] = run_ours(args, model_dir, calib, method, save, processes, gram_dtype)
-            runs[name].update(tool=tool, method=method, processes=processes, gram_dtype=gram_dtype)
+                runs[name] = run_ours(args, model_dir, calib, method, save, processes, gram_dtype, chunk)
+            runs[name].update(tool=tool, method=method, processes=processes, gram_dtype=gram_dtype, chunk_size=chunk)
             folders[name] = save
             print(f"{name}: {runs[name]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    errors = measure_errors(model_dir, calib, folders, args.error_rows, args.dtype)
+    errors = measure_errors(model_dir, calib, heldout, folders, args.error_rows, args.dtype)
     for name in runs:
         runs[name].update(errors[name])
     equality = compare_weights(folders, args.methods)
@@ -358,15 +413,22 @@ def main():
           f"{shape['num_hidden_layers']} layers), {args.rows} x {args.seq_len} tokens, {args.dtype}, "
           f"{args.sparsity:g} {args.sparsity_type}, {os.cpu_count()} cores\n")  # fmt: skip
     print(
-        "| run | prune s | vs llm-compressor | peak RSS MiB | mean module error | last-layer output error | sparsity |"
+        "| run | prune s | vs llm-compressor | peak RSS MiB | mean module error | final hidden-state error, "
+        "calibration rows | held-out rows | sparsity |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         ref = runs.get(f"llm-compressor {r['method']}")
         ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref else "-"
         rss = f"{r['peak_rss_mib']:.0f}" + (" per process" if r["processes"] > 1 else "")
         print(f"| {name} | {r['seconds']:.1f} | {ratio} | {rss} | {r['mean_module_error']:.4f} | "
-              f"{r['layer_output_error'][-1]:.4f} | {r['sparsity']:.3f} |")  # fmt: skip
+              f"{r['layer_output_error'][-1]:.4f} | {r['heldout_layer_output_error'][-1]:.4f} | "
+              f"{r['sparsity']:.3f} |")  # fmt: skip
+    print("\nHeld-out hidden-state error after each decoder layer (the last after the final norm):\n")
+    print("| layer | " + " | ".join(runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for i in range(shape["num_hidden_layers"]):
+        print(f"| {i} | " + " | ".join(f"{runs[n]['heldout_layer_output_error'][i]:.5f}" for n in runs) + " |")
     print("\nMean relative module error per decoder layer:\n")
     names = list(runs)
     print("| layer | " + " | ".join(names) + " |")
@@ -375,10 +437,12 @@ def main():
         print(f"| {i} | " + " | ".join(f"{runs[n]['module_error_per_layer'][i]:.4f}" for n in names) + " |")
     if equality:
         print("\nAgainst `hf-ssgr <method>` in one process, float32 XᵀX (pruned weights of the decoder layers):\n")
-        print("| run | identical masks | mask agreement | max abs weight difference |")
-        print("|---|---|---|---|")
+        print("| run | identical masks | mask agreement | layer 0 | last layer | max abs weight difference |")
+        print("|---|---|---|---|---|---|")
         for variant, e in equality.items():
-            print(f"| {variant} | {e['identical_masks']} | {e['mask_agreement']:.6f} | {e['max_abs_diff']:.2e} |")
+            layers = e["mask_agreement_per_layer"]
+            print(f"| {variant} | {e['identical_masks']} | {e['mask_agreement']:.6f} | {layers[0]:.6f} | "
+                  f"{layers[-1]:.6f} | {e['max_abs_diff']:.2e} |")  # fmt: skip
     out = args.out or os.path.join(HERE, "results", f"vs_llmcompressor_{args.shape}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:

@@ -96,11 +96,12 @@ class PruningConfig:
         Record each module's relative reconstruction error `‖(W − Ŵ)X‖² / ‖WX‖²` (with `error_tokens`, the number of
         tokens it is computed on). Exact and free for SparseGPT and ALPS, which need `XᵀX` anyway; for Wanda and
         magnitude it is estimated on a token sample (see `error_sample_tokens`).
-    error_sample_tokens (`int`, *optional*, defaults to `2048`):
+    error_sample_tokens (`int`, *optional*, defaults to `1024`):
         For methods that never form `XᵀX` (Wanda, magnitude): the reconstruction error is estimated on a uniform
         sample of this many calibration tokens (the same positions in every layer, drawn with `seed`), which costs
-        `tokens · d_in · d_out` per module instead of an `XᵀX` over every token. With fewer calibration tokens than
-        this, every token is used and the figure is exact. `0` computes it exactly from `XᵀX` (slower).
+        `2 · tokens · d_in · d_out` per module (about 3% of a Wanda prune of a 100M model on 64 × 512 tokens) instead
+        of an `XᵀX` over every token. With fewer calibration tokens than this, every token is used and the figure is
+        exact. `0` computes it exactly from `XᵀX` (slower).
 
     > Parameters that control the calibration data
 
@@ -164,7 +165,7 @@ class PruningConfig:
         default=True, metadata={"help": "Record each module's relative reconstruction error."}
     )
     error_sample_tokens: int = field(
-        default=2048,
+        default=1024,
         metadata={
             "help": "Wanda/magnitude: estimate the reconstruction error on this many sampled tokens (0: exact)."
         },
