@@ -630,3 +630,29 @@ def test_error_sample_is_uniform_and_independent_of_the_split():
     d = rows()
     _assign_error_sample(d, "all", 60, seed=1)
     assert any(not torch.equal(x.sample_positions, y.sample_positions) for x, y in zip(a, d))  # the seed matters
+
+
+def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
+    import dataclasses
+
+    import hf_ssgr.pruner as pruner_module
+    from hf_ssgr.hub import pruning_metadata
+    from hf_ssgr.sparsify import alps_factors
+
+    def broken(gram, dampening=0.01):  # eigenvalues at the edge of (G + ρI)'s singularity: the ADMM blows up
+        f = alps_factors(gram, dampening)
+        return dataclasses.replace(f, eigvals=f.eigvals - f.eigvals[0] - 0.1 + 1e-12)
+
+    monkeypatch.setattr(pruner_module, "alps_factors", broken)
+    model = make_tiny_model("llama", num_layers=1)
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        pruner = prune(model, make_calibration(), method="alps", alps_max_iter=20)
+    fell_back = sorted(n for n, m in pruner.state.module_metrics.items() if m.get("fallback") == "projection")
+    assert fell_back and "iterations diverged" in caplog.text
+    assert pruner.state.log_history[0]["fallback"] == len(fell_back)
+    for name in fell_back:
+        w = dict(model.named_modules())[name].weight
+        assert torch.isfinite(w).all() and int((w == 0).sum()) == w.numel() // 2
+    assert (
+        pruning_metadata(model, pruner.config, pruner.state.module_metrics)["solver_warnings"]["fallback"] == fell_back
+    )
