@@ -380,26 +380,35 @@ def _pyplot():
 
 
 def plot_accuracy(reports, path: str, metric: str = "pass_at_1", title: str | None = None) -> str:
-    """Grouped bars: one group per benchmark, one bar per model (dense and pruned variants). `reports` is a mapping
-    `label -> EvalReport` (or a list, labelled by model). Writes `path` (PNG, SVG or PDF) and returns it."""
+    """Horizontal bars, one panel per benchmark and one bar per model (dense and pruned variants), each labelled with
+    its value; the first model's value (the dense model, by convention) is drawn as a dashed line across its panel.
+    `reports` is a mapping `label -> EvalReport` (or a list, labelled by model). Readable for a handful of models or
+    for twenty. Writes `path` (PNG, SVG or PDF) and returns it."""
     plt = _pyplot()
     reports = _reports(reports)
     if not reports:
         raise ValueError("No report to plot.")
     tasks = list(dict.fromkeys(t for r in reports.values() for t in r.tasks))
-    width = 0.8 / len(reports)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(tasks) * max(1, len(reports)) / 2), 3.6))
-    for i, (label, report) in enumerate(reports.items()):
-        xs = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(tasks))]
-        ys = [100 * getattr(report.tasks[t], metric) if t in report.tasks else float("nan") for t in tasks]
-        bars = ax.bar(xs, ys, width=width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels([BENCHMARKS[t].title if t in BENCHMARKS else t for t in tasks], rotation=0)
-    ax.set_ylabel(f"{metric.replace('_at_', '@')} (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(title or "Accuracy per benchmark")
-    ax.legend(fontsize=8, frameon=False)
+    labels = list(reports)
+    height = max(2.2, 0.9 + 0.28 * len(labels))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.2 + 3.4 * len(tasks), height), sharey=True, squeeze=False)
+    ys = list(range(len(labels)))[::-1]  # the first model on top
+    for ax, task in zip(axes[0], tasks):
+        values = [100 * getattr(reports[lab].tasks[task], metric) if task in reports[lab].tasks else float("nan")
+                  for lab in labels]  # fmt: skip
+        bars = ax.barh(ys, values, height=0.7, color=[f"C{i % 10}" for i in range(len(labels))])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        if len(labels) > 1 and values[0] == values[0]:
+            ax.axvline(values[0], color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, 110)
+        ax.set_title(BENCHMARKS[task].title if task in BENCHMARKS else task, fontsize=9)
+        ax.set_xlabel(f"{metric.replace('_at_', '@')} (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+    axes[0][0].set_yticks(ys)
+    axes[0][0].set_yticklabels(labels)
+    fig.suptitle(title or "Accuracy per benchmark", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -407,7 +416,9 @@ def plot_accuracy(reports, path: str, metric: str = "pass_at_1", title: str | No
 
 
 def plot_length_distributions(reports, path: str, task: str | None = None, bins: int = 30) -> str:
-    """Histograms of response length (tokens) per model, over one task or all of them (SSGR Fig. 5)."""
+    """Response length (tokens) per model, over one task or all of them (SSGR Fig. 5): overlaid histograms for up to
+    four models, and for more a box per model (quartiles, whiskers at the 5th and 95th percentiles, the mean as a
+    dot), which stays readable where twenty histograms would not."""
     plt = _pyplot()
     reports = _reports(reports)
     series = {}
@@ -418,22 +429,32 @@ def plot_length_distributions(reports, path: str, task: str | None = None, bins:
         series[label] = [n for r in chosen for n in r.lengths]
     if not any(series.values()):
         raise ValueError("The reports hold no per-reply lengths (they are recorded by evaluate(); log_samples).")
-    top = max(max(v) for v in series.values() if v)
-    edges = [top * i / bins for i in range(bins + 1)]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for label, values in series.items():
-        if values:
-            ax.hist(
-                values,
-                bins=edges,
-                histtype="step",
-                linewidth=1.5,
-                label=f"{label} (mean {statistics.fmean(values):.0f})",
-            )
-    ax.set_xlabel("response length (tokens)")
-    ax.set_ylabel("replies")
-    ax.set_title(f"Response lengths{' — ' + BENCHMARKS[task].title if task in BENCHMARKS else ''}")
-    ax.legend(fontsize=8, frameon=False)
+    series = {k: v for k, v in series.items() if v}
+    name = f"Response lengths{' — ' + BENCHMARKS[task].title if task in BENCHMARKS else ''}"
+    if len(series) <= 4:
+        top = max(max(v) for v in series.values())
+        step = max(1, math.ceil((top + 1) / bins))  # lengths are integers: bins of whole tokens, all the same width
+        edges = [i * step - 0.5 for i in range(math.ceil((top + 1) / step) + 1)]
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for label, values in series.items():
+            ax.hist(values, bins=edges, histtype="step", linewidth=1.5,
+                    label=f"{label} (mean {statistics.fmean(values):.0f})")  # fmt: skip
+        ax.set_xlabel("response length (tokens)")
+        ax.set_ylabel("replies")
+        ax.legend(fontsize=8, frameon=False)
+    else:
+        labels = list(series)
+        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(labels)))
+        ys = list(range(len(labels)))[::-1]
+        ax.boxplot([series[lab] for lab in labels], positions=ys, vert=False, whis=(5, 95), widths=0.6,
+                   showfliers=False, showmeans=True,
+                   meanprops={"marker": "o", "markersize": 3, "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{lab} (mean {statistics.fmean(series[lab]):.0f})" for lab in labels], fontsize=7)
+        ax.set_xlabel("response length (tokens)\nbox: quartiles, whiskers: 5th–95th percentile, dot: mean", fontsize=8)
+        ax.grid(axis="x", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+    ax.set_title(name, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
