@@ -291,10 +291,14 @@ def test_tiny_model_through_evaluate_and_report_files(tmp_path):
     loaded = EvalReport.load(str(tmp_path / "eval.json"))
     assert loaded.to_dict() == json.loads(json.dumps(report.to_dict()))
     assert "AIME 2025" in report.table() and "recovery" in report.table(baseline=loaded)
+    imread = __import__("matplotlib.image").image.imread
     for fn, name in ((plot_accuracy, "acc.png"), (plot_length_distributions, "len.png")):
         out = fn({"dense": report, "copy": loaded}, str(tmp_path / name))
-        img = __import__("matplotlib.image").image.imread(out)
+        img = imread(out)
         assert img.ndim == 3 and img.shape[0] > 100
+        # twenty models: the figure grows with them (one row each) instead of crowding one legend
+        many = fn({f"model {i}": loaded for i in range(20)}, str(tmp_path / f"many_{name}"))
+        assert imread(many).shape[0] > 1.5 * img.shape[0]
 
 
 def test_stock_lm_eval_hf_backend_runs_the_shipped_tasks(tmp_path):
