@@ -33,3 +33,16 @@ def test_offload_and_streaming_move_terms_to_the_host():
     disk = cpu.terms["R: restore_on_error copies (disk)"]
     assert cpu.device_bytes == cpu.host_bytes == sum(cpu.terms.values()) - disk  # every memory term in one RSS
     assert estimate_prune_memory(config, 4, 512, method="wanda").terms["K: solve workspace (fp32)"] < 1 * GIB
+
+
+def test_wanda_statistics_are_norms_and_a_token_sample():
+    config = dict(hidden_size=896, num_hidden_layers=24, intermediate_size=4864, num_attention_heads=14,
+                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
+    gram = 4 * (2 * 896**2 + 896**2 + 4864**2)
+    widths = 2 * 896 + 896 + 4864
+    assert estimate_prune_memory(config, 8, 4096, method="sparsegpt").terms["S: statistics"] == gram
+    assert (
+        estimate_prune_memory(config, 8, 4096, method="wanda").terms["S: statistics"] == 4 * widths + 1024 * widths * 2
+    )
+    assert estimate_prune_memory(config, 8, 4096, method="wanda", error_sample_tokens=0).terms["S: statistics"] == gram
+    assert estimate_prune_memory(config, 2, 100, method="magnitude").terms["S: statistics"] == 200 * widths * 2

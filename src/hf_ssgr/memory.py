@@ -7,7 +7,10 @@ of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for 
       W = P·b                       the model, when it lives on the device (one decoder layer when it is streamed)
       A = N·T·(d + 2h)·b            the cached inputs of the next layer (hidden states + rotary cos/sin), unless
                                     `offload_activations` keeps them on the host
-      S = 4·(2d² + a² + f²)         float32 XᵀX of one layer: one per distinct input (q/k/v share one, gate/up one)
+      S = 4·(2d² + a² + f²)         float32 XᵀX of one layer: one per distinct input (q/k/v share one, gate/up one);
+                                    Wanda and magnitude form none: their squared norms 4·(2d + a + f) and the
+                                    error-estimate sample E·(2d + a + f)·b of E = `error_sample_tokens` tokens
+                                    (the XᵀX again with `error_sample_tokens=0`)
       K = 4·(1.5·c² + 3·r·c)        the SparseGPT solve of the widest module (c input features, r rows: down_proj,
                                     c = f): the damped copy of the Hessian, factorised, inverted and reversed in place
                                     (the inverse's recursion needs two c/2 × c/2 temporaries), and float32 copies of
@@ -86,6 +89,7 @@ def estimate_prune_memory(
     same_memory: bool = False,
     chunk_size: int = 4096,
     runtime_bytes: float = 0.6 * GIB,
+    error_sample_tokens: int = 1024,
 ) -> MemoryEstimate:
     """Peak memory of a pruning run, term by term (see the module docstring for the formula).
 
@@ -96,6 +100,7 @@ def estimate_prune_memory(
         model_on_device: the whole model lives on the compute device (otherwise one layer at a time is moved there).
         same_memory: the compute device is the CPU (device and host terms add up in one RSS).
         runtime_bytes: the interpreter, torch and transformers themselves (host only).
+        error_sample_tokens: `PruningConfig.error_sample_tokens` (Wanda and magnitude: `0` means an exact XᵀX).
     """
     d = _get(config, "hidden_size")
     f = _get(config, "intermediate_size")
@@ -118,7 +123,12 @@ def estimate_prune_memory(
     terms: dict[str, float] = {}
     terms["W: model weights"] = params * b if model_on_device else layer_params * b
     terms["A: cached layer inputs"] = rows_tokens * (d + 2 * hd) * b
-    terms["S: XᵀX statistics (fp32)"] = 4.0 * (2 * d * d + a * a + f * f) if method != "magnitude" else 0.0
+    inputs = 2 * d + a + f  # the widths of one layer's distinct inputs
+    if method in ("sparsegpt", "alps") or not error_sample_tokens:  # float32 XᵀX, one per distinct input
+        terms["S: statistics"] = 4.0 * (2 * d * d + a * a + f * f)
+    else:  # squared norms (Wanda) and the error-estimate sample
+        sample = min(error_sample_tokens, rows_tokens)
+        terms["S: statistics"] = 4.0 * inputs * (method == "wanda") + sample * inputs * b
     if method == "sparsegpt":
         terms["K: solve workspace (fp32)"] = 4.0 * (1.5 * c * c + 3 * r * c)
     elif method == "alps":
@@ -138,7 +148,7 @@ def estimate_prune_memory(
 
     device = [
         "W: model weights",
-        "S: XᵀX statistics (fp32)",
+        "S: statistics",
         "K: solve workspace (fp32)",
         "F: one batch through one layer",
     ]

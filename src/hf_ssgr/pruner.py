@@ -127,11 +127,10 @@ def _assign_error_sample(rows: list[_Row], token_mask: str, num_tokens: int, see
                                   dtype=torch.float64)  # fmt: skip
         keys.append(k)
     flat = torch.cat(keys)
-    available = int((flat < 2.0).sum())
-    chosen = torch.zeros_like(flat, dtype=torch.bool)
-    if available <= num_tokens:
-        chosen = flat < 2.0
-    else:
+    chosen = flat < 2.0
+    available = int(chosen.sum())
+    if available > num_tokens:
+        chosen = torch.zeros_like(chosen)
         chosen[torch.topk(flat, num_tokens, largest=False).indices] = True
     offset = 0
     for row in rows:
@@ -877,9 +876,7 @@ class OneShotPruner:
             if stats.need_sample:  # the shards are contiguous, so rank order is the rows' order
                 parts = dist.all_gather_object(None if st["sample"] is None else st["sample"].cpu())
                 parts = [p for p in parts if p is not None]
-                st["sample"] = (
-                    torch.cat(parts).to(st["sq"].device if st["sq"] is not None else "cpu") if parts else None
-                )
+                st["sample"] = torch.cat(parts) if parts else None  # moved to the solving device when used
 
     def _propagate(self, layer, i, batches, device, storage):
         finite = []
