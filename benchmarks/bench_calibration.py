@@ -31,9 +31,9 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from testing_utils import make_char_tokenizer, make_tiny_model  # noqa: E402
 
-import hf_ssgr.calibration as calibration_module  # noqa: E402
+import hf_ssgr.calibration.calibrator as calibration_module  # noqa: E402
 from hf_ssgr import CalibrationConfig, SSGRCalibrator  # noqa: E402
-from hf_ssgr.rollouts import Sample, encode_prompt, make_engine  # noqa: E402
+from hf_ssgr.calibration.rollouts import Sample, encode_prompt, make_engine  # noqa: E402
 
 # Pass rates of a 7B reasoning model by difficulty bucket (share of the pool, mean probability of a correct sample):
 # about half of MathR is GSM8K (mostly easy), the rest MATH levels 1-5.

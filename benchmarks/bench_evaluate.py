@@ -29,8 +29,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from testing_utils import free_port, make_char_tokenizer, make_tiny_model  # noqa: E402
 
-from hf_ssgr.benchmarks import tasks_path  # noqa: E402
-from hf_ssgr.evaluation import evaluate  # noqa: E402
+from hf_ssgr.evaluation.evaluate import evaluate  # noqa: E402
+from hf_ssgr.evaluation.registry import tasks_path  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "tests", "fixtures", "math500_sample.jsonl")
 
@@ -95,7 +95,7 @@ def main():
     record("hf_ssgr.evaluate, backend=hf", time.perf_counter() - t, rep)
 
     if args.processes > 1:
-        from hf_ssgr.evaluation import EvalReport
+        from hf_ssgr.evaluation.evaluate import EvalReport
 
         result = os.path.join(tmp, "processes.json")
         port = free_port()
@@ -167,7 +167,7 @@ def main():
 
 def worker(args):
     """One of the `--processes` runs (under torchrun): times `evaluate`; process 0 writes the time and the report."""
-    import hf_ssgr.lm_eval_model  # noqa: F401 - lm-eval's import is not part of the time, as for one process
+    import hf_ssgr.evaluation.lm_eval_model  # noqa: F401 - lm-eval's import is not part of the time, as for one process
     from hf_ssgr.distributed import Distributed
 
     dist = Distributed.current()

@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import yaml  # noqa: E402
 
-from hf_ssgr.evaluation import EvalReport  # noqa: E402
-from hf_ssgr.hub import model_card  # noqa: E402
+from hf_ssgr.evaluation.evaluate import EvalReport  # noqa: E402
+from hf_ssgr.hub.cards import model_card  # noqa: E402
 
 
 def main():

@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from testing_utils import make_calibration, make_tiny_model
 
 from hf_ssgr import OneShotPruner, PruningConfig
-from hf_ssgr.callbacks import PrunerCallback
 from hf_ssgr.distributed import Distributed
+from hf_ssgr.pruning.callbacks import PrunerCallback
 
 
 def build(spec):

@@ -6,11 +6,11 @@ import datasets
 import pytest
 from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model
 
-import hf_ssgr.calibration as calibration_module
+import hf_ssgr.calibration.calibrator as calibration_module
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
-from hf_ssgr.calibration import CALIBRATION_COLUMNS
-from hf_ssgr.rollouts import PROMPT_SUFFIX, RolloutStore, encode_prompt
-from hf_ssgr.sources import load_source
+from hf_ssgr.calibration.calibrator import CALIBRATION_COLUMNS
+from hf_ssgr.calibration.rollouts import PROMPT_SUFFIX, RolloutStore, encode_prompt
+from hf_ssgr.calibration.sources import load_source
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")

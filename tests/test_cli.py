@@ -4,7 +4,7 @@ import torch
 from testing_utils import make_calibration, make_tiny_model
 from transformers import AutoModelForCausalLM
 
-from hf_ssgr.cli import main
+from hf_ssgr.commands.cli import main
 
 
 def test_cli_prune_with_yaml_and_flag_override(tmp_path):
@@ -50,8 +50,8 @@ def test_cli_usage(capsys):
 def test_every_prune_recipe_parses():
     import pathlib
 
-    from hf_ssgr.cli import PruneArguments, _parse
-    from hf_ssgr.config import PRUNING_METHODS, PruningConfig
+    from hf_ssgr.commands.cli import PruneArguments, _parse
+    from hf_ssgr.pruning.config import PRUNING_METHODS, PruningConfig
 
     recipes = sorted((pathlib.Path(__file__).resolve().parents[1] / "recipes").glob("prune_*.yaml"))
     assert recipes

@@ -227,7 +227,7 @@ def test_vllm_replicas_under_torchrun_share_one_store(tmp_path, monkeypatch):
     # one store, and both take the same rows.
     from testing_utils import make_char_tokenizer
 
-    from hf_ssgr.rollouts import RolloutStore
+    from hf_ssgr.calibration.rollouts import RolloutStore
 
     model_dir = tmp_path / "tiny"
     make_tiny_model(  # vLLM's CPU attention needs head_dim >= 32
@@ -260,7 +260,7 @@ def test_vllm_replicas_under_torchrun_share_one_store(tmp_path, monkeypatch):
 
 
 def test_vllm_replica_placement(monkeypatch):
-    from hf_ssgr.rollouts import vllm_replica_env
+    from hf_ssgr.calibration.rollouts import vllm_replica_env
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -293,7 +293,7 @@ LAUNCHERS = {
 def test_cli_prune_with_two_processes_writes_one_folder_equal_to_one_process(tmp_path, launcher):
     from transformers import AutoModelForCausalLM
 
-    from hf_ssgr.cli import main
+    from hf_ssgr.commands.cli import main
 
     model_dir = tmp_path / "dense"
     make_tiny_model("qwen2").save_pretrained(model_dir)
@@ -307,7 +307,7 @@ def test_cli_prune_with_two_processes_writes_one_folder_equal_to_one_process(tmp
         *LAUNCHERS[launcher],
         str(port),
         "-m",
-        "hf_ssgr.cli",
+        "hf_ssgr.commands.cli",
         *args,
         "--save_dir",
         str(tmp_path / "two"),

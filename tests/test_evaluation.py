@@ -13,7 +13,7 @@ import torch
 import yaml
 from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model, require_module
 
-from hf_ssgr.benchmarks import (
+from hf_ssgr.evaluation.registry import (
     BENCHMARKS,
     TASK_GROUPS,
     Reply,
@@ -176,7 +176,7 @@ def _problems_file(tmp_path):
 
 
 def test_fake_model_canned_replies_give_known_metrics(tmp_path):
-    from hf_ssgr.evaluation import evaluate
+    from hf_ssgr.evaluation.evaluate import evaluate
 
     tok = make_char_tokenizer()
     gsm_path, probs = _problems_file(tmp_path)
@@ -235,7 +235,7 @@ def test_fake_model_canned_replies_give_known_metrics(tmp_path):
 
 def test_process_results_with_a_stock_backend_counts_tokens_with_the_tokenizer(tmp_path):
     """Stock lm-eval backends return plain strings: lengths come from re-encoding with the task's tokenizer."""
-    from hf_ssgr import benchmarks
+    from hf_ssgr.evaluation import registry as benchmarks
 
     tok = make_char_tokenizer()
     tok.save_pretrained(tmp_path / "tok")
@@ -270,7 +270,7 @@ def _saved_tiny(tmp_path):
 
 
 def test_tiny_model_through_evaluate_and_report_files(tmp_path):
-    from hf_ssgr.evaluation import EvalReport, evaluate, plot_accuracy, plot_length_distributions
+    from hf_ssgr.evaluation.evaluate import EvalReport, evaluate, plot_accuracy, plot_length_distributions
 
     path = _saved_tiny(tmp_path)
     report = evaluate(
@@ -365,7 +365,7 @@ def test_stock_lm_eval_on_the_embedded_reasoner_prints_no_generation_warnings():
 def test_a_generation_config_limit_below_max_gen_toks_is_warned_and_counted_as_truncation(tmp_path, caplog):
     from transformers import GenerationConfig
 
-    from hf_ssgr.benchmarks import load_task_dataset
+    from hf_ssgr.evaluation.registry import load_task_dataset
 
     path = _saved_tiny(tmp_path)
     GenerationConfig(max_new_tokens=3, eos_token_id=1).save_pretrained(path)
@@ -379,7 +379,7 @@ def test_a_generation_config_limit_below_max_gen_toks_is_warned_and_counted_as_t
 
 
 def test_report_recovery_and_json_round_trip(tmp_path):
-    from hf_ssgr.evaluation import EvalReport, TaskResult
+    from hf_ssgr.evaluation.evaluate import EvalReport, TaskResult
 
     def rep(name, accs):
         tasks = {
@@ -406,8 +406,8 @@ def test_report_recovery_and_json_round_trip(tmp_path):
 
 
 def test_reconstruction_errors_against_per_prefix_forwards(tmp_path):
-    from hf_ssgr.analysis import plot_error_ratio_heatmap, reconstruction_errors
-    from hf_ssgr.rollouts import encode_prompt
+    from hf_ssgr.calibration.rollouts import encode_prompt
+    from hf_ssgr.evaluation.analysis import plot_error_ratio_heatmap, reconstruction_errors
 
     tok = make_char_tokenizer()
     dense = make_tiny_model("llama", vocab_size=len(tok), seed=0)
@@ -455,7 +455,7 @@ def test_reconstruction_errors_against_per_prefix_forwards(tmp_path):
 
 
 def test_bad_input_errors(tmp_path):
-    from hf_ssgr.evaluation import evaluate
+    from hf_ssgr.evaluation.evaluate import evaluate
 
     tok = make_char_tokenizer()
     model = make_tiny_model("qwen2", vocab_size=len(tok))

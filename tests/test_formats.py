@@ -59,7 +59,7 @@ def test_an_earlier_checkpoint_resumes(tmp_path):
 def test_an_earlier_pruned_folder_loads_and_its_pruning_config_reads():
     from transformers import AutoModelForCausalLM
 
-    from hf_ssgr.hub import model_card
+    from hf_ssgr.hub.cards import model_card
 
     model = AutoModelForCausalLM.from_pretrained(str(V1 / "pruned"))
     assert_same_prune(model)
@@ -70,8 +70,8 @@ def test_an_earlier_pruned_folder_loads_and_its_pruning_config_reads():
 
 
 def test_an_earlier_rollout_store_and_calibration_are_reused(tmp_path, monkeypatch):
-    import hf_ssgr.calibration as calibration_module
-    from hf_ssgr.sources import load_source
+    import hf_ssgr.calibration.calibrator as calibration_module
+    from hf_ssgr.calibration.sources import load_source
 
     gsm8k = str(FIXTURES / "gsm8k_train_sample.jsonl")
     problems = load_source("GSM8K", path=gsm8k)
@@ -99,7 +99,7 @@ def test_an_earlier_rollout_store_and_calibration_are_reused(tmp_path, monkeypat
     report = json.loads(earlier.info.description)
     assert report["policy"] == "ssgr" and report["counts"]["selected"] == len(earlier)
     # an earlier calibration Dataset prunes, and its provenance reads into the card metadata
-    from hf_ssgr.hub import calibration_summary
+    from hf_ssgr.hub.cards import calibration_summary
 
     assert calibration_summary(earlier)["policy"] == "ssgr"
     model = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=4096)

@@ -17,8 +17,8 @@ from testing_utils import make_calibration, make_char_tokenizer, make_tiny_model
 from transformers import AutoModelForCausalLM
 
 from hf_ssgr import OneShotPruner, PruningConfig
-from hf_ssgr.evaluation import EvalReport, TaskResult
-from hf_ssgr.hub import (
+from hf_ssgr.evaluation.evaluate import EvalReport, TaskResult
+from hf_ssgr.hub.cards import (
     PRUNING_CONFIG_NAME,
     calibration_card,
     model_card,
@@ -245,7 +245,7 @@ def test_push_without_token_or_write_access_uploads_nothing(monkeypatch, pruned)
 
 
 def test_push_runs_on_the_main_process_only(monkeypatch, pruned):
-    import hf_ssgr.hub as hub_module
+    import hf_ssgr.hub.cards as hub_module
 
     model, pruner = pruned
     hub = FakeHub(monkeypatch)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_ssgr.sparsify import (
+from hf_ssgr.pruning.kernels import (
     accumulate_gram,
     accumulate_sq_norms,
     alps_prune,
@@ -248,7 +248,7 @@ def test_solvers_are_deterministic():
 
 @pytest.mark.parametrize("blocks", [2, 3, 8])
 def test_block_upper_gram_equals_full(blocks):
-    from hf_ssgr.sparsify import complete_gram
+    from hf_ssgr.pruning.kernels import complete_gram
 
     x = correlated_inputs(tokens=300, d_in=70)
     full = torch.zeros(70, 70)
@@ -262,7 +262,7 @@ def test_block_upper_gram_equals_full(blocks):
 
 
 def test_all_finite_in_row_bands():
-    from hf_ssgr.sparsify import all_finite
+    from hf_ssgr.pruning.kernels import all_finite
 
     for shape in [(7,), (600, 9), (3, 200, 5)]:
         t = torch.randn(*shape)
@@ -278,7 +278,7 @@ def test_all_finite_in_row_bands():
 def test_bfloat16_gram_products(blocks):
     """`dtype="bfloat16"`: each chunk's product is a bfloat16 matrix product whose result is added in float32, which
     stays within about 1e-3 of the float64 XᵀX."""
-    from hf_ssgr.sparsify import complete_gram
+    from hf_ssgr.pruning.kernels import complete_gram
 
     x = correlated_inputs(tokens=300, d_in=70).to(torch.bfloat16)
     gram = torch.zeros(70, 70)
@@ -301,7 +301,7 @@ def test_bfloat16_gram_products(blocks):
 
 @pytest.mark.parametrize("n", [40, 600, 601])  # > the recursion leaf: the blocked triangular inverse is exercised
 def test_upper_cholesky_factor_of_the_inverse(n):
-    from hf_ssgr.sparsify import _cholesky_inverse_upper, _lower_triangular_inverse_, _reverse_rows_and_columns_
+    from hf_ssgr.pruning.kernels import _cholesky_inverse_upper, _lower_triangular_inverse_, _reverse_rows_and_columns_
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(3 * n, n, generator=g, dtype=torch.float64)
@@ -408,7 +408,7 @@ def test_alps_falls_back_when_its_iterations_diverge():
     projection of W is returned instead, finite and exactly sparse, and the fallback is recorded."""
     import dataclasses
 
-    from hf_ssgr.sparsify import alps_factors
+    from hf_ssgr.pruning.kernels import alps_factors
 
     w, x = weight(32, 64), correlated_inputs(256, 64)
     gram = torch.zeros(64, 64)

@@ -1,7 +1,7 @@
 import pytest
 from testing_utils import make_tiny_model
 
-from hf_ssgr.memory import GIB, estimate_prune_memory
+from hf_ssgr.pruning.memory import GIB, estimate_prune_memory
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])

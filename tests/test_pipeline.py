@@ -12,8 +12,8 @@ import yaml
 from testing_utils import free_port, require_module
 
 from hf_ssgr import tiny_reasoner as tr
-from hf_ssgr.cli import main
-from hf_ssgr.pipeline import RunConfig, run_recipe, variant_name
+from hf_ssgr.commands.cli import main
+from hf_ssgr.recipes import RunConfig, run_recipe, variant_name
 from hf_ssgr.tiny_reasoner import MODEL_PATH, make_problem, reasoning_text, split_of, text_corpus, train_problems
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "**", "*.yaml"), recursive=True))
@@ -26,7 +26,7 @@ RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipe
 def test_shipped_model_loads_and_its_chat_template_renders():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ssgr.rollouts import render_prompt
+    from hf_ssgr.calibration.rollouts import render_prompt
 
     size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(MODEL_PATH, "*.safetensors")))
     assert size <= 10 * 1024 * 1024
@@ -73,8 +73,8 @@ def test_every_recipe_parses_and_names_real_things(path, tmp_path):
     """RunConfig validates sources, policies, methods, pruning settings and tasks as it is built."""
     import dataclasses
 
-    from hf_ssgr.cli import PruneArguments
-    from hf_ssgr.config import PruningConfig
+    from hf_ssgr.commands.cli import PruneArguments
+    from hf_ssgr.pruning.config import PruningConfig
 
     with open(path) as f:
         data = yaml.safe_load(f)
@@ -157,16 +157,16 @@ def test_run_writes_everything_and_resumes_without_recomputing(one_process_run, 
     steps = dict(manifest["steps"])
 
     # a second run recomputes nothing: any calibration, prune or evaluation would raise
-    import hf_ssgr.calibration
-    import hf_ssgr.evaluation
-    import hf_ssgr.pruner
+    import hf_ssgr.calibration.calibrator
+    import hf_ssgr.evaluation.evaluate
+    import hf_ssgr.pruning.pruner
 
     def boom(*a, **k):
         raise AssertionError("recomputed a finished step")
 
-    monkeypatch.setattr(hf_ssgr.calibration.SSGRCalibrator, "build", boom)
-    monkeypatch.setattr(hf_ssgr.pruner.OneShotPruner, "prune", boom)
-    monkeypatch.setattr(hf_ssgr.evaluation, "evaluate", boom)
+    monkeypatch.setattr(hf_ssgr.calibration.calibrator.SSGRCalibrator, "build", boom)
+    monkeypatch.setattr(hf_ssgr.pruning.pruner.OneShotPruner, "prune", boom)
+    monkeypatch.setattr(hf_ssgr.evaluation.evaluate, "evaluate", boom)
     again = run_recipe(path)
     assert json.loads((out / "manifest.json").read_text())["steps"] == steps
     assert again["pruned"]["ssgr__wanda-50"].to_dict() == result["pruned"]["ssgr__wanda-50"].to_dict()
@@ -186,7 +186,7 @@ def test_run_under_torchrun_writes_one_run_like_one_process(one_process_run, tmp
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    proc = subprocess.run([*cmd, "-m", "hf_ssgr.cli", "run", path], env=env, capture_output=True, text=True,
+    proc = subprocess.run([*cmd, "-m", "hf_ssgr.commands.cli", "run", path], env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert proc.stdout.count("Everything is in") == 1  # one process reports

@@ -7,8 +7,8 @@ import torch
 from testing_utils import linear_weights, make_calibration, make_tiny_model
 
 from hf_ssgr import OneShotPruner, PrunerCallback, PruningConfig
-from hf_ssgr.pruner import NonFiniteActivationError
-from hf_ssgr.sparsify import sparsegpt_prune, wanda_prune
+from hf_ssgr.pruning.kernels import sparsegpt_prune, wanda_prune
+from hf_ssgr.pruning.pruner import NonFiniteActivationError
 
 METHODS = ["magnitude", "wanda", "sparsegpt", "alps"]
 
@@ -452,7 +452,7 @@ def test_non_finite_activations_restore_the_model():
 
 
 def test_block_triangular_statistics_give_the_same_prune(monkeypatch):
-    import hf_ssgr.pruner as pruner_module
+    import hf_ssgr.pruning.pruner as pruner_module
 
     calib = make_calibration()
     results = []
@@ -508,7 +508,7 @@ def test_statistics_pass_stops_after_the_last_target():
 
 
 def test_statistics_of_layers_that_skip_a_target_run_every_batch_whole():
-    from hf_ssgr.pruner import _LayerStats, _StopLayer
+    from hf_ssgr.pruning.pruner import _LayerStats, _StopLayer
 
     a, b, c = (torch.nn.Linear(4, 4) for _ in range(3))
 
@@ -537,7 +537,7 @@ def test_statistics_of_layers_that_skip_a_target_run_every_batch_whole():
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 7, 64])
 def test_buffered_gram_equals_the_direct_product(chunk_size):
-    from hf_ssgr.pruner import _LayerStats
+    from hf_ssgr.pruning.pruner import _LayerStats
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(6, 3)
@@ -559,7 +559,7 @@ def test_buffered_gram_equals_the_direct_product(chunk_size):
 def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path):
     """With dampening=0 and fewer tokens than input features, XᵀX is singular: the solvers raise the damping, and
     that is said once per module, counted in the layer log and listed in pruning_config.json."""
-    from hf_ssgr.hub import pruning_metadata
+    from hf_ssgr.hub.cards import pruning_metadata
 
     model = make_tiny_model("llama", num_layers=1)
     calib = make_calibration(1, seq_len=12)  # 12 tokens < 64 input features
@@ -575,7 +575,7 @@ def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path)
     meta = pruning_metadata(model, pruner.config, pruner.state.module_metrics)
     assert meta["solver_warnings"]["damping_raised"] == sorted(raised)
     assert all(meta["modules"][n]["damping_raised"] for n in raised)
-    from hf_ssgr.hub import model_card
+    from hf_ssgr.hub.cards import model_card
 
     assert f"In {len(raised)} module(s) the calibration statistics were not positive definite" in str(model_card(meta))
     # with the default damping nothing is raised, and nothing is said
@@ -588,7 +588,7 @@ def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path)
 
 def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
     """Wanda never needs XᵀX: by default its error comes from a uniform sample of tokens, and no XᵀX is formed."""
-    import hf_ssgr.pruner as pruner_module
+    import hf_ssgr.pruning.pruner as pruner_module
 
     calib = make_calibration(6, seq_len=24)  # 144 tokens
     products = []
@@ -613,7 +613,7 @@ def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
 
 
 def test_error_sample_is_uniform_and_independent_of_the_split():
-    from hf_ssgr.pruner import _assign_error_sample, _Row
+    from hf_ssgr.pruning.pruner import _assign_error_sample, _Row
 
     def rows(prompt_length=0):
         return [_Row(torch.arange(n), prompt_length) for n in (30, 50, 20, 100)]
@@ -635,9 +635,9 @@ def test_error_sample_is_uniform_and_independent_of_the_split():
 def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
     import dataclasses
 
-    import hf_ssgr.pruner as pruner_module
-    from hf_ssgr.hub import pruning_metadata
-    from hf_ssgr.sparsify import alps_factors
+    import hf_ssgr.pruning.pruner as pruner_module
+    from hf_ssgr.hub.cards import pruning_metadata
+    from hf_ssgr.pruning.kernels import alps_factors
 
     def broken(gram, dampening=0.01):  # eigenvalues at the edge of (G + ρI)'s singularity: the ADMM blows up
         f = alps_factors(gram, dampening)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from hf_ssgr.scoring import extract_choice_letter, pass_at_k, score_problem, summarize_lengths
+from hf_ssgr.evaluation.scoring import extract_choice_letter, pass_at_k, score_problem, summarize_lengths
 
 
 def reply(answer, think="I reason about it step by step."):

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from hf_ssgr.selection import POLICIES, canonical_policy, eq1_pick, sampling_decided, select_response
+from hf_ssgr.calibration.selection import POLICIES, canonical_policy, eq1_pick, sampling_decided, select_response
 
 
 def S(length, correct=True, idx=0, **flags):
@@ -112,7 +112,7 @@ def test_sampling_decided_for_streaming():
 
 
 def test_samples_before_decision():
-    from hf_ssgr.selection import samples_before_decision
+    from hf_ssgr.calibration.selection import samples_before_decision
 
     assert samples_before_decision("ssgr", [], 16, 0.75) == 13  # out only with 13 correct
     assert samples_before_decision("ssgr", [S(1, True)] * 10, 16, 0.75) == 3

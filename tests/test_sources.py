@@ -5,7 +5,7 @@ import datasets
 import pytest
 
 from hf_ssgr import list_sources, load_source, register_source
-from hf_ssgr.sources import _REGISTRY, PROBLEM_COLUMNS, load_problems, load_texts
+from hf_ssgr.calibration.sources import _REGISTRY, PROBLEM_COLUMNS, load_problems, load_texts
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")

@@ -6,7 +6,7 @@ import os
 from testing_utils import make_char_tokenizer, make_tiny_model, require_module
 
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
-from hf_ssgr.rollouts import RolloutStore
+from hf_ssgr.calibration.rollouts import RolloutStore
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -44,7 +44,7 @@ def test_rac_calibration_with_the_vllm_engine(tmp_path, monkeypatch):
 @require_module("vllm")
 @require_module("lm_eval")
 def test_evaluate_with_the_vllm_backend(tmp_path, monkeypatch):
-    from hf_ssgr.evaluation import evaluate
+    from hf_ssgr.evaluation.evaluate import evaluate
 
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     path = tmp_path / "tiny"

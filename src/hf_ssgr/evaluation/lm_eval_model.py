@@ -1,7 +1,7 @@
 """An lm-eval model class for reasoning evaluation that sees token ids.
 
 `ReasoningLM` (registered with lm-eval as `hf-ssgr`) generates with the package's engines (transformers or vLLM) and
-returns `hf_ssgr.benchmarks.Reply` strings, so the task scoring knows each reply's exact length in tokens, whether it
+returns `hf_ssgr.evaluation.registry.Reply` strings, so the task scoring knows each reply's exact length in tokens, whether it
 hit the length limit, and its share of generation time. Identical requests (lm-eval's `repeats`) are drawn as
 `num_samples` samples of one prompt, in one batched call. It only generates: loglikelihood tasks need `--model hf`.
 """
@@ -19,9 +19,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from .benchmarks import Reply
-from .distributed import Distributed
-from .rollouts import THINK_OPEN, TransformersEngine, make_engine, replica_env
+from ..calibration.rollouts import THINK_OPEN, TransformersEngine, make_engine, replica_env
+from ..distributed import Distributed
+from .registry import Reply
 
 logger = logging.getLogger("hf_ssgr")
 

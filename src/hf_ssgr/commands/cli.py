@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .config import PruningConfig
+from ..pruning.config import PruningConfig
 
 logger = logging.getLogger("hf_ssgr")
 
@@ -89,15 +89,15 @@ def prune_main(argv):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .hub import save_pruned
-    from .pruner import OneShotPruner
+    from ..hub.cards import save_pruned
+    from ..pruning.pruner import OneShotPruner
 
     args, config = _parse((PruneArguments, PruningConfig), argv)
     for name in ("model_name_or_path", "calibration", "save_dir"):
         if not getattr(args, name) and not (name == "calibration" and config.method == "magnitude"):
             raise SystemExit(f"hf-ssgr prune: --{name} is required.")
     dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
-    from .pipeline import resolve_model
+    from ..recipes import resolve_model
 
     args.model_name_or_path = resolve_model(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=dtype)
@@ -124,7 +124,7 @@ def prune_main(argv):
 
 def tasks_path_main(argv):
     """Print the folder of the shipped lm-eval tasks, for `lm_eval --include_path`."""
-    from .benchmarks import tasks_path
+    from ..evaluation.registry import tasks_path
 
     print(tasks_path())
 
@@ -152,7 +152,7 @@ def _overrides(argv: list[str], command: str) -> tuple[list[str], dict]:
 
 def run_main(argv):
     """`hf-ssgr run RECIPE [--output_dir DIR] [--limit N] ...`: calibrate → prune → evaluate → report."""
-    from .pipeline import RunConfig, run_recipe
+    from ..recipes import RunConfig, run_recipe
 
     positional, overrides = _overrides(argv, "run")
     if len(positional) != 1:
@@ -162,7 +162,7 @@ def run_main(argv):
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"hf-ssgr run: {err}") from err
     result = run_recipe(cfg)
-    from .distributed import is_main_process
+    from ..distributed import is_main_process
 
     if not is_main_process():
         return
@@ -197,8 +197,8 @@ def calibrate_main(argv):
     """`hf-ssgr calibrate --model M --source S --save_dir DIR [--policy ssgr --num_samples 128 ...]`."""
     import dataclasses as dc
 
-    from .calibration import CalibrationConfig, SSGRCalibrator
-    from .pipeline import resolve_model
+    from ..calibration.calibrator import CalibrationConfig, SSGRCalibrator
+    from ..recipes import resolve_model
 
     _, values = _overrides(argv, "calibrate")
     values = _with_config(values, "calibrate")
@@ -215,7 +215,7 @@ def calibrate_main(argv):
         raise SystemExit(f"hf-ssgr calibrate: {err}") from err
     calibrator = SSGRCalibrator(config)
     ds = calibrator.build(resolve_model(str(args["model"])), args["source"])
-    from .distributed import is_main_process, wait_for_everyone
+    from ..distributed import is_main_process, wait_for_everyone
 
     if is_main_process():  # under torchrun every process holds the same rows; one writes them
         ds.save_to_disk(args["save_dir"])
@@ -224,7 +224,7 @@ def calibrate_main(argv):
     if not is_main_process():
         return
     if args.get("push_to_hub"):
-        from .hub import push_calibration_to_hub
+        from ..hub.cards import push_calibration_to_hub
 
         rollouts = config.rollouts_dir if args.get("push_rollouts") else None
         info = push_calibration_to_hub(
@@ -235,8 +235,8 @@ def calibrate_main(argv):
 
 def evaluate_main(argv):
     """`hf-ssgr evaluate --model PATH [--tasks ssgr_reasoning] [--num_samples 4] [--output eval.json]`."""
-    from .evaluation import EvalReport, evaluate
-    from .pipeline import resolve_model
+    from ..evaluation.evaluate import EvalReport, evaluate
+    from ..recipes import resolve_model
 
     _, values = _overrides(argv, "evaluate")
     values = _with_config(values, "evaluate")
@@ -251,7 +251,7 @@ def evaluate_main(argv):
         report = evaluate(model, tasks=tasks, output_path=output, **values)
     except TypeError as err:
         raise SystemExit(f"hf-ssgr evaluate: {err}") from err
-    from .distributed import is_main_process
+    from ..distributed import is_main_process
 
     if not is_main_process():  # under torchrun every process holds the same report; one prints it
         return
@@ -265,9 +265,9 @@ def analyze_main(argv):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .analysis import plot_error_ratio_heatmap, reconstruction_errors
-    from .pipeline import resolve_model
-    from .sources import load_problems
+    from ..calibration.sources import load_problems
+    from ..evaluation.analysis import plot_error_ratio_heatmap, reconstruction_errors
+    from ..recipes import resolve_model
 
     _, v = _overrides(argv, "analyze")
     v = _with_config(v, "analyze")
@@ -291,8 +291,8 @@ def push_main(argv):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .evaluation import EvalReport
-    from .hub import PRUNING_CONFIG_NAME, push_to_hub
+    from ..evaluation.evaluate import EvalReport
+    from ..hub.cards import PRUNING_CONFIG_NAME, push_to_hub
 
     _, v = _overrides(argv, "push")
     _require(v, ["model", "repo_id"], "push")

@@ -12,7 +12,7 @@ import re
 import statistics
 from collections.abc import Sequence
 
-from .verification import THINK_END, extract_answer, extract_boxed, is_equivalent, split_thinking
+from ..verification import THINK_END, extract_answer, extract_boxed, is_equivalent, split_thinking
 
 __all__ = ["pass_at_k", "extract_choice_letter", "score_problem", "summarize_lengths"]
 

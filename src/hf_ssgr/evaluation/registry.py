@@ -4,7 +4,7 @@ The YAMLs in `hf_ssgr/tasks/` (see `tasks_path()`) define the tasks; this module
 loaders (Hub by default, any local file instead) and the scoring. The tasks run under stock lm-eval:
 
     lm_eval --model hf --model_args pretrained=PATH --apply_chat_template \\
-        --include_path $(python -m hf_ssgr.benchmarks) --tasks ssgr_reasoning
+        --include_path $(python -m hf_ssgr.evaluation.registry) --tasks ssgr_reasoning
 
 or through `hf_ssgr.evaluate`, whose model class reports exact token counts, finish reasons and generation time.
 
@@ -23,9 +23,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .rollouts import PROMPT_SUFFIX
+from ..calibration.rollouts import PROMPT_SUFFIX
+from ..verification import strip_math_delimiters
 from .scoring import pass_at_k, score_problem
-from .verification import strip_math_delimiters
 
 logger = logging.getLogger("hf_ssgr")
 
@@ -67,7 +67,7 @@ class Benchmark:
 
 
 def _tiny_test_rows():
-    from .tiny_reasoner import test_problems
+    from ..tiny_reasoner import test_problems
 
     return [p.to_dict() for p in test_problems(per_level=40)]
 
@@ -270,7 +270,7 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
     """
     import datasets
 
-    from .sources import _read_local
+    from ..calibration.sources import _read_local
 
     if task not in BENCHMARKS:
         raise ValueError(f"Unknown task {task!r}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")

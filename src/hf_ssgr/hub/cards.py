@@ -61,7 +61,7 @@ def _public_name(name: str | None) -> str | None:
     """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
     if name is None:
         return None
-    from .tiny_reasoner import MODEL_PATH
+    from ..tiny_reasoner import MODEL_PATH
 
     if os.path.abspath(str(name)) == os.path.abspath(MODEL_PATH):
         return "tiny (hf-ssgr's embedded tiny reasoner)"
@@ -132,7 +132,7 @@ def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets
     relative reconstruction error of its modules (from the pruner's metrics, when given)."""
     import torch
 
-    from .modeling import find_decoder_layers
+    from ..pruning.modeling import find_decoder_layers
 
     layers, prefix = find_decoder_layers(model)
     errors: dict[int, list[float]] = defaultdict(list)
@@ -250,7 +250,7 @@ def model_card(
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from .benchmarks import BENCHMARKS
+    from ..evaluation.registry import BENCHMARKS
 
     base = meta.get("base_model") or "unknown"
     embedded = base in ("tiny", "hf_ssgr:tiny", "embedded")
@@ -296,7 +296,7 @@ def model_card(
                     "truncated": f"{100 * r.truncated:.1f}%",
                 }
             )
-    from .sources import _REGISTRY
+    from ..calibration.sources import _REGISTRY
 
     if calib:
         for part in str(calib.get("source", "")).split(", "):
@@ -358,7 +358,7 @@ def calibration_card(calibration, pretty_name: str | None = None, rollouts: bool
     every filter, generation cost, and the licences of the sources."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from .sources import _REGISTRY
+    from ..calibration.sources import _REGISTRY
 
     summary = calibration_summary(calibration) or {}
     report = {}
@@ -478,7 +478,7 @@ def save_pruned(
 
     With several processes only the main one writes; every process returns once the folder is complete.
     """
-    from .distributed import wait_for_everyone
+    from ..distributed import wait_for_everyone
 
     if not _is_main_process():
         wait_for_everyone()
@@ -499,7 +499,7 @@ def save_pruned(
 
 
 def _is_main_process() -> bool:
-    from .distributed import is_main_process
+    from ..distributed import is_main_process
 
     return is_main_process()
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .verification import extract_boxed
+from ..verification import extract_boxed
 
 __all__ = [
     "SourceSpec",
@@ -198,7 +198,7 @@ register_source(
 def _tiny_problems():
     import datasets
 
-    from .tiny_reasoner import train_problems
+    from ..tiny_reasoner import train_problems
 
     rows, seen = [], set()
     for p in train_problems(4000, seed=11):
@@ -211,7 +211,7 @@ def _tiny_problems():
 def _tiny_text():
     import datasets
 
-    from .tiny_reasoner import text_corpus
+    from ..tiny_reasoner import text_corpus
 
     return datasets.Dataset.from_dict({"text": text_corpus(2000, seed=7)})
 

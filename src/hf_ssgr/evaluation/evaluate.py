@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .benchmarks import BENCHMARKS, list_tasks, resolve_tasks, tasks_path
+from .registry import BENCHMARKS, list_tasks, resolve_tasks, tasks_path
 
 logger = logging.getLogger("hf_ssgr")
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import Distributed, assign_by_cost, balanced_contiguous_split
 from .callbacks import (
     PRUNER_STATE_NAME,
     CallbackHandler,
@@ -50,16 +51,7 @@ from .callbacks import (
     PrunerState,
 )
 from .config import PruningConfig, resolve_layer_scope
-from .distributed import Distributed, assign_by_cost, balanced_contiguous_split
-from .modeling import (
-    TIED_LM_HEAD_MESSAGE,
-    find_decoder_layers,
-    find_final_norm,
-    lm_head_is_tied,
-    module_device,
-    resolve_targets,
-)
-from .sparsify import (
+from .kernels import (
     accumulate_gram,
     accumulate_sq_norms,
     all_finite,
@@ -71,6 +63,14 @@ from .sparsify import (
     sampled_reconstruction_error,
     sparsegpt_prune,
     wanda_prune,
+)
+from .modeling import (
+    TIED_LM_HEAD_MESSAGE,
+    find_decoder_layers,
+    find_final_norm,
+    lm_head_is_tied,
+    module_device,
+    resolve_targets,
 )
 
 logger = logging.getLogger("hf_ssgr")

@@ -69,7 +69,7 @@ class RunConfig:
         output_dir: where everything is written.
         source / source_path: the problem source (a registered name or a local file) of the calibration.
         text_source / text_source_path: the corpus of the `text` policy.
-        policies: calibration policies (`hf_ssgr.selection.POLICIES`).
+        policies: calibration policies (`hf_ssgr.calibration.selection.POLICIES`).
         calibration: `CalibrationConfig` fields shared by every policy (num_samples, max_length, ...).
         policy_overrides: per policy, fields that differ (e.g. `{rac: {max_new_tokens: 8192}}`).
         rollout_model: off-policy generation: the model whose rollouts calibrate (default: the dense model).
@@ -105,11 +105,11 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from .benchmarks import resolve_tasks
-        from .calibration import CalibrationConfig
-        from .config import PruningConfig
-        from .selection import POLICIES, canonical_policy
-        from .sources import get_source
+        from .calibration.calibrator import CalibrationConfig
+        from .calibration.selection import POLICIES, canonical_policy
+        from .calibration.sources import get_source
+        from .evaluation.registry import resolve_tasks
+        from .pruning.config import PruningConfig
 
         if not self.policies:
             raise ValueError("policies is empty: name at least one calibration policy (e.g. [ssgr]).")
@@ -152,7 +152,7 @@ class RunConfig:
         A name is a policy (`ssgr`), a policy on another source (`text@Wikipedia`), or any label whose
         `policy_overrides` entry sets `policy` (and optionally `source`, `source_path`) plus config fields.
         """
-        from .selection import canonical_policy
+        from .calibration.selection import canonical_policy
 
         overrides = dict(self.policy_overrides.get(name, {}))
         base, _, at_source = name.partition("@")
@@ -225,7 +225,7 @@ class _Run:
         self.save_manifest()
 
     def save_manifest(self) -> None:
-        from .evaluation import _versions
+        from .evaluation.evaluate import _versions
 
         self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": _versions(),
                               "processes": self.dist.world_size})  # fmt: skip
@@ -246,8 +246,8 @@ class _Run:
     def calibration(self, policy: str):
         import datasets
 
-        from .calibration import CalibrationConfig, SSGRCalibrator
-        from .hub import _write_atomically
+        from .calibration.calibrator import CalibrationConfig, SSGRCalibrator
+        from .hub.cards import _write_atomically
 
         folder = os.path.join(self.out, "calibration", policy)
         if os.path.exists(os.path.join(folder, "dataset_info.json")):
@@ -273,7 +273,7 @@ class _Run:
         return ds
 
     def evaluate(self, model, tok, name: str):
-        from .evaluation import EvalReport, evaluate
+        from .evaluation.evaluate import EvalReport, evaluate
 
         path = os.path.join(self.out, "eval", f"{name}.json")
         if os.path.exists(path):
@@ -297,10 +297,10 @@ class _Run:
         return report
 
     def prune_and_evaluate(self, policy: str, calibration, prune: dict[str, Any]):
-        from .config import PruningConfig
-        from .evaluation import EvalReport
-        from .hub import PRUNING_CONFIG_NAME, pruning_metadata, save_pruned
-        from .pruner import OneShotPruner
+        from .evaluation.evaluate import EvalReport
+        from .hub.cards import PRUNING_CONFIG_NAME, pruning_metadata, save_pruned
+        from .pruning.config import PruningConfig
+        from .pruning.pruner import OneShotPruner
 
         variant = variant_name(prune)
         name = f"{policy}__{variant}"
@@ -339,7 +339,7 @@ class _Run:
         return path
 
     def _write_report(self, dense_report, reports: dict[str, Any], path: str) -> None:
-        from .evaluation import plot_accuracy, plot_length_distributions
+        from .evaluation.evaluate import plot_accuracy, plot_length_distributions
 
         lines = [f"# {self.cfg.description or 'hf-ssgr run'}", ""]
         lines.append(f"Model `{self.cfg.model}`; calibration source `{self.cfg.source}` (text: `{self.cfg.text_source}`);"
@@ -409,7 +409,7 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             model, tok = run.dense()
             dense_report = run.evaluate(model, tok, "dense")
         else:
-            from .evaluation import EvalReport
+            from .evaluation.evaluate import EvalReport
 
             dense_report = EvalReport.load(path)
     reports = {}

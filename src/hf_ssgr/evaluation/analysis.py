@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .rollouts import TransformersEngine, encode_prompt
+from ..calibration.rollouts import TransformersEngine, encode_prompt
 
 __all__ = ["ReconstructionErrors", "reconstruction_errors", "last_hidden_errors", "plot_error_ratio_heatmap"]
 
@@ -90,7 +90,7 @@ def reconstruction_errors(
     Args:
         dense, model_a, model_b: causal LMs sharing one tokenizer (e.g. pruned with RAC and with C4 calibration).
         problems: problem texts, or dicts with `problem` (and optionally `problem_id`), e.g. rows of
-            `hf_ssgr.benchmarks.load_benchmark(...)` or `hf_ssgr.sources.load_problems(...)`.
+            `hf_ssgr.evaluation.registry.load_benchmark(...)` or `hf_ssgr.calibration.sources.load_problems(...)`.
         max_new_tokens: the length of the greedy rollout (it stops earlier at EOS).
     """
     if not problems:

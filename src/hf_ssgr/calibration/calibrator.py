@@ -28,7 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .distributed import Distributed
+from ..distributed import Distributed
+from ..verification import THINK_END, QualityConfig, verify_reply
 from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint, replica_env
 from .selection import (
     GENERATION_POLICIES,
@@ -38,7 +39,6 @@ from .selection import (
     select_response,
 )
 from .sources import get_source, load_problems, load_texts
-from .verification import THINK_END, QualityConfig, verify_reply
 
 logger = logging.getLogger("hf_ssgr")
 
@@ -59,7 +59,7 @@ class CalibrationConfig:
 
     policy (`str`, defaults to `"ssgr"`): one of `text`, `human`, `prompt_only`, `sgr`, `ssgr`, `rac`, `easy`,
         `medium`, `hard`, `short`, `median`, `long`, `random`, `correct`, `incorrect`, `no_thinking` (see
-        `hf_ssgr.selection`).
+        `hf_ssgr.calibration.selection`).
     num_samples (`int`, defaults to `128`): rows of the calibration set.
     max_length (`int`, defaults to `2048`): tokens per row; longer rows are truncated. SSGR's budget for the
         response is `max_length − prompt length` (Eq. 1).

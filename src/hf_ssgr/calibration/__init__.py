@@ -1,0 +1,1 @@
+"""Calibration: problem sources, rollouts, verification of replies, selection policies and the calibrator."""

@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval tasks of reasoning benchmarks, scoring, the evaluate() entry point and reports."""

@@ -1,0 +1,1 @@
+"""Hub: pruning metadata, model and dataset cards, saving and uploading."""

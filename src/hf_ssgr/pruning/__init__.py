@@ -1,0 +1,1 @@
+"""Pruning: the configuration, the pure kernels, the layer-by-layer loop and its callbacks."""
