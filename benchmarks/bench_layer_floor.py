@@ -57,7 +57,7 @@ def main() -> None:
     from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RotaryEmbedding
 
     from hf_ssgr.pruning.kernels import accumulate_gram, complete_gram
-    from hf_ssgr.pruning.pruner import GRAM_BLOCKS_MIN_DIM, GRAM_UPPER_BLOCKS
+    from hf_ssgr.pruning.statistics import GRAM_BLOCKS_MIN_DIM, GRAM_UPPER_BLOCKS
 
     shape = SHAPES[args.shape]
     torch.manual_seed(0)

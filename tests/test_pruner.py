@@ -452,12 +452,12 @@ def test_non_finite_activations_restore_the_model():
 
 
 def test_block_triangular_statistics_give_the_same_prune(monkeypatch):
-    import hf_ssgr.pruning.pruner as pruner_module
+    import hf_ssgr.pruning.statistics as statistics_module
 
     calib = make_calibration()
     results = []
     for min_dim in (10**9, 1):  # full XᵀX, then the block-upper accumulation on every module
-        monkeypatch.setattr(pruner_module, "GRAM_BLOCKS_MIN_DIM", min_dim)
+        monkeypatch.setattr(statistics_module, "GRAM_BLOCKS_MIN_DIM", min_dim)
         model = make_tiny_model("llama")
         pruner = prune(model, calib, method="sparsegpt")
         results.append((linear_weights(model), pruner.state.module_metrics))
@@ -508,7 +508,7 @@ def test_statistics_pass_stops_after_the_last_target():
 
 
 def test_statistics_of_layers_that_skip_a_target_run_every_batch_whole():
-    from hf_ssgr.pruning.pruner import _LayerStats, _StopLayer
+    from hf_ssgr.pruning.statistics import LayerStats, StopLayer
 
     a, b, c = (torch.nn.Linear(4, 4) for _ in range(3))
 
@@ -516,34 +516,34 @@ def test_statistics_of_layers_that_skip_a_target_run_every_batch_whole():
         y = a(x)
         return c(b(y) if use_b else y)
 
-    stats = _LayerStats({"a": a, "b": b, "c": c}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
+    stats = LayerStats({"a": a, "b": b, "c": c}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
     x = torch.randn(3, 4)
     with stats:
         stats.begin_batch(None)
         layer(x, use_b=False)  # b not called: a mixture-of-experts-like layer
         for use_b in (True, True):
             stats.begin_batch(None)
-            layer(x, use_b=use_b)  # no _StopLayer
+            layer(x, use_b=use_b)  # no StopLayer
     assert stats.stats["b"]["count"] == 6 and stats.stats["a"]["count"] == 9
 
-    stats = _LayerStats({"a": a, "b": b}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
+    stats = LayerStats({"a": a, "b": b}, need_gram=False, need_sq=True, chunk_size=8, stop_early=True)
     with stats:
         stats.begin_batch(None)
         layer(x, use_b=True)
         stats.begin_batch(None)
-        with pytest.raises(_StopLayer):
+        with pytest.raises(StopLayer):
             layer(x, use_b=True)  # stops before c: every target was called
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 7, 64])
 def test_buffered_gram_equals_the_direct_product(chunk_size):
-    from hf_ssgr.pruning.pruner import _LayerStats
+    from hf_ssgr.pruning.statistics import LayerStats
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(6, 3)
     xs = [torch.randn(2, n, 6, dtype=torch.bfloat16) for n in (3, 9, 1, 4)]
     masks = [None, torch.rand(18) > 0.3, None, torch.rand(8) > 0.5]
-    stats = _LayerStats({"lin": lin}, need_gram=True, need_sq=False, chunk_size=chunk_size)
+    stats = LayerStats({"lin": lin}, need_gram=True, need_sq=False, chunk_size=chunk_size)
     for x, m in zip(xs, masks):
         stats.begin_batch(m)
         stats.observe("lin", x)
@@ -588,12 +588,12 @@ def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path)
 
 def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
     """Wanda never needs XᵀX: by default its error comes from a uniform sample of tokens, and no XᵀX is formed."""
-    import hf_ssgr.pruning.pruner as pruner_module
+    import hf_ssgr.pruning.statistics as statistics_module
 
     calib = make_calibration(6, seq_len=24)  # 144 tokens
     products = []
-    real = pruner_module.accumulate_gram
-    monkeypatch.setattr(pruner_module, "accumulate_gram", lambda *a, **k: products.append(1) or real(*a, **k))
+    real = statistics_module.accumulate_gram
+    monkeypatch.setattr(statistics_module, "accumulate_gram", lambda *a, **k: products.append(1) or real(*a, **k))
     for method in ("wanda", "magnitude"):
         products.clear()
         all_tokens = prune(make_tiny_model("llama", num_layers=2), calib, method=method)  # 144 < 2048: every token
@@ -613,29 +613,29 @@ def test_wanda_and_magnitude_estimate_the_error_on_a_token_sample(monkeypatch):
 
 
 def test_error_sample_is_uniform_and_independent_of_the_split():
-    from hf_ssgr.pruning.pruner import _assign_error_sample, _Row
+    from hf_ssgr.pruning.batches import Row, assign_error_sample
 
     def rows(prompt_length=0):
-        return [_Row(torch.arange(n), prompt_length) for n in (30, 50, 20, 100)]
+        return [Row(torch.arange(n), prompt_length) for n in (30, 50, 20, 100)]
 
     a, b = rows(), rows()
-    assert _assign_error_sample(a, "all", 60, seed=0) == 60
-    _assign_error_sample(b, "all", 60, seed=0)
+    assert assign_error_sample(a, "all", 60, seed=0) == 60
+    assign_error_sample(b, "all", 60, seed=0)
     assert all(torch.equal(x.sample_positions, y.sample_positions) for x, y in zip(a, b))  # deterministic
     assert sum(r.sample_positions.numel() for r in a) == 60
     assert [r.sample_positions.numel() for r in a] != [15, 15, 15, 15]  # proportional to the rows, not per row
     c = rows(prompt_length=10)
-    _assign_error_sample(c, "response", 500, seed=0)  # fewer response tokens than asked: all of them
+    assign_error_sample(c, "response", 500, seed=0)  # fewer response tokens than asked: all of them
     assert [r.sample_positions.tolist() for r in c] == [list(range(10, r.input_ids.numel())) for r in c]
     d = rows()
-    _assign_error_sample(d, "all", 60, seed=1)
+    assign_error_sample(d, "all", 60, seed=1)
     assert any(not torch.equal(x.sample_positions, y.sample_positions) for x, y in zip(a, d))  # the seed matters
 
 
 def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
     import dataclasses
 
-    import hf_ssgr.pruning.pruner as pruner_module
+    import hf_ssgr.pruning.solvers as solvers_module
     from hf_ssgr.hub.cards import pruning_metadata
     from hf_ssgr.pruning.kernels import alps_factors
 
@@ -643,7 +643,7 @@ def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
         f = alps_factors(gram, dampening)
         return dataclasses.replace(f, eigvals=f.eigvals - f.eigvals[0] - 0.1 + 1e-12)
 
-    monkeypatch.setattr(pruner_module, "alps_factors", broken)
+    monkeypatch.setattr(solvers_module, "alps_factors", broken)
     model = make_tiny_model("llama", num_layers=1)
     with caplog.at_level("WARNING", logger="hf_ssgr"):
         pruner = prune(model, make_calibration(), method="alps", alps_max_iter=20)

@@ -91,10 +91,11 @@ def prune_main(argv):
 
     from ..hub.cards import save_pruned
     from ..pruning.pruner import OneShotPruner
+    from ..pruning.solvers import get_solver
 
     args, config = _parse((PruneArguments, PruningConfig), argv)
     for name in ("model_name_or_path", "calibration", "save_dir"):
-        if not getattr(args, name) and not (name == "calibration" and config.method == "magnitude"):
+        if not getattr(args, name) and not (name == "calibration" and not get_solver(config.method).needs_data()):
             raise SystemExit(f"hf-ssgr prune: --{name} is required.")
     dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
     from ..recipes import resolve_model

@@ -41,7 +41,6 @@ __all__ = [
 
 PRUNING_CONFIG_NAME = "pruning_config.json"
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-METHOD_TITLES = {"magnitude": "magnitude pruning", "wanda": "Wanda", "sparsegpt": "SparseGPT", "alps": "ALPS"}
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -230,6 +229,15 @@ def _command(meta: dict) -> str:
     return " \\\n    ".join(parts)
 
 
+def _method_title(method: str) -> str:
+    from ..pruning.solvers import get_solver
+
+    try:
+        return get_solver(method).title or method
+    except ValueError:  # a method whose solver is not registered in this process
+        return method
+
+
 def model_card(
     meta: dict[str, Any],
     report=None,
@@ -335,7 +343,7 @@ def model_card(
         base_display="hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
         if embedded
         else f"`{base}`",
-        method_title=METHOD_TITLES.get(method, method),
+        method_title=_method_title(method),
         sparsity_desc=_sparsity_desc(meta),
         scope=(meta.get("scope") or {}).get("layers") or "all",
         targets=", ".join((meta.get("scope") or {}).get("targets") or ["all linear layers of the decoder"]),

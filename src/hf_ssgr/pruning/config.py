@@ -18,7 +18,7 @@ import yaml
 
 __all__ = ["PruningConfig", "parse_sparsity_type", "PRUNING_METHODS", "LAYER_SCOPES", "TOKEN_MASKS"]
 
-PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")
+PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")  # the built-in solvers; more can be registered
 GRAM_DTYPES = ("float32", "bfloat16")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
@@ -57,7 +57,8 @@ class PruningConfig:
     > Parameters that control what is pruned
 
     method (`str`, *optional*, defaults to `"sparsegpt"`):
-        One of `"magnitude"`, `"wanda"`, `"sparsegpt"` or `"alps"`.
+        One of `"magnitude"`, `"wanda"`, `"sparsegpt"` or `"alps"`, or the name of a solver registered with
+        `hf_ssgr.pruning.solvers.register_solver`.
     sparsity (`float`, *optional*, defaults to `0.5`):
         Fraction of the weights of every pruned matrix set to zero, in `[0, 1)`.
     sparsity_type (`str`, *optional*, defaults to `"unstructured"`):
@@ -140,7 +141,8 @@ class PruningConfig:
     """
 
     method: str = field(
-        default="sparsegpt", metadata={"help": f"Pruning method: one of {', '.join(PRUNING_METHODS)}."}
+        default="sparsegpt",
+        metadata={"help": f"Pruning method: one of {', '.join(PRUNING_METHODS)}, or a registered solver."},
     )
     sparsity: float = field(default=0.5, metadata={"help": "Fraction of weights set to zero per matrix, in [0, 1)."})
     sparsity_type: str = field(
@@ -187,8 +189,9 @@ class PruningConfig:
     seed: int = field(default=0, metadata={"help": "Random seed."})
 
     def __post_init__(self):
-        if self.method not in PRUNING_METHODS:
-            raise ValueError(f"Unknown pruning method {self.method!r}: choose one of {', '.join(PRUNING_METHODS)}.")
+        from .solvers import get_solver
+
+        get_solver(self.method)  # an unknown name fails with the registered ones
         try:
             self.sparsity = float(self.sparsity)
         except (TypeError, ValueError):

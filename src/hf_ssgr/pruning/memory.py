@@ -102,6 +102,8 @@ def estimate_prune_memory(
         runtime_bytes: the interpreter, torch and transformers themselves (host only).
         error_sample_tokens: `PruningConfig.error_sample_tokens` (Wanda and magnitude: `0` means an exact XᵀX).
     """
+    from .solvers import get_solver
+
     d = _get(config, "hidden_size")
     f = _get(config, "intermediate_size")
     layers = _get(config, "num_hidden_layers")
@@ -123,23 +125,20 @@ def estimate_prune_memory(
     terms: dict[str, float] = {}
     terms["W: model weights"] = params * b if model_on_device else layer_params * b
     terms["A: cached layer inputs"] = rows_tokens * (d + 2 * hd) * b
+    solver = get_solver(method)
+    uses_gram = "gram" in solver.needs
     inputs = 2 * d + a + f  # the widths of one layer's distinct inputs
-    if method in ("sparsegpt", "alps") or not error_sample_tokens:  # float32 XᵀX, one per distinct input
+    if uses_gram or not error_sample_tokens:  # float32 XᵀX, one per distinct input
         terms["S: statistics"] = 4.0 * (2 * d * d + a * a + f * f)
     else:  # squared norms (Wanda) and the error-estimate sample
         sample = min(error_sample_tokens, rows_tokens)
-        terms["S: statistics"] = 4.0 * inputs * (method == "wanda") + sample * inputs * b
-    if method == "sparsegpt":
-        terms["K: solve workspace (fp32)"] = 4.0 * (1.5 * c * c + 3 * r * c)
-    elif method == "alps":
-        terms["K: solve workspace (fp32)"] = 4.0 * (6 * c * c + 3 * r * c)
-    else:
-        terms["K: solve workspace (fp32)"] = 4.0 * 3 * r * c
+        terms["S: statistics"] = 4.0 * inputs * ("sq_norms" in solver.needs) + sample * inputs * b
+    terms["K: solve workspace (fp32)"] = solver.workspace_bytes(r, c)
     terms["F: one batch through one layer"] = (
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
         + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
     )
-    if method in ("sparsegpt", "alps") and batch_size * tokens_per_row < chunk_size:
+    if uses_gram and batch_size * tokens_per_row < chunk_size:
         terms["F: one batch through one layer"] += chunk_size * (2 * d + a + f) * b
     terms["R: restore_on_error copies (disk)"] = layers * layer_linear * b if restore_on_error else 0.0
     terms["runtime"] = runtime_bytes

@@ -1,0 +1,100 @@
+"""Small pieces every wing shares: atomic file and folder writes, library versions, the embedded model's names and the
+name of `pruning_config.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "PRUNING_CONFIG_NAME",
+    "EMBEDDED_MODEL_NAMES",
+    "resolve_model",
+    "is_embedded_model",
+    "library_versions",
+    "write_text_atomically",
+    "write_json_atomically",
+    "write_folder_atomically",
+]
+
+PRUNING_CONFIG_NAME = "pruning_config.json"
+EMBEDDED_MODEL_NAMES = ("tiny", "hf_ssgr:tiny", "embedded")
+_VERSIONED_PACKAGES = ("hf-ssgr", "torch", "transformers", "datasets", "accelerate", "huggingface-hub",
+                       "safetensors", "lm_eval", "math-verify", "vllm")  # fmt: skip
+
+
+def is_embedded_model(name: str | None) -> bool:
+    """Whether `name` names the embedded tiny reasoner (`tiny`, `hf_ssgr:tiny` or `embedded`)."""
+    return name in EMBEDDED_MODEL_NAMES
+
+
+def resolve_model(name: str) -> str:
+    """`tiny` (or `hf_ssgr:tiny`, `embedded`) names the embedded tiny reasoner's folder; anything else is returned as
+    it is, a path or a Hub id."""
+    if is_embedded_model(name):
+        from .tiny_reasoner import MODEL_PATH
+
+        return MODEL_PATH
+    return name
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of hf-ssgr and the libraries its results depend on (those that are installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> str:
+    """Write `text` to `path` through a temporary sibling file and a rename: a reader sees the old file or the new
+    one, never a part. The temporary name holds the process id, so processes writing the same file do not collide."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_json_atomically(path: str | os.PathLike, data: Any, **dump_kwargs) -> str:
+    """`json.dump(data, indent=2, **dump_kwargs)` to `path`, atomically (see `write_text_atomically`)."""
+    return write_text_atomically(path, json.dumps(data, indent=2, **dump_kwargs))
+
+
+def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], Any]) -> str:
+    """Run `write(tmp_dir)` into a temporary sibling folder, then move it to `save_dir`, replacing an old one: the
+    folder exists only once complete, and a failed or killed write leaves the old one as it was."""
+    save_dir = os.path.abspath(os.fspath(save_dir))
+    parent = os.path.dirname(save_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.tmp-", dir=parent)
+    try:
+        write(tmp)
+        if os.path.exists(save_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.old-", dir=parent)
+            os.rmdir(old)
+            os.replace(save_dir, old)
+            os.replace(tmp, save_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, save_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return save_dir
