@@ -1,0 +1,89 @@
+"""`EvalConfig`: what an evaluation measures and how it samples, shared by `evaluate()`, recipes and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["EvalConfig", "BACKENDS"]
+
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class EvalConfig:
+    r"""
+    Configuration of [`evaluate`]. Every field has a command-line flag (`hf-ssgr evaluate --num_samples 16`).
+
+    tasks (`list[str]`, *optional*, defaults to `["ssgr_reasoning"]`):
+        Task or group names (see `hf-ssgr tasks-path` and `hf_ssgr.evaluation.registry.list_tasks()`);
+        `ssgr_reasoning` is the SSGR paper's five benchmarks.
+    num_samples (`int`, *optional*, defaults to `4`):
+        k, the sampled replies per problem; pass@1 is their mean correctness.
+    max_new_tokens (`int`, *optional*, defaults to `32768`):
+        The length limit of a reply; a reply that reaches it is truncated and not correct.
+    backend (`str`, *optional*, defaults to `"hf"`):
+        `"hf"` (transformers `generate`) or `"vllm"`.
+    limit (`float`, *optional*):
+        Evaluate only the first `limit` problems of each task (an integer), or a fraction of them.
+    temperature (`float`, *optional*, defaults to `0.6`), top_p (`float`, *optional*, defaults to `0.95`):
+        Sampling settings (the papers'); `temperature=0` is greedy.
+    batch_size (`int`, *optional*, defaults to `16`):
+        Prompts per `generate` call with the transformers backend.
+    seed (`int`, *optional*, defaults to `0`):
+        Seed of the samples and of lm-eval's random state.
+    data_files (`dict[str, str]`, *optional*):
+        Local copies of task data, `{task: path}`, instead of the Hub.
+    gpqa_seed (`int`, *optional*, defaults to `0`):
+        Seed of GPQA's option shuffle (fixed per question).
+    vllm_kwargs (`dict`, *optional*):
+        Keyword arguments for `vllm.LLM` (e.g. `tensor_parallel_size`).
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"], metadata={"help": "Task or group names."})
+    num_samples: int = field(default=4, metadata={"help": "Sampled replies per problem (pass@1 is their mean)."})
+    max_new_tokens: int = field(default=32768, metadata={"help": "Length limit of a reply, in tokens."})
+    backend: str = field(default="hf", metadata={"help": f"Generation backend: {' or '.join(BACKENDS)}."})
+    limit: float | None = field(default=None, metadata={"help": "First N problems of each task (or a fraction)."})
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling top-p."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call (transformers backend)."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "Local task data: {task: path}."})
+    gpqa_seed: int = field(default=0, metadata={"help": "Seed of GPQA's option shuffle."})
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Arguments for vllm.LLM."})
+
+    def __post_init__(self):
+        from .registry import BENCHMARKS, list_tasks, resolve_tasks
+
+        if isinstance(self.tasks, str):
+            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        self.tasks = list(self.tasks)
+        resolve_tasks(self.tasks)  # unknown names fail with the valid ones
+        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1 (got {self.num_samples!r}).")
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r}).")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}: choose 'hf' (transformers) or 'vllm'.")
+        if self.limit is not None and (not isinstance(self.limit, (int, float)) or self.limit <= 0):
+            raise ValueError(f"limit={self.limit!r} must be a number of problems or a fraction > 0.")
+        if isinstance(self.limit, float) and self.limit.is_integer() and self.limit > 1:
+            self.limit = int(self.limit)
+        self.data_files = dict(self.data_files or {})
+        unknown = sorted(set(self.data_files) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(list_tasks())}.")
+        self.vllm_kwargs = dict(self.vllm_kwargs or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown EvalConfig field(s) {unknown}: valid fields are {sorted(known)}.")
+        return cls(**data)

@@ -1,0 +1,300 @@
+"""What an evaluation measured: [`TaskResult`] per task and [`EvalReport`] per model, with recovery against a dense
+baseline, Markdown tables, JSON round trips, and plots that stay readable for a handful of models or for twenty."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..utils import write_json_atomically
+from .registry import BENCHMARKS
+
+__all__ = ["TaskResult", "EvalReport", "plot_accuracy", "plot_length_distributions"]
+
+FILTER = "k_samples"  # the lm-eval filter whose results the report reads
+
+
+@dataclass
+class TaskResult:
+    """Metrics of one task. Accuracies are fractions in [0, 1]; lengths are in tokens."""
+
+    task: str
+    title: str
+    num_problems: int
+    num_samples: int
+    pass_at_1: float
+    pass_at_k: float
+    mean_length: float
+    median_length: float
+    truncated: float
+    gen_seconds: float
+    lengths: list[int] = field(default_factory=list)  # every reply's length, for distributions
+    pass_at_1_per_problem: list[float] = field(default_factory=list)
+    problem_levels: list[str] = field(default_factory=list)  # the difficulty level of each problem, when known
+
+    def per_level(self) -> dict[str, float]:
+        """pass@1 per difficulty level (from `pass_at_1_per_problem` and `problem_levels`)."""
+        groups: dict[str, list[float]] = {}
+        for level, acc in zip(self.problem_levels, self.pass_at_1_per_problem):
+            if level:
+                groups.setdefault(level, []).append(acc)
+        return {lv: statistics.fmean(v) for lv, v in sorted(groups.items())}
+
+
+@dataclass
+class EvalReport:
+    """What `evaluate` measured: per-task metrics, the settings, and helpers to compare, print and save.
+
+    `EvalReport.load(path)` reads back what `save(path)` wrote.
+    """
+
+    model: str
+    tasks: dict[str, TaskResult]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # -- access -------------------------------------------------------------------------------------------------------
+    def __getitem__(self, task: str) -> TaskResult:
+        return self.tasks[task]
+
+    def metric(self, name: str) -> dict[str, float]:
+        return {t: getattr(r, name) for t, r in self.tasks.items()}
+
+    @property
+    def average_pass_at_1(self) -> float:
+        return statistics.fmean(r.pass_at_1 for r in self.tasks.values()) if self.tasks else float("nan")
+
+    def recovery(self, baseline: EvalReport) -> dict[str, float]:
+        """pass@1 as a percentage of the baseline's (the dense model), per task shared by both, and on average."""
+        shared = [t for t in self.tasks if t in baseline.tasks]
+        if not shared:
+            raise ValueError(
+                f"No task in common with the baseline (this: {list(self.tasks)}, baseline: {list(baseline.tasks)})."
+            )
+        out = {t: _pct(self.tasks[t].pass_at_1, baseline.tasks[t].pass_at_1) for t in shared}
+        out["average"] = _pct(
+            statistics.fmean(self.tasks[t].pass_at_1 for t in shared),
+            statistics.fmean(baseline.tasks[t].pass_at_1 for t in shared),
+        )
+        return out
+
+    # -- printing -----------------------------------------------------------------------------------------------------
+    def table(self, baseline: EvalReport | None = None) -> str:
+        """A Markdown table: pass@1 and pass@k (%), mean/median response length, truncation, generation time; with a
+        baseline, also its pass@1 and the recovery."""
+        k = self.settings.get("num_samples", "k")
+        head = [
+            "task",
+            "problems",
+            f"pass@1 (avg of {k})",
+            f"pass@{k}",
+            "mean len",
+            "median len",
+            "truncated",
+            "gen s",
+        ]
+        if baseline is not None:
+            head += ["baseline pass@1", "recovery"]
+            rec = self.recovery(baseline)
+        rows = []
+        for t, r in self.tasks.items():
+            row = [
+                r.title,
+                str(r.num_problems),
+                f"{100 * r.pass_at_1:.1f}",
+                f"{100 * r.pass_at_k:.1f}",
+                f"{r.mean_length:.0f}",
+                f"{r.median_length:.0f}",
+                f"{100 * r.truncated:.1f}%",
+                "n/a" if math.isnan(r.gen_seconds) else f"{r.gen_seconds:.1f}",
+            ]
+            if baseline is not None:
+                b = baseline.tasks.get(t)
+                row += [f"{100 * b.pass_at_1:.1f}" if b else "", _fmt_pct(rec.get(t))]
+            rows.append(row)
+        if len(self.tasks) > 1:
+            row = ["average", "", f"{100 * self.average_pass_at_1:.1f}", "", "", "", "", ""]
+            if baseline is not None:
+                row += [f"{100 * baseline.average_pass_at_1:.1f}", _fmt_pct(rec["average"])]
+            rows.append(row)
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"{self.model}\n{self.table()}"
+
+    # -- persistence --------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "settings": self.settings, "tasks": {t: asdict(r) for t, r in self.tasks.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        return cls(
+            model=data["model"],
+            settings=dict(data.get("settings", {})),
+            tasks={t: TaskResult(**r) for t, r in data["tasks"].items()},
+        )
+
+    def save(self, path: str) -> str:
+        """Write the report as JSON (atomically)."""
+        return write_json_atomically(path, self.to_dict(), allow_nan=True)
+
+    @classmethod
+    def load(cls, path: str) -> EvalReport:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    # -- building -----------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_lm_eval(cls, results: Mapping[str, Any], model: str, settings: Mapping[str, Any] | None = None):
+        """From the dict `lm_eval.simple_evaluate(..., log_samples=True)` returns, for the package's tasks."""
+        tasks = {}
+        for task, metrics in results["results"].items():
+            if task not in BENCHMARKS:
+                continue  # a group's aggregate
+            # in problem order (several processes each log their share of the problems, gathered rank after rank)
+            samples = sorted(results.get("samples", {}).get(task, []), key=lambda s: s.get("doc_id", 0))
+            lengths = [n for s in samples for n in s.get("median_length", [])]
+            k = max((len(s["filtered_resps"][0]) for s in samples if s.get("filtered_resps")), default=0)
+
+            def get(name, metrics=metrics):
+                value = metrics.get(f"{name},{FILTER}", float("nan"))
+                return float("nan") if value in (None, "N/A") else float(value)
+
+            tasks[task] = TaskResult(
+                task=task,
+                title=BENCHMARKS[task].title,
+                num_problems=len(samples) or int(results.get("n-samples", {}).get(task, {}).get("effective", 0)),
+                num_samples=k,
+                pass_at_1=get("pass@1"),
+                pass_at_k=get("pass@k"),
+                mean_length=get("mean_length"),
+                median_length=get("median_length"),
+                truncated=get("truncated"),
+                gen_seconds=get("gen_seconds"),
+                lengths=[int(n) for n in lengths],
+                pass_at_1_per_problem=[float(s["pass@1"]) for s in samples if "pass@1" in s],
+                problem_levels=[str(s.get("doc", {}).get("level", "")) for s in samples if "pass@1" in s],
+            )
+        return cls(model=model, tasks=tasks, settings=dict(settings or {}))
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "" if value is None else ("n/a" if math.isnan(value) else f"{value:.1f}%")
+
+
+def _pct(value: float, base: float) -> float:
+    return float("nan") if base == 0 else 100.0 * value / base
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluate
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _reports(reports) -> dict[str, EvalReport]:
+    if isinstance(reports, EvalReport):
+        return {reports.model: reports}
+    if isinstance(reports, Mapping):
+        return dict(reports)
+    return {r.model: r for r in reports}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("Plots need matplotlib: pip install 'hf-ssgr[plot]'.") from err
+    return plt
+
+
+def plot_accuracy(reports, path: str, metric: str = "pass_at_1", title: str | None = None) -> str:
+    """Horizontal bars, one panel per benchmark and one bar per model (dense and pruned variants), each labelled with
+    its value; the first model's value (the dense model, by convention) is drawn as a dashed line across its panel.
+    `reports` is a mapping `label -> EvalReport` (or a list, labelled by model). Readable for a handful of models or
+    for twenty. Writes `path` (PNG, SVG or PDF) and returns it."""
+    plt = _pyplot()
+    reports = _reports(reports)
+    if not reports:
+        raise ValueError("No report to plot.")
+    tasks = list(dict.fromkeys(t for r in reports.values() for t in r.tasks))
+    labels = list(reports)
+    height = max(2.2, 0.9 + 0.28 * len(labels))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.2 + 3.4 * len(tasks), height), sharey=True, squeeze=False)
+    ys = list(range(len(labels)))[::-1]  # the first model on top
+    for ax, task in zip(axes[0], tasks):
+        values = [100 * getattr(reports[lab].tasks[task], metric) if task in reports[lab].tasks else float("nan")
+                  for lab in labels]  # fmt: skip
+        bars = ax.barh(ys, values, height=0.7, color=[f"C{i % 10}" for i in range(len(labels))])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        if len(labels) > 1 and values[0] == values[0]:
+            ax.axvline(values[0], color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, 110)
+        ax.set_title(BENCHMARKS[task].title if task in BENCHMARKS else task, fontsize=9)
+        ax.set_xlabel(f"{metric.replace('_at_', '@')} (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+    axes[0][0].set_yticks(ys)
+    axes[0][0].set_yticklabels(labels)
+    fig.suptitle(title or "Accuracy per benchmark", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def plot_length_distributions(reports, path: str, task: str | None = None, bins: int = 30) -> str:
+    """Response length (tokens) per model, over one task or all of them (SSGR Fig. 5): overlaid histograms for up to
+    four models, and for more a box per model (quartiles, whiskers at the 5th and 95th percentiles, the mean as a
+    dot), which stays readable where twenty histograms would not."""
+    plt = _pyplot()
+    reports = _reports(reports)
+    series = {}
+    for label, report in reports.items():
+        chosen = [report.tasks[task]] if task else list(report.tasks.values())
+        if task and task not in report.tasks:
+            raise ValueError(f"{label} has no task {task!r} (it has {list(report.tasks)}).")
+        series[label] = [n for r in chosen for n in r.lengths]
+    if not any(series.values()):
+        raise ValueError("The reports hold no per-reply lengths (they are recorded by evaluate(); log_samples).")
+    series = {k: v for k, v in series.items() if v}
+    name = f"Response lengths{' — ' + BENCHMARKS[task].title if task in BENCHMARKS else ''}"
+    if len(series) <= 4:
+        top = max(max(v) for v in series.values())
+        step = max(1, math.ceil((top + 1) / bins))  # lengths are integers: bins of whole tokens, all the same width
+        edges = [i * step - 0.5 for i in range(math.ceil((top + 1) / step) + 1)]
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for label, values in series.items():
+            ax.hist(values, bins=edges, histtype="step", linewidth=1.5,
+                    label=f"{label} (mean {statistics.fmean(values):.0f})")  # fmt: skip
+        ax.set_xlabel("response length (tokens)")
+        ax.set_ylabel("replies")
+        ax.legend(fontsize=8, frameon=False)
+    else:
+        labels = list(series)
+        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(labels)))
+        ys = list(range(len(labels)))[::-1]
+        ax.boxplot([series[lab] for lab in labels], positions=ys, vert=False, whis=(5, 95), widths=0.6,
+                   showfliers=False, showmeans=True,
+                   meanprops={"marker": "o", "markersize": 3, "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{lab} (mean {statistics.fmean(series[lab]):.0f})" for lab in labels], fontsize=7)
+        ax.set_xlabel("response length (tokens)\nbox: quartiles, whiskers: 5th–95th percentile, dot: mean", fontsize=8)
+        ax.grid(axis="x", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+    ax.set_title(name, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
