@@ -33,7 +33,8 @@ from testing_utils import make_char_tokenizer, make_tiny_model  # noqa: E402
 
 import hf_ssgr.calibration.calibrator as calibration_module  # noqa: E402
 from hf_ssgr import CalibrationConfig, SSGRCalibrator  # noqa: E402
-from hf_ssgr.calibration.rollouts import Sample, encode_prompt, make_engine  # noqa: E402
+from hf_ssgr.calibration.engines import Sample, make_engine  # noqa: E402
+from hf_ssgr.calibration.prompts import encode_prompt  # noqa: E402
 
 # Pass rates of a 7B reasoning model by difficulty bucket (share of the pool, mean probability of a correct sample):
 # about half of MathR is GSM8K (mostly easy), the rest MATH levels 1-5.
@@ -166,7 +167,7 @@ def selection(args, results):
         t0 = time.perf_counter()
         cal = SSGRCalibrator(cfg)
         ds = cal.build(model, pool.remove_columns(["p", "mean_len"]), tokenizer=tok)
-        c = cal.report["counts"]
+        c = cal.report.counts
         out.append(dict(mode=mode, rows=len(ds), problems_sampled=len(engine.cursor),
                         responses=c["responses_generated"], tokens=c["tokens_generated"], seconds=time.perf_counter() - t0,
                         selected=sorted(ds["problem_id"])))  # fmt: skip

@@ -5,7 +5,7 @@
 
 A Llama-architecture model (hidden 192, 4 layers, 4 heads, tied embeddings, ~2.4M parameters) learns R1-style
 replies to the synthetic arithmetic word problems of `hf_ssgr.tiny_reasoner`: the prompt is rendered with the
-pipeline's own chat template and instruction (`hf_ssgr.calibration.rollouts.render_prompt`), the reply is the step-by-step
+pipeline's own chat template and instruction (`hf_ssgr.calibration.prompts.render_prompt`), the reply is the step-by-step
 working, `</think>`, and `\\boxed{answer}`. The loss covers reply tokens only; a tenth of each batch is plain text
 from the corpus (loss on every token). AdamW, cosine schedule with warm-up, bf16 autocast.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import torch  # noqa: E402
 
-from hf_ssgr.calibration.rollouts import render_prompt  # noqa: E402
+from hf_ssgr.calibration.prompts import render_prompt  # noqa: E402
 from hf_ssgr.tiny_reasoner import (  # noqa: E402
     LEVELS,
     MODEL_PATH,

@@ -42,7 +42,7 @@ def calibrate(spec, out, name):
     dist = Distributed.current()
     calibrator = SSGRCalibrator(CalibrationConfig(**spec["config"]))
     data = calibrator.build(spec.get("model", MODEL_PATH), spec.get("source", "tiny-arith"))
-    result = {"rows": data.to_dict(), "counts": calibrator.report["counts"], "engine_env": calibrator._engine_env}
+    result = {"rows": data.to_dict(), "counts": calibrator.report.counts, "engine_env": calibrator._engine_env}
     with open(os.path.join(out, f"{name}-rank{dist.rank}.json"), "w") as f:
         json.dump(result, f)
 

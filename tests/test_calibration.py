@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import pathlib
 
 import datasets
@@ -8,9 +9,19 @@ from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model
 
 import hf_ssgr.calibration.calibrator as calibration_module
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
-from hf_ssgr.calibration.calibrator import CALIBRATION_COLUMNS
-from hf_ssgr.calibration.rollouts import PROMPT_SUFFIX, RolloutStore, encode_prompt
+from hf_ssgr.calibration.calibrator import CALIBRATION_COLUMNS, CalibrationReport
+from hf_ssgr.calibration.engines import environment
+from hf_ssgr.calibration.policies import (
+    Decision,
+    Policy,
+    get_policy,
+    list_policies,
+    register_policy,
+    unregister_policy,
+)
+from hf_ssgr.calibration.prompts import PROMPT_SUFFIX, encode_prompt
 from hf_ssgr.calibration.sources import load_source
+from hf_ssgr.calibration.store import RolloutStore, VerifiedSample
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")
@@ -96,8 +107,8 @@ def test_rac_on_policy_rollouts(model, tok, tmp_path):
     store = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json")))
     for row in ds:
         (sample,) = store.samples(row["problem_id"])
-        assert row["input_ids"][row["prompt_length"] :] == sample["response_ids"]
-        assert row["response_tokens"] == len(sample["response_ids"]) <= 12 + 1
+        assert row["input_ids"][row["prompt_length"] :] == sample.response_ids
+        assert row["response_tokens"] == len(sample.response_ids) <= 12 + 1
     info = json.loads(ds.info.description)
     assert info["policy"] == "rac" and info["counts"]["responses_generated"] == 3
     assert info["config"]["max_new_tokens"] == 12 and info["config"]["num_generations"] == 1
@@ -154,7 +165,7 @@ def test_ssgr_selects_hard_correct_median(model, tok, scripted):
     ds, cal = build(
         model, tok, policy="ssgr", num_samples=100, num_generations=4, max_length=4096, samples_per_round=2
     )
-    counts = cal.report["counts"]
+    counts = cal.report.counts
     # c = 1 problems (indices 4, 9) are dropped, c = 0 problems (0, 5, 10) have no correct sample
     ids = sorted(int(p.split("/")[-1]) for p in ds["problem_id"])
     assert ids == [1, 2, 3, 6, 7, 8, 11]
@@ -171,7 +182,7 @@ def test_ssgr_selects_hard_correct_median(model, tok, scripted):
 
 def test_streaming_stops_early_and_reports_cost(model, tok, scripted):
     ds, cal = build(model, tok, policy="sgr", num_samples=3, num_generations=16, max_length=4096, samples_per_round=4)
-    counts = cal.report["counts"]
+    counts = cal.report.counts
     assert len(ds) == 3
     assert counts["problems_visited"] <= 5
     assert counts["responses_generated"] < 12 * 16
@@ -257,7 +268,7 @@ def test_quality_reasons_are_counted(model, tok, monkeypatch):
     engine = ScriptedEngine(tok, lambda problem, j: (replies[j % 4], "eos"), PROBLEMS["problem"])
     monkeypatch.setattr(calibration_module, "make_engine", lambda *a, **k: engine)
     ds, cal = build(model, tok, policy="ssgr", num_samples=1, num_generations=4, max_problems=1, tau=1.0)
-    counts = cal.report["counts"]
+    counts = cal.report.counts
     assert counts["responses_no_reasoning"] >= 1 and counts["responses_wrong_format"] >= 1
     assert counts["responses_repetitive"] >= 1
 
@@ -276,7 +287,7 @@ def test_off_policy_rollouts_from_another_model(tok, tmp_path, monkeypatch):
     target = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
     ds, cal = build(target, tok, policy="rac", num_samples=2, max_new_tokens=8, rollout_model=str(other))
     assert set(ds["model"]) == {str(other)}
-    assert cal.report["rollout_model"] == str(other)
+    assert cal.report.rollout_model == str(other)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -333,10 +344,160 @@ def test_mixed_round_sizes_generate_nothing_extra(model, tok, scripted, tmp_path
     first = scripted.samples_generated
     assert first == 13
     ds, cal = build(model, tok, generation_batch_size=64, **kwargs)  # one wave holds it next to fresh problems
-    assert cal.report["counts"]["responses_generated"] == scripted.samples_generated - first
+    assert cal.report.counts["responses_generated"] == scripted.samples_generated - first
     rollouts = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json"))).to_dataset()
     assert len(rollouts) == scripted.samples_generated
     per_problem = {}
     for pid in rollouts["problem_id"]:
         per_problem[pid] = per_problem.get(pid, 0) + 1
     assert max(per_problem.values()) <= 16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Policies registered from outside the package
+
+
+class LastCorrect(Policy):
+    """A toy rollout policy: the last correct response, with its own generation defaults."""
+
+    name = "toy_last_correct"
+    description = "the last correct response"
+    num_generations = 3
+    max_new_tokens = 64
+
+    def choose(self, samples, correct_ratio, *, tau, budget, rng):
+        correct = [s for s in samples if s.correct]
+        if not correct:
+            return Decision(None, "no_correct", correct_ratio)
+        return Decision(correct[-1], "selected", correct_ratio)
+
+
+class AnswerOnly(Policy):
+    """A toy policy without generation: the prompt, then the gold answer boxed."""
+
+    name = "toy_answer_only"
+    aliases = ("toy_gold",)
+    generates = False
+    dropped_reason = "no_answer"
+
+    def problem_response(self, problem, tokenizer):
+        if not problem["answer"]:
+            return None
+        return tokenizer(f"</think>\\boxed{{{problem['answer']}}}", add_special_tokens=False)["input_ids"]
+
+
+@pytest.fixture
+def toy_policies():
+    registered = [register_policy(LastCorrect()), register_policy(AnswerOnly())]
+    yield registered
+    for policy in registered:
+        unregister_policy(policy.name)
+
+
+def test_a_registered_policy_calibrates_with_its_own_defaults(model, tok, scripted, toy_policies):
+    from hf_ssgr.hub.cards import calibration_summary
+
+    config = CalibrationConfig(policy="TOY_LAST_CORRECT", num_samples=100, max_length=4096, source_path=GSM8K)
+    assert (config.policy, config.num_generations, config.max_new_tokens) == ("toy_last_correct", 3, 64)
+    cal = SSGRCalibrator(config)
+    ds = cal.build(model, "GSM8K", tokenizer=tok)
+    # problem i has i % 5 correct samples of every 4 (samples j < i % 5), of length 1 + j: of 3, the last correct one
+    ids = sorted(int(p.split("/")[-1]) for p in ds["problem_id"])
+    assert ids == [i for i in range(12) if i % 5]
+    for row in ds:
+        i = int(row["problem_id"].split("/")[-1])
+        assert tok.decode(row["input_ids"][row["prompt_length"] :]).count("I add") == min(i % 5, 3)
+        assert row["num_generations"] == 3
+    assert set(ds["policy"]) == {"toy_last_correct"}
+    counts = cal.report.counts
+    assert counts["no_correct"] == 3 and counts["selected"] == 9
+    assert counts["responses_generated"] == scripted.samples_generated == 12 * 3  # the default: all n samples
+    assert calibration_summary(ds)["generation"]["num_generations"] == 3  # the card asks the registry
+
+
+def test_a_registered_policy_without_generation(model, tok, toy_policies):
+    from hf_ssgr.hub.cards import calibration_summary
+
+    ds, cal = build(model, tok, policy="toy_gold", num_samples=4, max_length=1024)
+    assert set(ds["policy"]) == {"toy_answer_only"} and len(ds) == 4
+    for row in ds:
+        gold = PROBLEMS[int(row["problem_id"].split("/")[-1])]["answer"]
+        assert tok.decode(row["input_ids"][row["prompt_length"] :]) == f"</think>\\boxed{{{gold}}}"
+        assert row["response_tokens"] == len(row["input_ids"]) - row["prompt_length"]
+    assert cal.report.counts == {"problems_visited": 4, "selected": 4}
+    assert "generation" not in calibration_summary(ds)
+    assert "toy_answer_only" in list_policies(generates=False) and "toy_last_correct" in list_policies(generates=True)
+
+
+def test_the_policy_registry_refuses_what_it_cannot_use(toy_policies):
+    with pytest.raises(ValueError, match="Unknown policy 'best': choose one of text, human, .*ssgr.*toy_last_correct"):
+        get_policy("best")
+    with pytest.raises(ValueError, match="Unknown policy 'best'.*register_policy"):
+        CalibrationConfig(policy="best")
+    with pytest.raises(ValueError, match="'toy_last_correct' is already registered: pass overwrite=True"):
+        register_policy(LastCorrect())
+    with pytest.raises(ValueError, match="'toy_gold' is already registered"):
+        register_policy(Policy("another", aliases=("toy_gold",)))
+    with pytest.raises(ValueError, match="has no name"):
+        register_policy(Policy())
+    with pytest.raises(TypeError, match="takes a Policy object"):
+        register_policy("ssgr")
+    with pytest.raises(ValueError, match="reads problems"):
+        register_policy(type("TextRollouts", (Policy,), {"name": "text_rollouts", "source_kind": "text"})())
+    replacement = register_policy(LastCorrect(description="replaced"), overwrite=True)
+    assert get_policy("toy_last_correct") is replacement
+
+
+def test_every_builtin_policy_says_what_it_needs():
+    assert list_policies(generates=False) == ["text", "human", "prompt_only"]
+    assert get_policy("text").source_kind == "text"
+    rac = get_policy("rac")
+    assert (rac.num_generations, rac.max_new_tokens, rac.stops_at_token_budget) == (1, 8192, True)
+    for name in list_policies():
+        policy = get_policy(name)
+        assert policy.description and policy.name == name
+        assert not policy.stops_at_token_budget or name == "rac"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Typed records, byte for byte the formats of earlier versions
+
+V1 = FIXTURES / "formats_v1"
+
+
+def test_calibration_report_is_the_dataset_description(model, tok):
+    ds, cal = build(model, tok, policy="prompt_only", num_samples=2, max_length=1024)
+    assert isinstance(cal.report, CalibrationReport)
+    assert ds.info.description == cal.report.to_json()
+    assert CalibrationReport.from_json(ds.info.description) == cal.report
+    earlier = datasets.load_from_disk(str(V1 / "calibration"))
+    report = CalibrationReport.from_json(earlier.info.description)
+    assert report.to_json() == earlier.info.description  # an earlier description reads and writes back unchanged
+    assert report.policy == "ssgr" and report.rows == len(earlier)
+    with pytest.raises(ValueError, match="Not a calibration report"):
+        CalibrationReport.from_json('{"rows": 3}')
+
+
+def test_verified_samples_read_and_write_the_stored_lines_unchanged():
+    for line in (V1 / "rollouts" / "rollouts.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        samples = [VerifiedSample.from_dict(s) for s in rec["samples"]]
+        assert json.dumps([s.to_dict() for s in samples]) == json.dumps(rec["samples"])
+    old = VerifiedSample.from_dict({"sample_idx": 0, "response_ids": [1], "correct": True})
+    assert old.finish_reason is None and not old.low_quality
+    with pytest.raises(ValueError, match="lacks \\['correct'\\]"):
+        VerifiedSample.from_dict({"sample_idx": 0, "response_ids": [1]})
+
+
+def test_environment_sets_then_restores_the_variables(monkeypatch):
+    monkeypatch.setenv("HF_SSGR_TEST_KEPT", "before")
+    monkeypatch.delenv("HF_SSGR_TEST_NEW", raising=False)
+    monkeypatch.delenv("HF_SSGR_TEST_INSIDE", raising=False)
+    with environment({"HF_SSGR_TEST_KEPT": "during", "HF_SSGR_TEST_NEW": "1"}):
+        assert os.environ["HF_SSGR_TEST_KEPT"] == "during" and os.environ["HF_SSGR_TEST_NEW"] == "1"
+        os.environ["HF_SSGR_TEST_INSIDE"] = "x"
+    assert os.environ["HF_SSGR_TEST_KEPT"] == "before"
+    assert "HF_SSGR_TEST_NEW" not in os.environ and "HF_SSGR_TEST_INSIDE" not in os.environ
+    with pytest.raises(RuntimeError), environment({"HF_SSGR_TEST_NEW": "2"}):
+        raise RuntimeError
+    assert "HF_SSGR_TEST_NEW" not in os.environ

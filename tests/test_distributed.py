@@ -217,7 +217,7 @@ def test_two_process_rollouts_resume_and_one_process_reads_the_same_store(two_pr
     assert again0["rows"] == first["rows"]
     calibrator = SSGRCalibrator(CalibrationConfig(**CALIBRATION, rollouts_dir=str(two_processes / "rollouts")))
     data = calibrator.build(MODEL_PATH, "tiny-arith")
-    assert calibrator.report["counts"]["tokens_generated"] == 0
+    assert calibrator.report.counts["tokens_generated"] == 0
     assert data.to_dict() == first["rows"]
 
 
@@ -227,7 +227,7 @@ def test_vllm_replicas_under_torchrun_share_one_store(tmp_path, monkeypatch):
     # one store, and both take the same rows.
     from testing_utils import make_char_tokenizer
 
-    from hf_ssgr.calibration.rollouts import RolloutStore
+    from hf_ssgr.calibration.store import RolloutStore
 
     model_dir = tmp_path / "tiny"
     make_tiny_model(  # vLLM's CPU attention needs head_dim >= 32
@@ -256,11 +256,11 @@ def test_vllm_replicas_under_torchrun_share_one_store(tmp_path, monkeypatch):
     assert binds[0] and binds[1] and not binds[0] & binds[1]
     samples = RolloutStore(str(store), json.load(open(store / "meta.json")))
     for ids, plen, pid in zip(r0["rows"]["input_ids"], r0["rows"]["prompt_length"], r0["rows"]["problem_id"]):
-        assert ids[plen:] in [s["response_ids"] for s in samples.samples(pid)]
+        assert ids[plen:] in [s.response_ids for s in samples.samples(pid)]
 
 
 def test_vllm_replica_placement(monkeypatch):
-    from hf_ssgr.calibration.rollouts import vllm_replica_env
+    from hf_ssgr.calibration.engines import vllm_replica_env
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -406,7 +406,7 @@ def test_report_recovery_and_json_round_trip(tmp_path):
 
 
 def test_reconstruction_errors_against_per_prefix_forwards(tmp_path):
-    from hf_ssgr.calibration.rollouts import encode_prompt
+    from hf_ssgr.calibration.prompts import encode_prompt
     from hf_ssgr.evaluation.analysis import plot_error_ratio_heatmap, reconstruction_errors
 
     tok = make_char_tokenizer()

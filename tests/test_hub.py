@@ -19,7 +19,6 @@ from transformers import AutoModelForCausalLM
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.evaluation.evaluate import EvalReport, TaskResult
 from hf_ssgr.hub.cards import (
-    PRUNING_CONFIG_NAME,
     calibration_card,
     model_card,
     pruning_metadata,
@@ -27,6 +26,7 @@ from hf_ssgr.hub.cards import (
     push_to_hub,
     save_pruned,
 )
+from hf_ssgr.utils import PRUNING_CONFIG_NAME
 
 TOKEN = "hf_SecretTokenValue1234567890abcdef"
 BASE = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"

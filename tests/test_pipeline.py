@@ -26,7 +26,7 @@ RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipe
 def test_shipped_model_loads_and_its_chat_template_renders():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ssgr.calibration.rollouts import render_prompt
+    from hf_ssgr.calibration.prompts import render_prompt
 
     size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(MODEL_PATH, "*.safetensors")))
     assert size <= 10 * 1024 * 1024

@@ -2,11 +2,24 @@ import random
 
 import pytest
 
-from hf_ssgr.calibration.selection import POLICIES, canonical_policy, eq1_pick, sampling_decided, select_response
+from hf_ssgr.calibration.policies import eq1_pick, get_policy, list_policies
+from hf_ssgr.calibration.store import VerifiedSample
 
 
 def S(length, correct=True, idx=0, **flags):
-    return {"response_ids": [1] * length, "correct": correct, "sample_idx": idx, **flags}
+    return VerifiedSample(sample_idx=idx, response_ids=[1] * length, finish_reason="eos", correct=correct, **flags)
+
+
+def select_response(policy, samples, **kwargs):
+    return get_policy(policy).select(samples, **kwargs)
+
+
+def sampling_decided(policy, samples, n, tau):
+    return get_policy(policy).is_decided(samples, n, tau)
+
+
+def samples_before_decision(policy, samples, n, tau):
+    return get_policy(policy).samples_before_decision(samples, n, tau)
 
 
 def test_eq1_median_within_budget():
@@ -49,15 +62,15 @@ def test_ssgr_drops_wrong_and_low_quality_then_takes_the_median():
     ]
     d = select_response("ssgr", samples + [S(1, False, 8)] * 2, tau=0.75)
     # good correct lengths: 30, 20, 50 -> n'=3, m=1 -> shortest (20)
-    assert d.sample["sample_idx"] == 4
+    assert d.sample.sample_idx == 4
     assert select_response("ssgr", [S(10, True, 0, repetitive=True), S(5, False, 1)]).reason == "low_quality"
     assert select_response("ssgr", [S(10, False)] * 4).reason == "no_correct"
 
 
 def test_ssgr_budget_comes_from_max_length():
     samples = [S(10, True, 0), S(20, True, 1), S(300, True, 2), S(400, True, 3)] + [S(1, False, 9)] * 4
-    assert select_response("ssgr", samples, budget=1000).sample["sample_idx"] == 1
-    assert select_response("ssgr", samples, budget=15).sample["sample_idx"] == 0
+    assert select_response("ssgr", samples, budget=1000).sample.sample_idx == 1
+    assert select_response("ssgr", samples, budget=15).sample.sample_idx == 0
 
 
 @pytest.mark.parametrize(
@@ -71,32 +84,32 @@ def test_every_policy_on_synthetic_rollouts(policy, expected):
     # c = 0.75; correct lengths 30, 90, 10: Eq. 1 with n'=3 takes r_1 (m = ⌊3/2⌋ = 1, 1-based), the shortest
     samples = [S(50, False, 0), S(30, True, 1), S(90, True, 2), S(10, True, 3)]
     d = select_response(policy, samples)
-    assert (d.sample["sample_idx"] if d.sample else None) == expected
+    assert (d.sample.sample_idx if d.sample else None) == expected
 
 
 def test_difficulty_bins():
     easy = [S(10, True, i) for i in range(4)]
     hard = [S(10, i == 0, i) for i in range(4)]  # c = 0.25
     assert select_response("easy", easy).sample is not None
-    assert select_response("hard", hard).sample["sample_idx"] == 0
+    assert select_response("hard", hard).sample.sample_idx == 0
     assert select_response("medium", hard).reason == "difficulty"
     assert select_response("hard", easy).reason == "difficulty"
 
 
 def test_random_length_policy_is_seeded():
     samples = [S(10 * i, True, i) for i in range(1, 9)]
-    a = select_response("random", samples, rng=random.Random(3)).sample["sample_idx"]
-    b = select_response("random", samples, rng=random.Random(3)).sample["sample_idx"]
+    a = select_response("random", samples, rng=random.Random(3)).sample.sample_idx
+    b = select_response("random", samples, rng=random.Random(3)).sample.sample_idx
     assert a == b
 
 
 def test_aliases_and_unknown_policy():
-    assert canonical_policy("difficulty_hard") == "hard"
-    assert canonical_policy("correctness_false") == "incorrect"
-    assert canonical_policy("SSGR") == "ssgr"
-    assert set(POLICIES) >= {"text", "human", "prompt_only", "sgr", "ssgr", "rac", "no_thinking"}
+    assert get_policy("difficulty_hard").name == "hard"
+    assert get_policy("correctness_false").name == "incorrect"
+    assert get_policy("SSGR").name == "ssgr"
+    assert set(list_policies()) >= {"text", "human", "prompt_only", "sgr", "ssgr", "rac", "no_thinking"}
     with pytest.raises(ValueError, match="Unknown policy 'best'.*ssgr"):
-        canonical_policy("best")
+        get_policy("best")
 
 
 def test_sampling_decided_for_streaming():
@@ -112,11 +125,26 @@ def test_sampling_decided_for_streaming():
 
 
 def test_samples_before_decision():
-    from hf_ssgr.calibration.selection import samples_before_decision
-
     assert samples_before_decision("ssgr", [], 16, 0.75) == 13  # out only with 13 correct
     assert samples_before_decision("ssgr", [S(1, True)] * 10, 16, 0.75) == 3
     assert samples_before_decision("ssgr", [S(1, False)] * 10, 16, 0.75) == 6  # capped by what is left
     assert samples_before_decision("sgr", [], 16, 0.75) == 1
     assert samples_before_decision("median", [S(1, True)] * 4, 16, 0.75) == 12
     assert samples_before_decision("median", [S(1, True)] * 16, 16, 0.75) == 0
+
+
+def test_policies_without_rollouts_do_not_select():
+    for name in ("text", "human", "prompt_only"):
+        with pytest.raises(ValueError, match="does not select among rollouts"):
+            select_response(name, [S(1)])
+    assert select_response("ssgr", []).reason == "no_samples"
+
+
+def test_difficulty_decisions_and_their_bounds():
+    n = 16
+    assert samples_before_decision("hard", [S(1, True)] * 5, n, 0.75) == 4  # out with 9 correct
+    assert samples_before_decision("medium", [S(1, False)] * 3, n, 0.75) == 5  # out with 8 wrong
+    assert sampling_decided("medium", [S(1, False)] * 8, n, 0.75)
+    assert not sampling_decided("medium", [S(1, False)] * 7, n, 0.75)
+    assert sampling_decided("incorrect", [S(1, True), S(1, False)], n, 0.75)
+    assert sampling_decided("rac", [S(1, True)], n, 0.75) and samples_before_decision("rac", [], n, 0.75) == 1

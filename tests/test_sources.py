@@ -5,7 +5,7 @@ import datasets
 import pytest
 
 from hf_ssgr import list_sources, load_source, register_source
-from hf_ssgr.calibration.sources import _REGISTRY, PROBLEM_COLUMNS, load_problems, load_texts
+from hf_ssgr.calibration.sources import PROBLEM_COLUMNS, find_source, load_problems, load_texts, unregister_source
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")
@@ -75,7 +75,8 @@ def test_register_source_and_text_corpus(tmp_path):
         with pytest.raises(ValueError, match="text corpus"):
             load_problems("MyCorpus")
     finally:
-        _REGISTRY.pop("mycorpus", None)
+        if find_source("MyCorpus") is not None:
+            unregister_source("MyCorpus")
 
 
 def test_hub_failure_says_how_to_use_a_local_copy(monkeypatch):

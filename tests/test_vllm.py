@@ -6,7 +6,7 @@ import os
 from testing_utils import make_char_tokenizer, make_tiny_model, require_module
 
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
-from hf_ssgr.calibration.rollouts import RolloutStore
+from hf_ssgr.calibration.store import RolloutStore
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -36,9 +36,9 @@ def test_rac_calibration_with_the_vllm_engine(tmp_path, monkeypatch):
     store = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json")))
     for row in ds:
         (sample,) = store.samples(row["problem_id"])
-        assert row["input_ids"][row["prompt_length"] :] == sample["response_ids"]
-        assert sample["finish_reason"] in ("eos", "length")
-        assert 1 <= len(sample["response_ids"]) <= 17
+        assert row["input_ids"][row["prompt_length"] :] == sample.response_ids
+        assert sample.finish_reason in ("eos", "length")
+        assert 1 <= len(sample.response_ids) <= 17
 
 
 @require_module("vllm")

@@ -129,7 +129,7 @@ class ScriptedEngine:
         raise AssertionError("prompt does not contain a known problem")
 
     def generate(self, prompts, num_samples, seed):
-        from hf_ssgr.calibration.rollouts import Sample
+        from hf_ssgr.calibration.engines import Sample
 
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated crash")

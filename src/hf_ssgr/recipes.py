@@ -31,20 +31,18 @@ from typing import Any
 
 import yaml
 
+from .utils import (
+    PRUNING_CONFIG_NAME,
+    library_versions,
+    resolve_model,
+    write_folder_atomically,
+    write_json_atomically,
+    write_text_atomically,
+)
+
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["RunConfig", "run_recipe", "resolve_model", "variant_name"]
-
-EMBEDDED_MODEL_NAMES = ("tiny", "hf_ssgr:tiny", "embedded")
-
-
-def resolve_model(name: str) -> str:
-    """`tiny` (or `hf_ssgr:tiny`) names the embedded tiny reasoner; anything else is a path or Hub id."""
-    if name in EMBEDDED_MODEL_NAMES:
-        from .tiny_reasoner import MODEL_PATH
-
-        return MODEL_PATH
-    return name
+__all__ = ["RunConfig", "run_recipe", "variant_name"]
 
 
 def variant_name(prune: dict[str, Any]) -> str:
@@ -69,7 +67,7 @@ class RunConfig:
         output_dir: where everything is written.
         source / source_path: the problem source (a registered name or a local file) of the calibration.
         text_source / text_source_path: the corpus of the `text` policy.
-        policies: calibration policies (`hf_ssgr.calibration.selection.POLICIES`).
+        policies: calibration policies (`hf_ssgr.calibration.policies.list_policies()`).
         calibration: `CalibrationConfig` fields shared by every policy (num_samples, max_length, ...).
         policy_overrides: per policy, fields that differ (e.g. `{rac: {max_new_tokens: 8192}}`).
         rollout_model: off-policy generation: the model whose rollouts calibrate (default: the dense model).
@@ -105,8 +103,8 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from .calibration.calibrator import CalibrationConfig
-        from .calibration.selection import POLICIES, canonical_policy
+        from .calibration.config import CalibrationConfig
+        from .calibration.policies import get_policy
         from .calibration.sources import get_source
         from .evaluation.registry import resolve_tasks
         from .pruning.config import PruningConfig
@@ -120,14 +118,11 @@ class RunConfig:
             raise ValueError(f"policies lists a calibration twice: {self.policies}.")
         for name in self.policies:
             policy, source, source_path, _ = self.calibration_spec(name)
-            if canonical_policy(policy) not in POLICIES:
-                raise ValueError(
-                    f"Unknown policy {policy!r} (in {name!r}): valid policies are {', '.join(sorted(POLICIES))}."
-                )
+            get_policy(policy)  # an unknown policy lists the known ones
             CalibrationConfig(**self._calibration_fields(name))  # every calibration config must be valid
             if not source_path:
                 spec = get_source(source)
-                wanted = "text" if canonical_policy(policy) == "text" else "problems"
+                wanted = get_policy(policy).source_kind
                 if spec.kind != wanted:
                     raise ValueError(
                         f"Calibration {name!r}: policy {policy} needs a {wanted} source, and {source} is not one."
@@ -152,12 +147,12 @@ class RunConfig:
         A name is a policy (`ssgr`), a policy on another source (`text@Wikipedia`), or any label whose
         `policy_overrides` entry sets `policy` (and optionally `source`, `source_path`) plus config fields.
         """
-        from .calibration.selection import canonical_policy
+        from .calibration.policies import get_policy
 
         overrides = dict(self.policy_overrides.get(name, {}))
         base, _, at_source = name.partition("@")
         policy = overrides.pop("policy", base)
-        text = canonical_policy(policy) == "text" if policy else False
+        text = get_policy(policy).source_kind == "text" if policy else False
         source = overrides.pop("source", at_source or (self.text_source if text else self.source))
         default_path = self.text_source_path if text else self.source_path
         source_path = overrides.pop("source_path", None if at_source else default_path)
@@ -190,14 +185,6 @@ class RunConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_json(path: str, data) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
-
-
 class _Run:
     def __init__(self, cfg: RunConfig):
         from .distributed import Distributed
@@ -225,11 +212,9 @@ class _Run:
         self.save_manifest()
 
     def save_manifest(self) -> None:
-        from .evaluation.evaluate import _versions
-
-        self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": _versions(),
+        self.manifest.update({"recipe": self.cfg.to_dict(), "model_path": self.model_path, "versions": library_versions(),
                               "processes": self.dist.world_size})  # fmt: skip
-        self.write(lambda: _atomic_json(self.manifest_path, self.manifest))
+        self.write(lambda: write_json_atomically(self.manifest_path, self.manifest, default=str))
 
     def dense(self):
         if self._model is None:
@@ -246,8 +231,8 @@ class _Run:
     def calibration(self, policy: str):
         import datasets
 
-        from .calibration.calibrator import CalibrationConfig, SSGRCalibrator
-        from .hub.cards import _write_atomically
+        from .calibration.calibrator import SSGRCalibrator
+        from .calibration.config import CalibrationConfig
 
         folder = os.path.join(self.out, "calibration", policy)
         if os.path.exists(os.path.join(folder, "dataset_info.json")):
@@ -267,9 +252,9 @@ class _Run:
         logger.info("Calibration %s (%s) ...", name, source)
         calibrator = SSGRCalibrator(cal)
         ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, source, tokenizer=tok)
-        self.write(lambda: _write_atomically(folder, ds.save_to_disk))  # every process holds the same rows
+        self.write(lambda: write_folder_atomically(folder, ds.save_to_disk))  # every process holds the same rows
         self.step_done(f"calibration/{policy}", time.perf_counter() - t, rows=len(ds),
-                       counts=calibrator.report.get("counts", {}))  # fmt: skip
+                       counts=calibrator.report.counts)  # fmt: skip
         return ds
 
     def evaluate(self, model, tok, name: str):
@@ -298,7 +283,7 @@ class _Run:
 
     def prune_and_evaluate(self, policy: str, calibration, prune: dict[str, Any]):
         from .evaluation.evaluate import EvalReport
-        from .hub.cards import PRUNING_CONFIG_NAME, pruning_metadata, save_pruned
+        from .hub.cards import pruning_metadata, save_pruned
         from .pruning.config import PruningConfig
         from .pruning.pruner import OneShotPruner
 
@@ -326,7 +311,7 @@ class _Run:
                             base_model=self.cfg.model, command=f"hf-ssgr run {self.cfg.description or 'recipe'}")  # fmt: skip
             else:  # every process holds the same weights
                 meta = pruning_metadata(model, config, pruner.state.module_metrics, calibration, self.cfg.model)
-                self.write(lambda: _atomic_json(meta_path, meta))
+                self.write(lambda: write_json_atomically(meta_path, meta, default=str))
             self.step_done(f"prune/{name}", time.perf_counter() - t)
         report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
         del model
@@ -380,9 +365,7 @@ class _Run:
             lines += ["![accuracy](accuracy.png)", "", "![response lengths](lengths.png)", ""]
         steps = self.manifest.get("steps", {})
         lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
-        with open(f"{path}.tmp", "w") as f:
-            f.write("\n".join(lines))
-        os.replace(f"{path}.tmp", path)
+        write_text_atomically(path, "\n".join(lines))
 
 
 def _cells(r) -> list[str]:

@@ -1,1 +1,3 @@
-"""Calibration: problem sources, rollouts, verification of replies, selection policies and the calibrator."""
+"""Calibration: problem sources (`sources`), selection policies (`policies`), R1-style prompts (`prompts`),
+generation engines (`engines`), the rollout store (`store`), `CalibrationConfig` (`config`) and `SSGRCalibrator`
+(`calibrator`)."""

@@ -6,8 +6,11 @@ calib = SSGRCalibrator(CalibrationConfig(policy="ssgr", num_samples=128, max_len
 
 The returned Dataset follows the calibration contract: `input_ids` (chat-templated, truncated to `max_length`),
 `prompt_length`, and the provenance columns `problem_id`, `source`, `policy`, `num_generations`, `correct_ratio`,
-`response_tokens`, `model`. How it was built (settings, counts at every filter, generation cost) is in
-`dataset.info.description` as JSON and in `calibrator.report`.
+`response_tokens`, `model`. How it was built (settings, counts at every filter, generation cost) is the
+[`CalibrationReport`] in `calibrator.report`, stored as JSON in `dataset.info.description`.
+
+The calibrator knows no policy: it asks the [`Policy`] named by `CalibrationConfig.policy` where rows come from, which
+sample of a problem to keep and when a problem is decided.
 
 Selection streams: problems are visited in a seeded random order and generation stops once `num_samples` rows are
 selected (or RAC's token budget is reached); a problem whose fate is already decided (e.g. more than τ·n correct
@@ -17,7 +20,6 @@ samples for SSGR) stops being sampled. This draws from the same distribution as 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -25,24 +27,21 @@ import random
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..distributed import Distributed
-from ..verification import THINK_END, QualityConfig, verify_reply
-from .rollouts import RolloutStore, encode_prompt, make_engine, model_fingerprint, replica_env
-from .selection import (
-    GENERATION_POLICIES,
-    canonical_policy,
-    samples_before_decision,
-    sampling_decided,
-    select_response,
-)
+from ..verification import QualityConfig, verify_reply
+from .config import CalibrationConfig
+from .engines import make_engine, replica_env
+from .policies import Policy
+from .prompts import encode_prompt
 from .sources import get_source, load_problems, load_texts
+from .store import RolloutStore, VerifiedSample, model_fingerprint
 
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["CalibrationConfig", "SSGRCalibrator", "CALIBRATION_COLUMNS"]
+__all__ = ["CalibrationConfig", "CalibrationReport", "SSGRCalibrator", "CALIBRATION_COLUMNS"]
 
 CALIBRATION_COLUMNS = [
     "input_ids", "prompt_length", "problem_id", "source", "policy", "num_generations", "correct_ratio",
@@ -51,110 +50,76 @@ CALIBRATION_COLUMNS = [
 
 
 @dataclass
-class CalibrationConfig:
-    r"""
-    Configuration of [`SSGRCalibrator`].
+class CalibrationReport:
+    """How a calibration Dataset was built; its JSON (`to_json`) is the Dataset's `info.description`.
 
-    > Parameters that control the selection
-
-    policy (`str`, defaults to `"ssgr"`): one of `text`, `human`, `prompt_only`, `sgr`, `ssgr`, `rac`, `easy`,
-        `medium`, `hard`, `short`, `median`, `long`, `random`, `correct`, `incorrect`, `no_thinking` (see
-        `hf_ssgr.calibration.selection`).
-    num_samples (`int`, defaults to `128`): rows of the calibration set.
-    max_length (`int`, defaults to `2048`): tokens per row; longer rows are truncated. SSGR's budget for the
-        response is `max_length − prompt length` (Eq. 1).
-    tau (`float`, defaults to `0.75`): SSGR keeps problems whose correct ratio c = k/n ≤ τ; in (0, 1].
-    token_budget (`int`, defaults to `1_000_000`): RAC adds rows until this many tokens.
-
-    > Parameters that control generation (names follow TRL's GRPOConfig)
-
-    num_generations (`int`, *optional*): samples per problem; 16, or 1 for `rac`.
-    temperature (`float`, defaults to `0.6`), top_p (`float`, defaults to `0.95`).
-    max_new_tokens (`int`, *optional*): 32768, or 8192 (RAC's T_max) for `rac`.
-    engine (`str`, defaults to `"transformers"`): `"transformers"` or `"vllm"`.
-    generation_batch_size (`int`, defaults to `16`): sequences per `generate` call (transformers engine).
-    vllm_kwargs (`dict`, *optional*): passed to `vllm.LLM` (e.g. `tensor_parallel_size`, `max_model_len`). Under
-        `torchrun` each process runs one replica on its own GPUs or cores (data parallelism).
-    chat_template (`str`, *optional*): a Jinja template to use instead of the tokenizer's.
-    chat_template_kwargs (`dict`, *optional*): extra arguments of `apply_chat_template`.
-    rollout_model (`str`, *optional*): generate with this model (Hub id or path) instead of the pruned one:
-        off-policy calibration (RAC Table 7, SSGR Table 8).
-    rollouts_dir (`str`, *optional*): the persistent rollout store; a run resumes from it. A temporary folder when
-        unset.
-
-    > Parameters that control streaming and verification
-
-    streaming (`bool`, defaults to `True`): stop visiting problems once enough rows are selected.
-    early_stop (`bool`, defaults to `True`): stop sampling a problem once its fate is decided.
-    samples_per_round (`int`, defaults to `4`): samples drawn per problem between two early-stop checks.
-    max_problems (`int`, *optional*): visit at most this many problems.
-    require_think_end (`bool`, defaults to `True`): a reply that never closes `</think>` is not correct.
-    repetition_ngram / max_repeat_ratio / min_thinking_words: the quality filters (see `QualityConfig`).
-    source_path (`str` or `dict`, *optional*): a local copy of the source (a mapping for MathR's parts).
-    seed (`int`, defaults to `0`).
+    Args:
+        model (`str`): the model calibrated for (its name or path).
+        rollout_model (`str`): the model that generated the rollouts (`model`, or `CalibrationConfig.rollout_model`).
+        source (`str`): the source name (`"user"` for a Dataset).
+        policy (`str`): the policy name.
+        config (`dict`): `CalibrationConfig.to_dict()`.
+        counts (`dict`): problems and responses at every filter; with rollouts also the generation cost
+            (`responses_generated`, `tokens_generated`, `exhaustive_tokens_estimate`, `generated_to_exhaustive_ratio`)
+            and `rollouts_dir`.
+        rows (`int`) / tokens (`int`): rows and tokens of the Dataset.
+        seconds (`float`): the wall time of `build`.
     """
 
-    policy: str = field(default="ssgr", metadata={"help": "Selection policy."})
-    num_samples: int = field(default=128, metadata={"help": "Rows of the calibration set."})
-    max_length: int = field(default=2048, metadata={"help": "Tokens per calibration row."})
-    tau: float = field(default=0.75, metadata={"help": "SSGR: keep problems with correct ratio <= tau."})
-    token_budget: int = field(default=1_000_000, metadata={"help": "RAC: tokens to collect."})
-    num_generations: int | None = field(default=None, metadata={"help": "Samples per problem (16; 1 for rac)."})
-    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Max response tokens (32768; 8192 for rac)."})
-    engine: str = field(default="transformers", metadata={"help": "'transformers' or 'vllm'."})
-    generation_batch_size: int = field(default=16, metadata={"help": "Sequences per generate call."})
-    vllm_kwargs: dict | None = field(default=None, metadata={"help": "Arguments of vllm.LLM."})
-    chat_template: str | None = field(default=None, metadata={"help": "Jinja chat template override."})
-    chat_template_kwargs: dict | None = field(default=None, metadata={"help": "apply_chat_template arguments."})
-    rollout_model: str | None = field(default=None, metadata={"help": "Off-policy: model that generates."})
-    rollouts_dir: str | None = field(default=None, metadata={"help": "Persistent rollout store (resumable)."})
-    streaming: bool = field(default=True, metadata={"help": "Stop once enough rows are selected."})
-    early_stop: bool = field(default=True, metadata={"help": "Stop sampling decided problems."})
-    samples_per_round: int = field(default=4, metadata={"help": "Samples per problem between early-stop checks."})
-    max_problems: int | None = field(default=None, metadata={"help": "Visit at most this many problems."})
-    require_think_end: bool = field(default=True, metadata={"help": "Unclosed thinking is not correct."})
-    repetition_ngram: int = field(default=20, metadata={"help": "n-gram size of the repetition filter."})
-    max_repeat_ratio: float = field(default=0.3, metadata={"help": "Max repeated n-gram fraction."})
-    min_thinking_words: int = field(default=3, metadata={"help": "Min words of thinking."})
-    source_path: Any = field(default=None, metadata={"help": "Local copy of the source."})
-    seed: int = field(default=0, metadata={"help": "Random seed."})
-
-    def __post_init__(self):
-        self.policy = canonical_policy(self.policy)
-        if self.num_generations is None:
-            self.num_generations = 1 if self.policy == "rac" else 16
-        if self.max_new_tokens is None:
-            self.max_new_tokens = 8192 if self.policy == "rac" else 32768
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(
-                f"tau={self.tau} is outside (0, 1]: SSGR keeps problems with correct ratio <= tau (0.75)."
-            )
-        for name in ("num_samples", "max_length", "num_generations", "max_new_tokens", "samples_per_round",
-                     "generation_batch_size", "token_budget"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
-        if self.engine not in ("transformers", "vllm"):
-            raise ValueError(f"Unknown engine {self.engine!r}: choose 'transformers' or 'vllm'.")
-        if not 0.0 <= self.temperature or not 0.0 < self.top_p <= 1.0:
-            raise ValueError("temperature must be >= 0 and top_p in (0, 1].")
+    model: str
+    rollout_model: str
+    source: str
+    policy: str
+    config: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    rows: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def generation_settings(self) -> dict[str, Any]:
-        """What decides the rollouts (a store made with other settings is refused)."""
-        return {
-            "num_generations": self.num_generations,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_new_tokens": self.max_new_tokens,
-            "chat_template": self.chat_template,
-            "chat_template_kwargs": self.chat_template_kwargs,
-            "require_think_end": self.require_think_end,
-            "seed": self.seed,
-        }
+    def to_json(self) -> str:
+        """The JSON written in `Dataset.info.description` (values JSON cannot hold are written as strings)."""
+        return json.dumps(self.to_dict(), default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationReport:
+        names = [f.name for f in fields(cls)]
+        missing = [k for k in names[:4] if k not in data]
+        if missing:
+            raise ValueError(
+                f"Not a calibration report: {missing} missing (keys: {sorted(data)}). It is written by "
+                "SSGRCalibrator.build in the Dataset's info.description."
+            )
+        return cls(**{k: data[k] for k in names if k in data})
+
+    @classmethod
+    def from_json(cls, text: str) -> CalibrationReport:
+        """Read `to_json`'s output, e.g. `CalibrationReport.from_json(dataset.info.description)`."""
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class _Progress:
+    """What a rollout run has selected and generated so far (this process's generation counts)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    tokens_generated: int = 0
+    responses_generated: int = 0
+    collected_tokens: int = 0
+
+
+@dataclass
+class _Models:
+    """The tokenizer of the calibrated model and the model that generates (itself, or the off-policy one)."""
+
+    tok: Any
+    gen_model: Any
+    gen_tok: Any
+    gen_path: str | None
+    same_vocab: bool
 
 
 def _model_name(model) -> str:
@@ -208,11 +173,18 @@ class SSGRCalibrator:
 
     Args:
         config ([`CalibrationConfig`], *optional*): defaults to SSGR with 128 rows.
+
+    After `build`, `report` is the [`CalibrationReport`] of the Dataset it returned.
     """
 
     def __init__(self, config: CalibrationConfig | None = None):
         self.config = config if config is not None else CalibrationConfig()
-        self.report: dict[str, Any] = {}
+        self.report: CalibrationReport | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """The [`Policy`] named by `config.policy`."""
+        return self.config.selection_policy
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -220,31 +192,12 @@ class SSGRCalibrator:
         """Return the calibration `datasets.Dataset` for `model` (object, Hub id or local path) and `source` (a
         registered name, a `Dataset`, or a local file). `tokenizer` is a tokenizer object or a Hub id / local path;
         by default the model's own (needed with a model object)."""
-        import datasets
-
         cfg = self.config
         t_start = time.perf_counter()
         tokenizer = _resolve_tokenizer(tokenizer)
         source_name = source if isinstance(source, str) else "user"
-        rng = random.Random(cfg.seed)
-        if cfg.policy == "text":
-            tok = tokenizer or _load_tokenizer(model)
-            rows = self._text_rows(load_texts(source, cfg.source_path), tok, source_name, rng)
-            counts = {"documents_sampled": len(rows)}
-        else:
-            if (
-                isinstance(source, str)
-                and source.lower() in ("c4", "wikipedia", "dclm")
-                and get_source(source).kind == "text"
-            ):
-                raise ValueError(f"{source} is a text corpus: use policy='text' with it, or a problem source.")
-            problems = load_problems(source, cfg.source_path)
-            if cfg.policy in GENERATION_POLICIES:
-                model_obj, tok, model_path = _load_model(model, tokenizer)
-                rows, counts = self._rollout_rows(model_obj, tok, model_path, problems, rng)
-            else:
-                rows, counts = self._static_rows(problems, tokenizer or _load_tokenizer(model), rng)
-        if len(rows) < cfg.num_samples and cfg.policy != "rac":
+        rows, counts = self._rows(model, source, tokenizer, source_name, random.Random(cfg.seed))
+        if len(rows) < cfg.num_samples and not self.policy.stops_at_token_budget:
             logger.warning(
                 "Only %d of the %d requested calibration rows could be selected (policy %s, counts %s): the source "
                 "has too few problems that pass the filters.",
@@ -253,36 +206,37 @@ class SSGRCalibrator:
                 cfg.policy,
                 counts,
             )
-        self.report = {
-            "model": _model_name(model),
-            "rollout_model": cfg.rollout_model or _model_name(model),
-            "source": source_name,
-            "policy": cfg.policy,
-            "config": cfg.to_dict(),
-            "counts": counts,
-            "rows": len(rows),
-            "tokens": sum(len(r["input_ids"]) for r in rows),
-            "seconds": time.perf_counter() - t_start,
-        }
-        data = {c: [r[c] for r in rows] for c in CALIBRATION_COLUMNS}
-        features = datasets.Features(
-            {
-                "input_ids": datasets.Sequence(datasets.Value("int32")),
-                "prompt_length": datasets.Value("int32"),
-                "problem_id": datasets.Value("string"),
-                "source": datasets.Value("string"),
-                "policy": datasets.Value("string"),
-                "num_generations": datasets.Value("int32"),
-                "correct_ratio": datasets.Value("float32"),
-                "response_tokens": datasets.Value("int32"),
-                "model": datasets.Value("string"),
-            }
+        self.report = CalibrationReport(
+            model=_model_name(model),
+            rollout_model=cfg.rollout_model or _model_name(model),
+            source=source_name,
+            policy=cfg.policy,
+            config=cfg.to_dict(),
+            counts=counts,
+            rows=len(rows),
+            tokens=sum(len(r["input_ids"]) for r in rows),
+            seconds=time.perf_counter() - t_start,
         )
-        info = datasets.DatasetInfo(description=json.dumps(self.report, default=str), features=features)
-        return datasets.Dataset.from_dict(data, features=features, info=info)
+        return _to_dataset(rows, self.report)
 
-    # ----------------------------------------------------------------------------------------------------------------
-    # Policies without generation
+    def _rows(self, model, source, tokenizer, source_name, rng):
+        """The rows and the counts, from where the policy takes them: a corpus, the problems alone, or rollouts."""
+        cfg, policy = self.config, self.policy
+        if policy.source_kind == "text":
+            tok = tokenizer or _load_tokenizer(model)
+            rows = self._text_rows(load_texts(source, cfg.source_path), tok, source_name, rng)
+            return rows, {"documents_sampled": len(rows)}
+        if (
+            isinstance(source, str)
+            and source.lower() in ("c4", "wikipedia", "dclm")
+            and get_source(source).kind == "text"
+        ):
+            raise ValueError(f"{source} is a text corpus: use policy='text' with it, or a problem source.")
+        problems = load_problems(source, cfg.source_path)
+        if policy.generates:
+            model_obj, tok, model_path = _load_model(model, tokenizer)
+            return self._rollout_rows(model_obj, tok, model_path, problems, rng)
+        return self._static_rows(problems, tokenizer or _load_tokenizer(model), rng)
 
     def _row(
         self, input_ids, prompt_length, pid, source, num_generations=0, correct_ratio=None, response_tokens=0, model=""
@@ -308,8 +262,12 @@ class SSGRCalibrator:
             order = order[: self.config.max_problems]
         return order
 
+    # ----------------------------------------------------------------------------------------------------------------
+    # Policies without generation
+
     def _static_rows(self, problems, tok, rng):
-        cfg = self.config
+        """One row per problem: the templated prompt followed by the policy's `problem_response`."""
+        cfg, policy = self.config, self.policy
         rows, counts = [], Counter()
         for i in self._order(len(problems), rng):
             if len(rows) >= cfg.num_samples:
@@ -317,16 +275,13 @@ class SSGRCalibrator:
             p = problems[i]
             counts["problems_visited"] += 1
             prompt = encode_prompt(tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs)
-            if cfg.policy == "prompt_only":
-                rows.append(self._row(prompt, len(prompt), p["problem_id"], p["source"]))
-            else:  # human: the problem, then the human-written solution as the reply
-                if not p["solution"]:
-                    counts["no_solution"] += 1
-                    continue
-                sol = tok(p["solution"], add_special_tokens=False)["input_ids"]
-                rows.append(
-                    self._row(prompt + sol, len(prompt), p["problem_id"], p["source"], response_tokens=len(sol))
-                )
+            response = policy.problem_response(p, tok)
+            if response is None:
+                counts[policy.dropped_reason] += 1
+                continue
+            rows.append(
+                self._row(prompt + response, len(prompt), p["problem_id"], p["source"], response_tokens=len(response))
+            )
             counts["selected"] += 1
         return rows, dict(counts)
 
@@ -371,13 +326,14 @@ class SSGRCalibrator:
         if off_policy:
             gen_model, gen_tok, gen_path = _load_model(cfg.rollout_model, None)
         same_vocab = (not off_policy) or gen_tok.get_vocab() == tok.get_vocab()
+        models = _Models(tok, gen_model, gen_tok, gen_path, same_vocab)
         self._generator_name = _model_name(gen_model) if not isinstance(cfg.rollout_model, str) else cfg.rollout_model
         meta = {
             "model": _model_name(gen_model),
             "model_fingerprint": model_fingerprint(gen_model),
             "generation": cfg.generation_settings(),
         }
-        dist = Distributed.current()
+        dist = self._dist = Distributed.current()
         self._engine_env: dict[str, str] = {}
         if dist.enabled and cfg.engine == "vllm":
             # Data parallelism: one vLLM replica per process (vLLM's tensor/pipeline parallelism inside it), each on
@@ -391,185 +347,199 @@ class SSGRCalibrator:
                 0
             ]
         store = RolloutStore(store_dir, meta, rank=dist.rank if dist.enabled else None)
-        self._dist = dist
-        quality = QualityConfig(cfg.repetition_ngram, cfg.max_repeat_ratio, cfg.min_thinking_words)
-        n = cfg.num_generations
         order = self._order(len(problems), rng)
-        wave = max(1, cfg.generation_batch_size // max(1, min(n, cfg.samples_per_round)))
         self._engine = None  # created on the first generation: a fully stored run never starts one
         try:
-            return self._generate_and_select(
-                problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir
-            )
+            return self._generate_and_select(problems, order, store, models, rng, store_dir)
         finally:
             if self._engine is not None and hasattr(self._engine, "close"):
                 self._engine.close()
             self._engine = None
 
-    def _generate_and_select(
-        self, problems, order, store, quality, n, wave, gen_model, gen_tok, gen_path, tok, same_vocab, rng, store_dir
-    ):
-        cfg = self.config
-        rows: list[dict] = []
-        counts: Counter = Counter()
-        tokens_generated = 0
-        responses_generated = 0
-        collected_tokens = 0
-
-        def enough() -> bool:
-            if cfg.policy == "rac":
-                return collected_tokens >= cfg.token_budget or len(rows) >= cfg.num_samples
-            return len(rows) >= cfg.num_samples
-
+    def _generate_and_select(self, problems, order, store, models, rng, store_dir):
+        """Visit the problems in `order` wave by wave: generate what each still needs, then select its row."""
+        cfg, dist = self.config, self._dist
+        quality = QualityConfig(cfg.repetition_ngram, cfg.max_repeat_ratio, cfg.min_thinking_words)
+        wave = max(1, cfg.generation_batch_size // max(1, min(cfg.num_generations, cfg.samples_per_round)))
+        progress = _Progress()
         from tqdm.auto import tqdm
 
-        dist = self._dist
         bar = tqdm(total=cfg.num_samples, desc=f"Calibration {cfg.policy}", unit="row", disable=not dist.is_main)
         pos = 0
-        while pos < len(order) and not (cfg.streaming and enough()):
-            # Never start more problems than rows still needed: every problem yields at most one row.
-            needed = cfg.num_samples - len(rows)
-            if cfg.policy == "rac":
-                needed = min(needed, -(-(cfg.token_budget - collected_tokens) // cfg.max_length))
+        while pos < len(order) and not (cfg.streaming and self._enough(progress)):
             # With several processes each generates for its share of the wave (problem j of the wave goes to process
             # j mod world size), into its own file of the shared store.
-            full_wave = wave * dist.world_size
-            size = min(full_wave, max(1, needed)) if cfg.streaming else full_wave
-            batch = [problems[i] for i in order[pos : pos + size]]
+            batch = [problems[i] for i in order[pos : pos + self._wave_size(progress, wave * dist.world_size)]]
             pos += len(batch)
             prompts = {
-                p["problem_id"]: encode_prompt(gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs)
+                p["problem_id"]: encode_prompt(
+                    models.gen_tok, p["problem"], cfg.chat_template, cfg.chat_template_kwargs
+                )
                 for p in batch
             }
             mine = [p for j, p in enumerate(batch) if j % dist.world_size == dist.rank]
-            active = [p for p in mine if not self._decided(store.samples(p["problem_id"]), n)]
-            while active:
-                # One generate call per round size, so that no problem is sampled more than it needs.
-                sizes = [self._round_size(store.samples(p["problem_id"]), n) for p in active]
-                k = max(sizes)
-                group = [p for p, size in zip(active, sizes) if size == k]
-                if self._engine is None:
-                    self._engine = make_engine(
-                        cfg.engine,
-                        gen_model,
-                        gen_tok,
-                        gen_path,
-                        temperature=cfg.temperature,
-                        top_p=cfg.top_p,
-                        max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.generation_batch_size,
-                        seed=cfg.seed + dist.rank,  # the vLLM engine seed on CPUs: distinct per replica
-                        vllm_kwargs=cfg.vllm_kwargs,
-                        env=self._engine_env,
-                    )
-                seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
-                seed += dist.rank * 1_000_000_007
-                outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed)
-                for p, samples in zip(group, outs):
-                    pid = p["problem_id"]
-                    have = len(store.samples(pid))
-                    new = []
-                    for j, s in enumerate(samples):
-                        text = gen_tok.decode(s.response_ids, skip_special_tokens=True)
-                        v = verify_reply(text, p["answer"], s.finish_reason, cfg.require_think_end, quality)
-                        new.append({
-                            "sample_idx": have + j, "response_ids": s.response_ids, "finish_reason": s.finish_reason,
-                            "response_text": text, "extracted_answer": v.extracted_answer, "correct": v.correct,
-                            "repetitive": v.repetitive, "no_reasoning": v.no_reasoning, "wrong_format": v.wrong_format,
-                        })  # fmt: skip
-                        tokens_generated += len(s.response_ids)
-                        responses_generated += 1
-                        counts["responses_correct"] += v.correct
-                        counts["responses_truncated"] += s.finish_reason == "length"
-                        for flag in ("repetitive", "no_reasoning", "wrong_format"):
-                            counts[f"responses_{flag}"] += getattr(v, flag)
-                    all_samples = store.samples(pid) + new
-                    done = self._decided(all_samples, n)
-                    store.append(pid, prompts[pid], new, done=done)
-                active = [p for p in active if not self._decided(store.samples(p["problem_id"]), n)]
+            self._sample(mine, prompts, store, models, quality, progress, pos)
             if dist.enabled:  # every process reads the whole wave, then takes the same decisions
                 dist.barrier()
                 store.refresh()
-            for p in batch:
-                if enough():
-                    break  # exhaustive mode keeps generating, but the first rows in the shuffled order are the draw
-                counts["problems_visited"] += 1
-                samples = store.samples(p["problem_id"])
-                if len(samples) < n:
-                    counts["stopped_early"] += 1
-                d = select_response(
-                    cfg.policy, samples, tau=cfg.tau, budget=cfg.max_length - len(prompts[p["problem_id"]]), rng=rng
-                )
-                counts[d.reason] += 1
-                if d.sample is None:
-                    continue
-                row = self._rollout_row(
-                    p, prompts[p["problem_id"]], d.sample, d.correct_ratio, samples, tok, gen_tok, same_vocab
-                )
-                if row is None:
-                    counts["no_think_end"] += 1
-                    continue
-                rows.append(row)
-                collected_tokens += len(row["input_ids"])
-                bar.update(1)
-            bar.set_postfix(problems=pos, generated_tokens=tokens_generated, refresh=False)
+            self._select(batch, prompts, store, models, progress, rng, bar)
+            bar.set_postfix(problems=pos, generated_tokens=progress.tokens_generated, refresh=False)
         bar.close()
-        if dist.enabled:  # generation counts are per process; the selection counts are the same everywhere
-            local = {k: v for k, v in counts.items() if k.startswith("responses_")}
-            parts = dist.all_gather_object((tokens_generated, responses_generated, local))
-            tokens_generated = sum(p[0] for p in parts)
-            responses_generated = sum(p[1] for p in parts)
-            for key in {k for p in parts for k in p[2]}:
-                counts[key] = sum(p[2].get(key, 0) for p in parts)
-        mean_len = tokens_generated / max(responses_generated, 1)
-        exhaustive = len(problems) * n * mean_len
-        counts = dict(counts)
-        counts.update(
-            {
-                "problems_in_source": len(problems),
-                "responses_generated": responses_generated,
-                "tokens_generated": tokens_generated,
-                "exhaustive_tokens_estimate": round(exhaustive),
-                "generated_to_exhaustive_ratio": tokens_generated / exhaustive if exhaustive else 0.0,
-                "rollouts_dir": store_dir,
-            }
-        )
+        self._gather_generation_counts(progress)
+        counts = self._cost_counts(progress, len(problems), store_dir)
         logger.info(
             "Calibration %s: %d rows from %d problems visited; generated %d responses / %d tokens (%.1f%% of the "
             "exhaustive estimate).",
             cfg.policy,
-            len(rows),
+            len(progress.rows),
             counts["problems_visited"],
-            responses_generated,
-            tokens_generated,
+            progress.responses_generated,
+            progress.tokens_generated,
             100 * counts["generated_to_exhaustive_ratio"],
         )
-        return rows, counts
+        return progress.rows, counts
 
-    def _round_size(self, samples: list[dict], n: int) -> int:
+    def _enough(self, progress: _Progress) -> bool:
+        cfg = self.config
+        if self.policy.stops_at_token_budget and progress.collected_tokens >= cfg.token_budget:
+            return True
+        return len(progress.rows) >= cfg.num_samples
+
+    def _wave_size(self, progress: _Progress, full_wave: int) -> int:
+        """Problems to start now: never more than rows still needed, since every problem yields at most one row."""
+        cfg = self.config
+        needed = cfg.num_samples - len(progress.rows)
+        if self.policy.stops_at_token_budget:
+            needed = min(needed, -(-(cfg.token_budget - progress.collected_tokens) // cfg.max_length))
+        return min(full_wave, max(1, needed)) if cfg.streaming else full_wave
+
+    def _sample(self, mine, prompts, store, models, quality, progress, pos):
+        """Generate for this process's problems of the wave until each is decided, one round size at a time."""
+        cfg, dist, n = self.config, self._dist, self.config.num_generations
+        active = [p for p in mine if not self._decided(store.samples(p["problem_id"]), n)]
+        while active:
+            # One generate call per round size, so that no problem is sampled more than it needs.
+            sizes = [self._round_size(store.samples(p["problem_id"]), n) for p in active]
+            k = max(sizes)
+            group = [p for p, size in zip(active, sizes) if size == k]
+            if self._engine is None:
+                self._engine = self._start_engine(models)
+            seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
+            seed += dist.rank * 1_000_000_007
+            outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed)
+            for p, samples in zip(group, outs):
+                self._verify_and_store(p, prompts[p["problem_id"]], samples, store, models.gen_tok, quality, progress)
+            active = [p for p in active if not self._decided(store.samples(p["problem_id"]), n)]
+
+    def _start_engine(self, models: _Models):
+        cfg = self.config
+        return make_engine(
+            cfg.engine,
+            models.gen_model,
+            models.gen_tok,
+            models.gen_path,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.generation_batch_size,
+            seed=cfg.seed + self._dist.rank,  # the vLLM engine seed on CPUs: distinct per replica
+            vllm_kwargs=cfg.vllm_kwargs,
+            env=self._engine_env,
+        )
+
+    def _verify_and_store(self, problem, prompt_ids, samples, store, gen_tok, quality, progress):
+        """Verify one problem's new samples, count them, and append them to the store."""
+        cfg, counts = self.config, progress.counts
+        pid = problem["problem_id"]
+        have = len(store.samples(pid))
+        new = []
+        for j, s in enumerate(samples):
+            text = gen_tok.decode(s.response_ids, skip_special_tokens=True)
+            v = verify_reply(text, problem["answer"], s.finish_reason, cfg.require_think_end, quality)
+            new.append(VerifiedSample.from_reply(have + j, s, text, v))
+            progress.tokens_generated += len(s.response_ids)
+            progress.responses_generated += 1
+            counts["responses_correct"] += v.correct
+            counts["responses_truncated"] += s.finish_reason == "length"
+            for flag in ("repetitive", "no_reasoning", "wrong_format"):
+                counts[f"responses_{flag}"] += getattr(v, flag)
+        done = self._decided(store.samples(pid) + new, cfg.num_generations)
+        store.append(pid, prompt_ids, new, done=done)
+
+    def _select(self, batch, prompts, store, models, progress, rng, bar):
+        """Apply the policy to every problem of the wave, in order, until enough rows are selected."""
+        cfg, policy, counts = self.config, self.policy, progress.counts
+        for p in batch:
+            if self._enough(progress):
+                break  # exhaustive mode keeps generating, but the first rows in the shuffled order are the draw
+            counts["problems_visited"] += 1
+            samples = store.samples(p["problem_id"])
+            if len(samples) < cfg.num_generations:
+                counts["stopped_early"] += 1
+            prompt_ids = prompts[p["problem_id"]]
+            d = policy.select(samples, tau=cfg.tau, budget=cfg.max_length - len(prompt_ids), rng=rng)
+            counts[d.reason] += 1
+            if d.sample is None:
+                continue
+            row = self._rollout_row(p, prompt_ids, d.sample, d.correct_ratio, samples, models)
+            if row is None:
+                counts[policy.dropped_reason] += 1
+                continue
+            progress.rows.append(row)
+            progress.collected_tokens += len(row["input_ids"])
+            bar.update(1)
+
+    def _gather_generation_counts(self, progress: _Progress) -> None:
+        """Generation counts are per process: add them up (the selection counts are the same everywhere)."""
+        dist = self._dist
+        if not dist.enabled:
+            return
+        local = {k: v for k, v in progress.counts.items() if k.startswith("responses_")}
+        parts = dist.all_gather_object((progress.tokens_generated, progress.responses_generated, local))
+        progress.tokens_generated = sum(p[0] for p in parts)
+        progress.responses_generated = sum(p[1] for p in parts)
+        for key in {k for p in parts for k in p[2]}:
+            progress.counts[key] = sum(p[2].get(key, 0) for p in parts)
+
+    def _cost_counts(self, progress: _Progress, num_problems: int, store_dir: str) -> dict[str, Any]:
+        """The counts, plus the generation cost against sampling every problem fully."""
+        mean_len = progress.tokens_generated / max(progress.responses_generated, 1)
+        exhaustive = num_problems * self.config.num_generations * mean_len
+        counts = dict(progress.counts)
+        counts.update(
+            {
+                "problems_in_source": num_problems,
+                "responses_generated": progress.responses_generated,
+                "tokens_generated": progress.tokens_generated,
+                "exhaustive_tokens_estimate": round(exhaustive),
+                "generated_to_exhaustive_ratio": progress.tokens_generated / exhaustive if exhaustive else 0.0,
+                "rollouts_dir": store_dir,
+            }
+        )
+        return counts
+
+    def _round_size(self, samples: list[VerifiedSample], n: int) -> int:
         """Samples to draw for a problem before the next early-stop check."""
         left = n - len(samples)
         if not self.config.early_stop:
             return left
-        floor = samples_before_decision(self.config.policy, samples, n, self.config.tau)
+        floor = self.policy.samples_before_decision(samples, n, self.config.tau)
         return min(left, max(self.config.samples_per_round, floor))
 
-    def _decided(self, samples: list[dict], n: int) -> bool:
+    def _decided(self, samples: list[VerifiedSample], n: int) -> bool:
         if len(samples) >= n:
             return True
-        return self.config.early_stop and sampling_decided(self.config.policy, samples, n, self.config.tau)
+        return self.config.early_stop and self.policy.is_decided(samples, n, self.config.tau)
 
-    def _rollout_row(self, problem, prompt_ids, sample, correct_ratio, samples, tok, gen_tok, same_vocab):
+    def _rollout_row(self, problem, prompt_ids, sample, correct_ratio, samples, models: _Models):
         cfg = self.config
-        response = list(sample["response_ids"])
-        if not same_vocab:  # off-policy with another tokenizer: re-encode in the pruned model's vocabulary
-            prompt_ids = encode_prompt(tok, problem["problem"], cfg.chat_template, cfg.chat_template_kwargs)
-            response = tok(sample["response_text"], add_special_tokens=False)["input_ids"]
-        if cfg.policy == "no_thinking":
-            cut = _think_end_index(response, tok)
-            if cut is None:
-                return None
-            response = response[cut:]
+        response = list(sample.response_ids)
+        if not models.same_vocab:  # off-policy with another tokenizer: re-encode in the pruned model's vocabulary
+            prompt_ids = encode_prompt(models.tok, problem["problem"], cfg.chat_template, cfg.chat_template_kwargs)
+            response = models.tok(sample.response_text, add_special_tokens=False)["input_ids"]
+        response = self.policy.row_response(response, models.tok)
+        if response is None:
+            return None
         return self._row(
             prompt_ids + response,
             len(prompt_ids),
@@ -582,20 +552,23 @@ class SSGRCalibrator:
         )
 
 
-def _think_end_index(response_ids: list[int], tok) -> int | None:
-    """Index of the first token whose prefix decodes to text containing `</think>`, minus the tokens of `</think>`
-    itself, so that `response_ids[index:]` starts with `</think>`. Found by bisection on decoded prefixes."""
-    if THINK_END not in tok.decode(response_ids, skip_special_tokens=False):
-        return None
-    lo, hi = 0, len(response_ids)
-    while lo < hi:  # smallest prefix containing </think>
-        mid = (lo + hi) // 2
-        if THINK_END in tok.decode(response_ids[: mid + 1], skip_special_tokens=False):
-            hi = mid
-        else:
-            lo = mid + 1
-    end = lo + 1
-    start = end - 1
-    while start > 0 and THINK_END not in tok.decode(response_ids[start:end], skip_special_tokens=False):
-        start -= 1
-    return start
+def _to_dataset(rows: list[dict[str, Any]], report: CalibrationReport):
+    """The calibration Dataset of `rows`, with `report` as JSON in its `info.description`."""
+    import datasets
+
+    data = {c: [r[c] for r in rows] for c in CALIBRATION_COLUMNS}
+    features = datasets.Features(
+        {
+            "input_ids": datasets.Sequence(datasets.Value("int32")),
+            "prompt_length": datasets.Value("int32"),
+            "problem_id": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "policy": datasets.Value("string"),
+            "num_generations": datasets.Value("int32"),
+            "correct_ratio": datasets.Value("float32"),
+            "response_tokens": datasets.Value("int32"),
+            "model": datasets.Value("string"),
+        }
+    )
+    info = datasets.DatasetInfo(description=report.to_json(), features=features)
+    return datasets.Dataset.from_dict(data, features=features, info=info)

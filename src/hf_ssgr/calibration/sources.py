@@ -21,11 +21,14 @@ from ..verification import extract_boxed
 __all__ = [
     "SourceSpec",
     "register_source",
+    "unregister_source",
     "get_source",
+    "find_source",
     "list_sources",
     "load_source",
     "load_problems",
     "load_texts",
+    "read_local",
     "PROBLEM_COLUMNS",
 ]
 
@@ -89,12 +92,26 @@ def register_source(name: str, *, kind: str = "problems", overwrite: bool = Fals
     return spec
 
 
+def unregister_source(name: str) -> SourceSpec:
+    """Remove the source registered under `name` (case-insensitive) and return its spec."""
+    spec = get_source(name)
+    del _REGISTRY[str(name).lower()]
+    return spec
+
+
 def list_sources(kind: str | None = None) -> list[str]:
+    """The names of the registered sources, all or only those of one `kind` (`"problems"` or `"text"`)."""
     return [s.name for s in _REGISTRY.values() if kind is None or s.kind == kind]
 
 
+def find_source(name: str) -> SourceSpec | None:
+    """The spec registered under `name` (case-insensitive), or `None`."""
+    return _REGISTRY.get(str(name).lower())
+
+
 def get_source(name: str) -> SourceSpec:
-    spec = _REGISTRY.get(str(name).lower())
+    """The spec registered under `name` (case-insensitive); an unknown name lists the known ones."""
+    spec = find_source(name)
     if spec is None:
         raise ValueError(
             f"Unknown source {name!r}: known sources are {', '.join(list_sources())}; or pass a datasets.Dataset, or "
@@ -235,7 +252,9 @@ register_source(
 # Loading
 
 
-def _read_local(path: str):
+def read_local(path: str):
+    """Read a local `.jsonl`/`.json`/`.parquet`/`.csv` file, a folder of such files, or a `save_to_disk` folder, as
+    one `datasets.Dataset` (raw rows, not normalised)."""
     import datasets
 
     if not os.path.exists(path):
@@ -361,7 +380,7 @@ def load_source(source: Any, path: str | dict[str, str] | None = None, kind: str
         return _normalize(source, spec, None, "the given Dataset")
     if isinstance(source, (str, os.PathLike)) and str(source).lower() not in _REGISTRY and os.path.exists(source):
         name = os.path.splitext(os.path.basename(str(source).rstrip("/")))[0]
-        raw = _read_local(str(source))
+        raw = read_local(str(source))
         spec = SourceSpec(name=name, kind=kind or ("text" if raw.column_names == ["text"] else "problems"))
         return _normalize(raw, spec, None, str(source))
     spec = get_source(source)
@@ -376,7 +395,7 @@ def load_source(source: Any, path: str | dict[str, str] | None = None, kind: str
     if path is not None:
         if isinstance(path, dict):
             raise ValueError(f"{spec.name} is a single source: pass path as a string.")
-        return _normalize(_read_local(str(path)), spec, None, str(path))
+        return _normalize(read_local(str(path)), spec, None, str(path))
     if spec.loader is not None:
         return _normalize(spec.loader(), spec, None, spec.name)
     parts = [_normalize(ds, spec, config, f"{spec.dataset_id}/{config}") for config, ds in _load_hub(spec)]

@@ -98,7 +98,7 @@ def prune_main(argv):
         if not getattr(args, name) and not (name == "calibration" and not get_solver(config.method).needs_data()):
             raise SystemExit(f"hf-ssgr prune: --{name} is required.")
     dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
-    from ..recipes import resolve_model
+    from ..utils import resolve_model
 
     args.model_name_or_path = resolve_model(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=dtype)
@@ -198,8 +198,9 @@ def calibrate_main(argv):
     """`hf-ssgr calibrate --model M --source S --save_dir DIR [--policy ssgr --num_samples 128 ...]`."""
     import dataclasses as dc
 
-    from ..calibration.calibrator import CalibrationConfig, SSGRCalibrator
-    from ..recipes import resolve_model
+    from ..calibration.calibrator import SSGRCalibrator
+    from ..calibration.config import CalibrationConfig
+    from ..utils import resolve_model
 
     _, values = _overrides(argv, "calibrate")
     values = _with_config(values, "calibrate")
@@ -237,7 +238,7 @@ def calibrate_main(argv):
 def evaluate_main(argv):
     """`hf-ssgr evaluate --model PATH [--tasks ssgr_reasoning] [--num_samples 4] [--output eval.json]`."""
     from ..evaluation.evaluate import EvalReport, evaluate
-    from ..recipes import resolve_model
+    from ..utils import resolve_model
 
     _, values = _overrides(argv, "evaluate")
     values = _with_config(values, "evaluate")
@@ -268,7 +269,7 @@ def analyze_main(argv):
 
     from ..calibration.sources import load_problems
     from ..evaluation.analysis import plot_error_ratio_heatmap, reconstruction_errors
-    from ..recipes import resolve_model
+    from ..utils import resolve_model
 
     _, v = _overrides(argv, "analyze")
     v = _with_config(v, "analyze")
@@ -293,7 +294,8 @@ def push_main(argv):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..evaluation.evaluate import EvalReport
-    from ..hub.cards import PRUNING_CONFIG_NAME, push_to_hub
+    from ..hub.cards import push_to_hub
+    from ..utils import PRUNING_CONFIG_NAME
 
     _, v = _overrides(argv, "push")
     _require(v, ["model", "repo_id"], "push")

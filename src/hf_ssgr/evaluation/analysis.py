@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..calibration.rollouts import TransformersEngine, encode_prompt
+from ..calibration.engines import TransformersEngine
+from ..calibration.prompts import encode_prompt
 
 __all__ = ["ReconstructionErrors", "reconstruction_errors", "last_hidden_errors", "plot_error_ratio_heatmap"]
 

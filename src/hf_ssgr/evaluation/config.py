@@ -63,7 +63,11 @@ class EvalConfig:
         resolve_tasks(self.tasks)  # unknown names fail with the valid ones
         if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1 (got {self.num_samples!r}).")
-        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+        if (
+            not isinstance(self.max_new_tokens, int)
+            or isinstance(self.max_new_tokens, bool)
+            or self.max_new_tokens < 1
+        ):
             raise ValueError(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r}).")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}: choose 'hf' (transformers) or 'vllm'.")

@@ -19,7 +19,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from ..calibration.rollouts import THINK_OPEN, TransformersEngine, make_engine, replica_env
+from ..calibration.engines import TransformersEngine, make_engine, replica_env
+from ..calibration.prompts import THINK_OPEN
 from ..distributed import Distributed
 from .registry import Reply
 

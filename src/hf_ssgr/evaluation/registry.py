@@ -23,7 +23,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ..calibration.rollouts import PROMPT_SUFFIX
+from ..calibration.prompts import PROMPT_SUFFIX
 from ..verification import strip_math_delimiters
 from .scoring import pass_at_k, score_problem
 
@@ -270,7 +270,7 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
     """
     import datasets
 
-    from ..calibration.sources import _read_local
+    from ..calibration.sources import read_local
 
     if task not in BENCHMARKS:
         raise ValueError(f"Unknown task {task!r}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
@@ -280,7 +280,7 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
         for path in [data_file] if isinstance(data_file, (str, os.PathLike)) else list(data_file):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{bench.title}: the local data file {path} does not exist.")
-            raw.append((str(path), _read_local(str(path))))
+            raw.append((str(path), read_local(str(path))))
     elif bench.builder is not None:
         raw.append((bench.task, bench.builder()))
     else:

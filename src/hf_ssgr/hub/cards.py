@@ -25,10 +25,11 @@ from typing import Any
 
 import yaml
 
+from ..utils import PRUNING_CONFIG_NAME, is_embedded_model, library_versions, write_folder_atomically
+
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = [
-    "PRUNING_CONFIG_NAME",
     "pruning_metadata",
     "calibration_summary",
     "layer_sparsity",
@@ -39,21 +40,8 @@ __all__ = [
     "push_calibration_to_hub",
 ]
 
-PRUNING_CONFIG_NAME = "pruning_config.json"
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("hf-ssgr", "torch", "transformers", "datasets", "accelerate", "huggingface-hub", "safetensors"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def _public_name(name: str | None) -> str | None:
@@ -111,7 +99,7 @@ def calibration_summary(calibration) -> dict[str, Any] | None:
     }
     models = unique("model")
     generated = _public_name(report.get("rollout_model") or (models[0] if len(models) == 1 else None))
-    if cfg and cfg.get("policy") not in (None, "text", "human", "prompt_only"):
+    if cfg and _generated(cfg.get("policy")):
         summary["generation"] = {
             "model": generated,
             "engine": cfg.get("engine"),
@@ -124,6 +112,17 @@ def calibration_summary(calibration) -> dict[str, Any] | None:
     if report.get("counts"):
         summary["counts"] = {k: v for k, v in report["counts"].items() if k != "rollouts_dir"}
     return summary
+
+
+def _generated(policy: str | None) -> bool:
+    """Whether calibrating with `policy` generated rollouts; a policy not registered in this process is taken to have
+    generated (its config records generation settings)."""
+    from ..calibration.policies import find_policy
+
+    if policy is None:
+        return False
+    found = find_policy(policy)
+    return found is None or found.generates
 
 
 def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets=None) -> list[dict[str, Any]]:
@@ -190,7 +189,7 @@ def pruning_metadata(
             key: sorted(n for n, m in (module_metrics or {}).items() if m.get(key))
             for key in ("damping_raised", "fallback")
         },
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 
@@ -261,7 +260,7 @@ def model_card(
     from ..evaluation.registry import BENCHMARKS
 
     base = meta.get("base_model") or "unknown"
-    embedded = base in ("tiny", "hf_ssgr:tiny", "embedded")
+    embedded = is_embedded_model(base)
     on_hub = not (embedded or base == "unknown" or os.path.isabs(base) or os.path.exists(base))
     method = meta.get("method") or "unknown"
     name = model_name or f"{base.split('/')[-1]}-{method}-{_sparsity_desc(meta).split(' ')[0]}".replace(":", "of")
@@ -304,14 +303,14 @@ def model_card(
                     "truncated": f"{100 * r.truncated:.1f}%",
                 }
             )
-    from ..calibration.sources import _REGISTRY
+    from ..calibration.sources import find_source, get_source
 
     if calib:
         for part in str(calib.get("source", "")).split(", "):
-            spec = _REGISTRY.get(part.lower())
+            spec = find_source(part)
             if spec is None:
                 continue
-            for comp in [_REGISTRY[c.lower()] for c in spec.components] or [spec]:
+            for comp in [get_source(c) for c in spec.components] or [spec]:
                 if comp.dataset_id:
                     datasets_used.insert(0, comp.dataset_id)
     tags = ["pruning", "sparsity", "reasoning", method, "hf-ssgr"]
@@ -366,7 +365,7 @@ def calibration_card(calibration, pretty_name: str | None = None, rollouts: bool
     every filter, generation cost, and the licences of the sources."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from ..calibration.sources import _REGISTRY
+    from ..calibration.sources import find_source, get_source
 
     summary = calibration_summary(calibration) or {}
     report = {}
@@ -379,8 +378,8 @@ def calibration_card(calibration, pretty_name: str | None = None, rollouts: bool
     counts = dict(summary.get("counts", {}))
     licences, source_ids = [], []
     for part in str(summary.get("source", "")).split(", "):
-        spec = _REGISTRY.get(part.lower())
-        specs = [_REGISTRY[c.lower()] for c in spec.components] if spec and spec.components else [spec]
+        spec = find_source(part)
+        specs = [get_source(c) for c in spec.components] if spec and spec.components else [spec]
         for s in specs:
             if s is None:
                 licences.append((part, "see the source"))
@@ -433,28 +432,6 @@ def calibration_card(calibration, pretty_name: str | None = None, rollouts: bool
 # Saving
 
 
-def _write_atomically(save_dir: str, write) -> str:
-    """Run `write(tmp_dir)` into a temporary sibling folder, then move it to `save_dir` (replacing an old one)."""
-    save_dir = os.path.abspath(save_dir)
-    parent = os.path.dirname(save_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.tmp-", dir=parent)
-    try:
-        write(tmp)
-        if os.path.exists(save_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.old-", dir=parent)
-            os.rmdir(old)
-            os.replace(save_dir, old)
-            os.replace(tmp, save_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, save_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return save_dir
-
-
 def _write_checkpoint(folder, model, tokenizer, meta, card) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     if tokenizer is not None:
@@ -497,7 +474,7 @@ def save_pruned(
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
     try:
-        return _write_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
+        return write_folder_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
     finally:
         wait_for_everyone()
 

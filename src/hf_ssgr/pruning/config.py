@@ -254,6 +254,22 @@ class PruningConfig:
             raise ValueError(f"save_every_n_layers={self.save_every_n_layers} must be >= 1.")
 
     @property
+    def short_name(self) -> str:
+        """A folder-safe name of what is pruned, shared by recipe folders, cards and reports: `sparsegpt-50`,
+        `sparsegpt-2of4`, with the layer scope and the token mask when they are not the defaults (`wanda-50-0_1_5`,
+        `sparsegpt-50-response`)."""
+        tag = (
+            f"{self.method}-{self.sparsity_type.replace(':', 'of')}"
+            if self.nm
+            else f"{self.method}-{round(100 * self.sparsity)}"
+        )
+        if self.layers != "all":
+            tag += "-" + (self.layers if isinstance(self.layers, str) else "_".join(str(i) for i in self.layers))
+        if self.token_mask != "all":
+            tag += f"-{self.token_mask}"
+        return tag
+
+    @property
     def nm(self) -> tuple[int, int] | None:
         """`(N, M)` for N:M sparsity, `None` for unstructured."""
         return parse_sparsity_type(self.sparsity_type)

@@ -1,95 +1,64 @@
-"""Self-generated rollouts: R1-style prompts, generation engines, and a persistent, resumable store.
+"""Generation engines: `model.generate` or vLLM, both returning `Sample`s of token ids.
 
-* Prompts are rendered with the model's chat template: the user turn is the problem followed by
-  `PROMPT_SUFFIX`, and the generation prompt opens `<think>`. The rendered text is encoded with
-  `add_special_tokens=False`.
-* Engines: `TransformersEngine` (batched `generate`, CPU or GPU, the default) and `VLLMEngine` (the `vllm` extra;
-  its own tensor/pipeline parallelism; under `torchrun` each process runs one replica on its own devices or cores,
-  `vllm_replica_env`).
-* `RolloutStore` keeps rollouts as token ids, never re-tokenized text, in an append-only JSON-lines log: one line per
-  generated chunk of one problem, written and fsynced as soon as the chunk is verified. A run killed at any point
-  loses at most the line being written (a torn last line is dropped on reload); rows are keyed by
-  `(problem_id, sample_idx)`, so nothing is duplicated. Reusing a store with another model or generation config is
-  refused.
+* `TransformersEngine`: batched `generate` (left-padded prompts, `num_return_sequences`), CPU or GPU; the default.
+* `VLLMEngine`: the `vllm` extra, with its own tensor/pipeline parallelism. Under `torchrun` each process runs one
+  replica on its own devices or cores (`vllm_replica_env`), set through the environment its engine process starts
+  with (`environment`).
+* `make_engine(name, ...)` builds either from the same arguments.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-from unittest import mock
 
 import torch
 
-logger = logging.getLogger("hf_ssgr")
-
 __all__ = [
-    "PROMPT_SUFFIX",
-    "render_prompt",
-    "encode_prompt",
     "Sample",
     "TransformersEngine",
     "VLLMEngine",
     "make_engine",
-    "RolloutStore",
-    "model_fingerprint",
-    "ROLLOUT_COLUMNS",
-]
-
-PROMPT_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
-THINK_OPEN = "<think>"
-ROLLOUT_COLUMNS = [
-    "problem_id",
-    "sample_idx",
-    "prompt_ids",
-    "response_ids",
-    "finish_reason",
-    "response_text",
-    "extracted_answer",
-    "correct",
-    "repetitive",
-    "no_reasoning",
-    "wrong_format",
+    "vllm_replica_env",
+    "replica_env",
+    "environment",
 ]
 
 
-def render_prompt(
-    tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None
-) -> str:
-    """The R1-style prompt text: chat template, user turn = problem + instruction, generation prompt opening `<think>`."""
-    template = chat_template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        raise ValueError(
-            f"The tokenizer of this model has no chat template, so R1-style prompts cannot be rendered: set "
-            f"tokenizer.chat_template, or pass CalibrationConfig(chat_template=...) (a Jinja template that ends the "
-            f"generation prompt with '{THINK_OPEN}')."
-        )
-    messages = [{"role": "user", "content": f"{problem}\n{PROMPT_SUFFIX}"}]
-    text = tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
-    )
-    if not text.rstrip().endswith(THINK_OPEN):
-        text = text + f"{THINK_OPEN}\n"
-    return text
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set `variables` in `os.environ` inside the block; afterwards the environment is restored to what it was
+    before, whatever was changed inside (variables added meanwhile are removed, changed ones reset).
 
-
-def encode_prompt(
-    tokenizer, problem: str, chat_template: str | None = None, chat_template_kwargs: dict | None = None
-) -> list[int]:
-    return tokenizer(render_prompt(tokenizer, problem, chat_template, chat_template_kwargs), add_special_tokens=False)[
-        "input_ids"
-    ]
+    Args:
+        variables (`Mapping[str, str]`): the variables to set.
+    """
+    saved = dict(os.environ)
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 @dataclass
 class Sample:
+    """One generated response, as an engine returns it (before verification).
+
+    Args:
+        response_ids (`list[int]`): the generated token ids; a response that stopped on EOS ends with it.
+        finish_reason (`str`): `"eos"` or `"length"` (`max_new_tokens` reached).
+    """
+
     response_ids: list[int]
-    finish_reason: str  # "eos" or "length"
+    finish_reason: str
 
 
 def _eos_ids(tokenizer, model=None) -> list[int]:
@@ -294,6 +263,17 @@ def replica_env(dist, vllm_kwargs: dict | None) -> dict[str, str]:
 
 
 def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs):
+    """The generation engine named `engine` (`"transformers"` or `"vllm"`).
+
+    Args:
+        engine (`str`): `"transformers"` ([`TransformersEngine`]) or `"vllm"` ([`VLLMEngine`]).
+        model: the model object (the transformers engine generates with it; vLLM loads `model_path`, or a copy of
+            `model` saved to a temporary folder when `model_path` is `None`).
+        tokenizer: its tokenizer.
+        model_path (`str`, *optional*): where the model is stored.
+        kwargs: the engine's sampling arguments, plus `vllm_kwargs` (arguments of `vllm.LLM`) and `env` (environment
+            variables set while vLLM starts its engine processes).
+    """
     if engine == "transformers":
         kwargs.pop("vllm_kwargs", None)
         kwargs.pop("env", None)
@@ -306,135 +286,6 @@ def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs)
             path = tempfile.mkdtemp(prefix="hf_ssgr_vllm_")
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
-        with mock.patch.dict(os.environ, kwargs.pop("env", None) or {}):  # read by vLLM's engine process at start
+        with environment(kwargs.pop("env", None) or {}):  # read by vLLM's engine process at start
             return VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
     raise ValueError(f"Unknown engine {engine!r}: choose 'transformers' or 'vllm'.")
-
-
-def model_fingerprint(model) -> str:
-    """A cheap identity of a model: its name/path, config and a sample of its weights."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        h.update(json.dumps(config.to_diff_dict(), sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for _, p in list(model.named_parameters())[:: max(1, len(list(model.parameters())) // 8)]:
-            flat = p.detach().reshape(-1)
-            h.update(flat[:4096].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class RolloutStore:
-    """Append-only, crash-safe store of rollouts for one (model, generation config).
-
-    Layout: `path/meta.json` (what the rollouts were generated with) and `path/rollouts.jsonl` (one line per generated
-    chunk of a problem: `{"problem_id", "prompt_ids", "samples": [...]}`), plus `path/rollouts-rank{r}.jsonl` when
-    several processes share the store.
-    """
-
-    META_NAME = "meta.json"
-
-    def __init__(self, path: str, meta: dict[str, Any], rank: int | None = None):
-        self.path = path
-        os.makedirs(path, exist_ok=True)
-        meta_path = os.path.join(path, self.META_NAME)
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            diff = {
-                k: (saved.get(k), meta.get(k)) for k in sorted(set(saved) | set(meta)) if saved.get(k) != meta.get(k)
-            }
-            if diff:
-                raise ValueError(
-                    f"The rollout store {path} was made with another model or generation config (stored, now): {diff}. "
-                    "Use another rollouts_dir, or delete the store to regenerate."
-                )
-        else:
-            tmp = f"{meta_path}.{os.getpid()}.tmp"  # processes sharing the store may write it at the same time
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=2, sort_keys=True)
-            os.replace(tmp, meta_path)
-        self.meta = meta
-        self.file = os.path.join(path, "rollouts.jsonl" if rank is None else f"rollouts-rank{rank}.jsonl")
-        self._records: dict[str, dict] = {}
-        self._load()
-
-    def _files(self) -> list[str]:
-        return sorted(
-            os.path.join(self.path, f)
-            for f in os.listdir(self.path)
-            if f.startswith("rollouts") and f.endswith(".jsonl")
-        )
-
-    def refresh(self) -> None:
-        """Read what other processes appended to their files of this store since it was opened."""
-        self._load(skip_own=True)
-
-    def _load(self, skip_own: bool = False) -> None:
-        for file in self._files():
-            if skip_own and file == self.file:
-                continue
-            with open(file, "rb") as f:
-                data = f.read()
-            good_end = 0
-            for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n"):
-                    break  # torn last line from a crash
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self._merge(rec)
-                good_end += len(line)
-            if good_end != len(data) and file == self.file:
-                with open(file, "r+b") as f:  # drop the torn tail so appends start on a clean line
-                    f.truncate(good_end)
-                logger.warning("Dropped a torn line at the end of %s (an interrupted write).", file)
-
-    def _merge(self, rec: dict) -> None:
-        cur = self._records.get(rec["problem_id"])
-        if cur is None:
-            cur = self._records[rec["problem_id"]] = {k: v for k, v in rec.items() if k != "samples"}
-            cur["samples"] = {}
-        for s in rec["samples"]:
-            cur["samples"].setdefault(s["sample_idx"], s)  # first write wins: never duplicated
-        for k in ("done", "stopped_early"):
-            if k in rec:
-                cur[k] = rec[k]
-
-    def get(self, problem_id: str) -> dict | None:
-        return self._records.get(problem_id)
-
-    def samples(self, problem_id: str) -> list[dict]:
-        rec = self._records.get(problem_id)
-        return [] if rec is None else [rec["samples"][i] for i in sorted(rec["samples"])]
-
-    def append(self, problem_id: str, prompt_ids: list[int], samples: list[dict], **extra) -> None:
-        rec = {"problem_id": problem_id, "prompt_ids": prompt_ids, "samples": samples, **extra}
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
-        with open(self.file, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self._merge(json.loads(line))
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def problem_ids(self) -> list[str]:
-        return list(self._records)
-
-    def to_dataset(self):
-        """All rollouts, one row per sample, with the `ROLLOUT_COLUMNS`."""
-        import datasets
-
-        rows = {c: [] for c in ROLLOUT_COLUMNS}
-        for pid, rec in self._records.items():
-            for idx in sorted(rec["samples"]):
-                s = rec["samples"][idx]
-                rows["problem_id"].append(pid)
-                rows["prompt_ids"].append(rec["prompt_ids"])
-                for c in ROLLOUT_COLUMNS:
-                    if c not in ("problem_id", "prompt_ids"):
-                        rows[c].append(s.get(c))
-        return datasets.Dataset.from_dict(rows)

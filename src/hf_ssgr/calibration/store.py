@@ -1,0 +1,247 @@
+"""The rollout store: verified samples as token ids, in a persistent, resumable, append-only JSON-lines log.
+
+`RolloutStore` keeps rollouts as token ids, never re-tokenized text: one line per generated chunk of one problem,
+written and fsynced as soon as the chunk is verified. A run killed at any point loses at most the line being written
+(a torn last line is dropped on reload); samples are keyed by `(problem_id, sample_idx)`, so nothing is duplicated.
+Reusing a store with another model or generation config is refused.
+
+A line is `{"problem_id", "prompt_ids", "samples": [...], "done"?}`; each sample is the JSON form of a
+[`VerifiedSample`] (`VerifiedSample.to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from ..verification import VerifiedReply
+    from .engines import Sample
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["VerifiedSample", "RolloutStore", "model_fingerprint", "ROLLOUT_COLUMNS"]
+
+ROLLOUT_COLUMNS = [
+    "problem_id",
+    "sample_idx",
+    "prompt_ids",
+    "response_ids",
+    "finish_reason",
+    "response_text",
+    "extracted_answer",
+    "correct",
+    "repetitive",
+    "no_reasoning",
+    "wrong_format",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifiedSample:
+    """One generated response of a problem and its verdict: what the store keeps and the selection policies read.
+
+    The fields, in this order, are the keys of its JSON form in the store's lines.
+
+    Args:
+        sample_idx (`int`): its index among the samples of its problem (0, 1, ...).
+        response_ids (`list[int]`): the generated token ids (ending with EOS unless truncated).
+        finish_reason (`str`): `"eos"` or `"length"`.
+        response_text (`str`, *optional*): the decoded response (special tokens skipped).
+        extracted_answer (`str`, *optional*): the final answer read from the response, `None` when there is none.
+        correct (`bool`): the extracted answer matches the gold one.
+        repetitive / no_reasoning / wrong_format (`bool`, *optional*): the quality flags (see
+            `hf_ssgr.verification.quality_flags`); `None` in a line that does not record them.
+    """
+
+    sample_idx: int
+    response_ids: list[int]
+    finish_reason: str | None
+    response_text: str | None = None
+    extracted_answer: str | None = None
+    correct: bool
+    repetitive: bool | None = None
+    no_reasoning: bool | None = None
+    wrong_format: bool | None = None
+
+    @classmethod
+    def from_reply(cls, sample_idx: int, sample: Sample, text: str, reply: VerifiedReply) -> VerifiedSample:
+        """The verified form of an engine's `sample`, whose decoded `text` was verified as `reply`."""
+        return cls(
+            sample_idx=sample_idx,
+            response_ids=sample.response_ids,
+            finish_reason=sample.finish_reason,
+            response_text=text,
+            extracted_answer=reply.extracted_answer,
+            correct=reply.correct,
+            repetitive=reply.repetitive,
+            no_reasoning=reply.no_reasoning,
+            wrong_format=reply.wrong_format,
+        )
+
+    @property
+    def low_quality(self) -> bool:
+        """Whether any quality flag is set (repetitive, no reasoning, or no boxed answer)."""
+        return bool(self.repetitive or self.no_reasoning or self.wrong_format)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written in the store's lines."""
+        return {name: getattr(self, name) for name in _SAMPLE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerifiedSample:
+        """Read the JSON form. `sample_idx`, `response_ids` and `correct` are required; a missing optional key reads
+        as `None` and unknown keys are ignored."""
+        missing = [k for k in ("sample_idx", "response_ids", "correct") if k not in data]
+        if missing:
+            raise ValueError(
+                f"A stored rollout sample lacks {missing} (keys: {sorted(data)}): the store is not an hf-ssgr rollout "
+                "store, or was damaged; use another rollouts_dir."
+            )
+        return cls(**{name: data.get(name) for name in _SAMPLE_FIELDS})
+
+
+_SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(VerifiedSample))
+
+
+def model_fingerprint(model) -> str:
+    """A cheap identity of a model for the store's `meta.json`: its config and a sample of its weights."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(json.dumps(config.to_diff_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for _, p in list(model.named_parameters())[:: max(1, len(list(model.parameters())) // 8)]:
+            flat = p.detach().reshape(-1)
+            h.update(flat[:4096].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class RolloutStore:
+    """Append-only, crash-safe store of rollouts for one (model, generation config).
+
+    Layout: `path/meta.json` (what the rollouts were generated with) and `path/rollouts.jsonl` (one line per generated
+    chunk of a problem: `{"problem_id", "prompt_ids", "samples": [...]}`), plus `path/rollouts-rank{r}.jsonl` when
+    several processes share the store.
+    """
+
+    META_NAME = "meta.json"
+
+    def __init__(self, path: str, meta: dict[str, Any], rank: int | None = None):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        meta_path = os.path.join(path, self.META_NAME)
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            diff = {
+                k: (saved.get(k), meta.get(k)) for k in sorted(set(saved) | set(meta)) if saved.get(k) != meta.get(k)
+            }
+            if diff:
+                raise ValueError(
+                    f"The rollout store {path} was made with another model or generation config (stored, now): {diff}. "
+                    "Use another rollouts_dir, or delete the store to regenerate."
+                )
+        else:
+            tmp = f"{meta_path}.{os.getpid()}.tmp"  # processes sharing the store may write it at the same time
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=2, sort_keys=True)
+            os.replace(tmp, meta_path)
+        self.meta = meta
+        self.file = os.path.join(path, "rollouts.jsonl" if rank is None else f"rollouts-rank{rank}.jsonl")
+        self._records: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _files(self) -> list[str]:
+        return sorted(
+            os.path.join(self.path, f)
+            for f in os.listdir(self.path)
+            if f.startswith("rollouts") and f.endswith(".jsonl")
+        )
+
+    def refresh(self) -> None:
+        """Read what other processes appended to their files of this store since it was opened."""
+        self._load(skip_own=True)
+
+    def _load(self, skip_own: bool = False) -> None:
+        for file in self._files():
+            if skip_own and file == self.file:
+                continue
+            with open(file, "rb") as f:
+                data = f.read()
+            good_end = 0
+            for line in data.splitlines(keepends=True):
+                if not line.endswith(b"\n"):
+                    break  # torn last line from a crash
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                self._merge(rec)
+                good_end += len(line)
+            if good_end != len(data) and file == self.file:
+                with open(file, "r+b") as f:  # drop the torn tail so appends start on a clean line
+                    f.truncate(good_end)
+                logger.warning("Dropped a torn line at the end of %s (an interrupted write).", file)
+
+    def _merge(self, rec: dict) -> None:
+        cur = self._records.get(rec["problem_id"])
+        if cur is None:
+            cur = self._records[rec["problem_id"]] = {k: v for k, v in rec.items() if k != "samples"}
+            cur["samples"] = {}
+        for s in rec["samples"]:
+            cur["samples"].setdefault(
+                s["sample_idx"], VerifiedSample.from_dict(s)
+            )  # first write wins: never duplicated
+        for k in ("done", "stopped_early"):
+            if k in rec:
+                cur[k] = rec[k]
+
+    def get(self, problem_id: str) -> dict[str, Any] | None:
+        """The merged record of a problem: `problem_id`, `prompt_ids`, `samples` (`{sample_idx: VerifiedSample}`)
+        and, when written, `done`; `None` for a problem never generated."""
+        return self._records.get(problem_id)
+
+    def samples(self, problem_id: str) -> list[VerifiedSample]:
+        """The samples of a problem, in `sample_idx` order (empty for a problem never generated)."""
+        rec = self._records.get(problem_id)
+        return [] if rec is None else [rec["samples"][i] for i in sorted(rec["samples"])]
+
+    def append(self, problem_id: str, prompt_ids: list[int], samples: list[VerifiedSample], **extra) -> None:
+        """Write one line (a chunk of new samples of a problem, plus `extra` keys such as `done`) and fsync it."""
+        rec = {"problem_id": problem_id, "prompt_ids": prompt_ids, "samples": [s.to_dict() for s in samples], **extra}
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        with open(self.file, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._merge(json.loads(line))
+
+    def __len__(self) -> int:
+        """The number of problems in the store."""
+        return len(self._records)
+
+    def problem_ids(self) -> list[str]:
+        return list(self._records)
+
+    def to_dataset(self):
+        """All rollouts, one row per sample, with the `ROLLOUT_COLUMNS`."""
+        import datasets
+
+        rows = {c: [] for c in ROLLOUT_COLUMNS}
+        for pid, rec in self._records.items():
+            for idx in sorted(rec["samples"]):
+                s = rec["samples"][idx]
+                rows["problem_id"].append(pid)
+                rows["prompt_ids"].append(rec["prompt_ids"])
+                for c in ROLLOUT_COLUMNS:
+                    if c not in ("problem_id", "prompt_ids"):
+                        rows[c].append(getattr(s, c))
+        return datasets.Dataset.from_dict(rows)
