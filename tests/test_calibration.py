@@ -395,7 +395,7 @@ def toy_policies():
 
 
 def test_a_registered_policy_calibrates_with_its_own_defaults(model, tok, scripted, toy_policies):
-    from hf_ssgr.hub.cards import calibration_summary
+    from hf_ssgr.hub.metadata import calibration_summary
 
     config = CalibrationConfig(policy="TOY_LAST_CORRECT", num_samples=100, max_length=4096, source_path=GSM8K)
     assert (config.policy, config.num_generations, config.max_new_tokens) == ("toy_last_correct", 3, 64)
@@ -416,7 +416,7 @@ def test_a_registered_policy_calibrates_with_its_own_defaults(model, tok, script
 
 
 def test_a_registered_policy_without_generation(model, tok, toy_policies):
-    from hf_ssgr.hub.cards import calibration_summary
+    from hf_ssgr.hub.metadata import calibration_summary
 
     ds, cal = build(model, tok, policy="toy_gold", num_samples=4, max_length=1024)
     assert set(ds["policy"]) == {"toy_answer_only"} and len(ds) == 4

@@ -99,7 +99,7 @@ def test_an_earlier_rollout_store_and_calibration_are_reused(tmp_path, monkeypat
     report = json.loads(earlier.info.description)
     assert report["policy"] == "ssgr" and report["counts"]["selected"] == len(earlier)
     # an earlier calibration Dataset prunes, and its provenance reads into the card metadata
-    from hf_ssgr.hub.cards import calibration_summary
+    from hf_ssgr.hub.metadata import calibration_summary
 
     assert calibration_summary(earlier)["policy"] == "ssgr"
     model = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=4096)

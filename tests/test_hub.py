@@ -18,14 +18,9 @@ from transformers import AutoModelForCausalLM
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.evaluation.evaluate import EvalReport, TaskResult
-from hf_ssgr.hub.cards import (
-    calibration_card,
-    model_card,
-    pruning_metadata,
-    push_calibration_to_hub,
-    push_to_hub,
-    save_pruned,
-)
+from hf_ssgr.hub.cards import calibration_card, model_card
+from hf_ssgr.hub.metadata import pruning_metadata
+from hf_ssgr.hub.upload import push_calibration_to_hub, push_to_hub, save_pruned
 from hf_ssgr.utils import PRUNING_CONFIG_NAME
 
 TOKEN = "hf_SecretTokenValue1234567890abcdef"
@@ -245,7 +240,7 @@ def test_push_without_token_or_write_access_uploads_nothing(monkeypatch, pruned)
 
 
 def test_push_runs_on_the_main_process_only(monkeypatch, pruned):
-    import hf_ssgr.hub.cards as hub_module
+    import hf_ssgr.hub.upload as hub_module
 
     model, pruner = pruned
     hub = FakeHub(monkeypatch)

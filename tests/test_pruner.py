@@ -559,7 +559,7 @@ def test_buffered_gram_equals_the_direct_product(chunk_size):
 def test_raised_damping_is_warned_counted_and_recorded(method, caplog, tmp_path):
     """With dampening=0 and fewer tokens than input features, XᵀX is singular: the solvers raise the damping, and
     that is said once per module, counted in the layer log and listed in pruning_config.json."""
-    from hf_ssgr.hub.cards import pruning_metadata
+    from hf_ssgr.hub.metadata import pruning_metadata
 
     model = make_tiny_model("llama", num_layers=1)
     calib = make_calibration(1, seq_len=12)  # 12 tokens < 64 input features
@@ -636,7 +636,7 @@ def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
     import dataclasses
 
     import hf_ssgr.pruning.solvers as solvers_module
-    from hf_ssgr.hub.cards import pruning_metadata
+    from hf_ssgr.hub.metadata import pruning_metadata
     from hf_ssgr.pruning.kernels import alps_factors
 
     def broken(gram, dampening=0.01):  # eigenvalues at the edge of (G + ρI)'s singularity: the ADMM blows up

@@ -283,7 +283,8 @@ class _Run:
 
     def prune_and_evaluate(self, policy: str, calibration, prune: dict[str, Any]):
         from .evaluation.evaluate import EvalReport
-        from .hub.cards import pruning_metadata, save_pruned
+        from .hub.metadata import pruning_metadata
+        from .hub.upload import save_pruned
         from .pruning.config import PruningConfig
         from .pruning.pruner import OneShotPruner
 

@@ -89,7 +89,7 @@ def prune_main(argv):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..hub.cards import save_pruned
+    from ..hub.upload import save_pruned
     from ..pruning.pruner import OneShotPruner
     from ..pruning.solvers import get_solver
 
@@ -226,7 +226,7 @@ def calibrate_main(argv):
     if not is_main_process():
         return
     if args.get("push_to_hub"):
-        from ..hub.cards import push_calibration_to_hub
+        from ..hub.upload import push_calibration_to_hub
 
         rollouts = config.rollouts_dir if args.get("push_rollouts") else None
         info = push_calibration_to_hub(
@@ -294,7 +294,7 @@ def push_main(argv):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..evaluation.evaluate import EvalReport
-    from ..hub.cards import push_to_hub
+    from ..hub.upload import push_to_hub
     from ..utils import PRUNING_CONFIG_NAME
 
     _, v = _overrides(argv, "push")

@@ -1,0 +1,167 @@
+"""The metadata of a pruned model: `pruning_config.json` (see `pruning_metadata`), the per-layer sparsity and error, and
+the calibration's provenance, read from its Dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from ..utils import library_versions
+
+__all__ = ["pruning_metadata", "calibration_summary", "layer_sparsity", "public_name", "sparsity_description"]
+
+_LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
+_MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "damping", "damping_raised", "fallback", "seconds")
+
+
+def public_name(name: str | None) -> str | None:
+    """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
+    if name is None:
+        return None
+    from ..tiny_reasoner import MODEL_PATH
+
+    if os.path.abspath(str(name)) == os.path.abspath(MODEL_PATH):
+        return "tiny (hf-ssgr's embedded tiny reasoner)"
+    return os.path.basename(str(name).rstrip("/")) if os.path.isabs(str(name)) else str(name)
+
+
+def _base_model(model, base_model: str | None) -> str:
+    return base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
+
+
+def calibration_summary(calibration) -> dict[str, Any] | None:
+    """What a pruning config records about its calibration Dataset: policy, source, rows, lengths, generation
+    settings and the generating model (read from the columns and from the report `SSGRCalibrator` stores in
+    `info.description`)."""
+    if calibration is None:
+        return None
+    report: dict[str, Any] = {}
+    info = getattr(calibration, "info", None)
+    if info is not None and info.description:
+        try:
+            report = json.loads(info.description)
+        except (TypeError, ValueError):
+            report = {}
+    columns = getattr(calibration, "column_names", None) or []
+    if "input_ids" in columns:
+        lengths = [len(r) for r in calibration["input_ids"]]
+    else:
+        rows = list(calibration)
+        lengths = [len(r) for r in rows]
+    cfg = report.get("config", {})
+
+    def unique(col):
+        return sorted(set(calibration[col])) if col in columns else []
+
+    policies = unique("policy")
+    sources = unique("source")
+    summary = {
+        "policy": report.get("policy") or (policies[0] if len(policies) == 1 else ", ".join(policies)) or "unknown",
+        "source": report.get("source") or ", ".join(sources) or "unknown",
+        "rows": len(lengths),
+        "max_tokens": max(lengths) if lengths else 0,
+        "mean_tokens": round(statistics.fmean(lengths), 1) if lengths else 0.0,
+        "total_tokens": sum(lengths),
+    }
+    models = unique("model")
+    generated = public_name(report.get("rollout_model") or (models[0] if len(models) == 1 else None))
+    if cfg and _generated(cfg.get("policy")):
+        summary["generation"] = {
+            "model": generated,
+            "engine": cfg.get("engine"),
+            "temperature": cfg.get("temperature"),
+            "top_p": cfg.get("top_p"),
+            "num_generations": cfg.get("num_generations"),
+            "max_new_tokens": cfg.get("max_new_tokens"),
+            "tau": cfg.get("tau"),
+        }
+    if report.get("counts"):
+        summary["counts"] = {k: v for k, v in report["counts"].items() if k != "rollouts_dir"}
+    return summary
+
+
+def _generated(policy: str | None) -> bool:
+    """Whether calibrating with `policy` generated rollouts; a policy not registered in this process is taken to have
+    generated (its config records generation settings)."""
+    from ..calibration.policies import find_policy
+
+    if policy is None:
+        return False
+    found = find_policy(policy)
+    return found is None or found.generates
+
+
+def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets=None) -> list[dict[str, Any]]:
+    """Per decoder layer: the achieved sparsity of its pruned linear weights, measured on the weights, and the mean
+    relative reconstruction error of its modules (from the pruner's metrics, when given)."""
+    import torch
+
+    from ..pruning.modeling import find_decoder_layers
+
+    layers, prefix = find_decoder_layers(model)
+    errors: dict[int, list[float]] = defaultdict(list)
+    pruned_names = set(module_metrics or {})
+    for name, m in (module_metrics or {}).items():
+        match = _LAYER_RE.search(f".{name}")
+        if match and m.get("error") is not None:
+            errors[int(match.group(1))].append(float(m["error"]))
+    out = []
+    for i, layer in enumerate(layers):
+        zeros = total = 0
+        for sub, mod in layer.named_modules():
+            if not isinstance(mod, torch.nn.Linear):
+                continue
+            if pruned_names and f"{prefix}.{i}.{sub}" not in pruned_names:
+                continue  # a module the pruner left dense
+            w = mod.weight.detach()
+            zeros += int((w == 0).sum())
+            total += w.numel()
+        out.append(
+            {
+                "layer": i,
+                "sparsity": zeros / total if total else 0.0,
+                "reconstruction_error": statistics.fmean(errors[i]) if errors.get(i) else None,
+            }
+        )
+    return out
+
+
+def pruning_metadata(
+    model, config=None, module_metrics: dict[str, dict] | None = None, calibration=None, base_model: str | None = None
+) -> dict[str, Any]:
+    """The content of `pruning_config.json`: method, sparsity, sparsity type, scope, the full config, the calibration,
+    per-layer achieved sparsity and reconstruction error, per-module metrics, and library versions."""
+    cfg = config.to_dict() if config is not None and hasattr(config, "to_dict") else dict(config or {})
+    layers = layer_sparsity(model, module_metrics)
+    return {
+        "format": "hf-ssgr/pruning-config",
+        "version": 1,
+        "base_model": _base_model(model, base_model),
+        "method": cfg.get("method"),
+        "sparsity": cfg.get("sparsity"),
+        "sparsity_type": cfg.get("sparsity_type"),
+        "scope": {"layers": cfg.get("layers"), "targets": cfg.get("targets"), "exclude": cfg.get("exclude")},
+        "config": cfg,
+        "calibration": calibration_summary(calibration),
+        "layers": layers,
+        "modules": {
+            n: {k: m.get(k) for k in _MODULE_METRIC_KEYS if k in m} for n, m in (module_metrics or {}).items()
+        },
+        # Solves that did less than asked: a damping raised to make XᵀX positive definite, an ALPS fallback.
+        "solver_warnings": {
+            key: sorted(n for n, m in (module_metrics or {}).items() if m.get(key))
+            for key in ("damping_raised", "fallback")
+        },
+        "versions": library_versions(),
+    }
+
+
+def sparsity_description(meta: dict) -> str:
+    st = meta.get("sparsity_type") or "unstructured"
+    if st != "unstructured":
+        return f"{st} semi-structured sparsity ({100 * (meta.get('sparsity') or 0):.0f}%)"
+    return f"{100 * (meta.get('sparsity') or 0):.0f}% unstructured sparsity"

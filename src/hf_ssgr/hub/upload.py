@@ -1,0 +1,205 @@
+"""Saving and sharing a pruned model or a calibration Dataset.
+
+* `save_pruned` writes a folder that loads with plain `AutoModelForCausalLM.from_pretrained`: safetensors weights
+  with exact zeros, the tokenizer, `pruning_config.json` (see `pruning_metadata`) and a model card (`README.md`).
+  It writes into a temporary sibling folder and renames it into place, so a crash leaves no half-written checkpoint.
+* `push_to_hub` / `push_calibration_to_hub` make one commit each: create the repo (`exist_ok`), save everything to a
+  temporary folder, `upload_folder`. They run on the main process only, and check the token before any work.
+
+No token is ever written: cards, configs and logs are built from the model, the config and the reports only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+from ..utils import PRUNING_CONFIG_NAME, write_folder_atomically
+from .cards import calibration_card, model_card
+from .metadata import pruning_metadata, sparsity_description
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["save_pruned", "push_to_hub", "push_calibration_to_hub"]
+
+
+def _write_checkpoint(folder, model, tokenizer, meta, card) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    with open(os.path.join(folder, PRUNING_CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, default=str)
+        f.write("\n")
+    card.save(os.path.join(folder, "README.md"))
+
+
+def save_pruned(
+    model,
+    save_dir: str,
+    tokenizer=None,
+    config=None,
+    module_metrics: dict[str, dict] | None = None,
+    calibration=None,
+    report=None,
+    baseline=None,
+    base_model: str | None = None,
+    command: str | None = None,
+    recipe: str | None = None,
+    pruner=None,
+) -> str:
+    """Save a pruned model with its tokenizer, `pruning_config.json` and a model card; returns the folder.
+
+    Pass the `OneShotPruner` as `pruner=` (its config and per-module metrics are used), or `config=` and
+    `module_metrics=`. `report` / `baseline` (`EvalReport`s) add the evaluation to the card.
+
+    With several processes only the main one writes; every process returns once the folder is complete.
+    """
+    from ..distributed import wait_for_everyone
+
+    if not _is_main_process():
+        wait_for_everyone()
+        return save_dir
+    if pruner is not None:
+        config = config or pruner.config
+        module_metrics = module_metrics or pruner.state.module_metrics
+    meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
+    card = model_card(meta, report, baseline, command=command, recipe=recipe)
+    try:
+        return write_folder_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
+    finally:
+        wait_for_everyone()
+
+
+def _is_main_process() -> bool:
+    from ..distributed import is_main_process
+
+    return is_main_process()
+
+
+def _resolve_token(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise PermissionError(
+            "Pushing to the Hub needs a token with write access: run `hf auth login`, set HF_TOKEN, or pass token=... "
+            "Nothing was uploaded."
+        )
+    return token
+
+
+def _create_repo(api, repo_id: str, repo_type: str, private: bool) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        raise PermissionError(
+            f"Cannot create or write the {repo_type} repo {repo_id!r} (HTTP {status}): check that the token has write "
+            f"access and that the namespace {repo_id.split('/')[0]!r} is yours or your organisation's. Nothing was "
+            "uploaded."
+        ) from err
+
+
+def push_to_hub(
+    model,
+    tokenizer,
+    repo_id: str,
+    calibration=None,
+    report=None,
+    private: bool = False,
+    create_pr: bool = False,
+    token: str | None = None,
+    *,
+    baseline=None,
+    pruner=None,
+    config=None,
+    module_metrics: dict[str, dict] | None = None,
+    base_model: str | None = None,
+    command: str | None = None,
+    recipe: str | None = None,
+    commit_message: str | None = None,
+):
+    """Upload a pruned model, its tokenizer, `pruning_config.json` and its model card in one commit.
+
+    Returns the `CommitInfo` (with `pr_url` when `create_pr=True`), or `None` on processes other than the main one.
+    Without a token, or with a repo the token cannot write, it raises before uploading anything.
+    """
+    if not _is_main_process():
+        return None
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
+        raise ValueError(f"repo_id must look like 'namespace/name' (got {repo_id!r}).")
+    from huggingface_hub import HfApi
+
+    token = _resolve_token(token)
+    if pruner is not None:
+        config = config or pruner.config
+        module_metrics = module_metrics or pruner.state.module_metrics
+    meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
+    card = model_card(meta, report, baseline, model_name=repo_id.split("/")[-1], command=command, recipe=recipe)
+    api = HfApi(token=token)
+    _create_repo(api, repo_id, "model", private)
+    with tempfile.TemporaryDirectory(prefix="hf_ssgr_push_") as tmp:
+        _write_checkpoint(tmp, model, tokenizer, meta, card)
+        if report is not None:
+            report.save(os.path.join(tmp, "eval_results.json"))
+        if baseline is not None:
+            baseline.save(os.path.join(tmp, "eval_results_dense.json"))
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=tmp,
+            commit_message=commit_message
+            or f"Upload {meta.get('method')} pruned model ({sparsity_description(meta)})",
+            create_pr=create_pr,
+        )
+    logger.info("Uploaded %s to %s", sparsity_description(meta), getattr(info, "commit_url", repo_id))
+    return info
+
+
+def push_calibration_to_hub(
+    calibration,
+    repo_id: str,
+    rollouts_dir: str | None = None,
+    private: bool = False,
+    create_pr: bool = False,
+    token: str | None = None,
+    *,
+    pretty_name: str | None = None,
+    commit_message: str | None = None,
+):
+    """Upload a calibration Dataset (Parquet, in the layout `load_dataset(repo_id)` reads), its dataset card, and
+    optionally the rollout store it was selected from, in one commit to a dataset repo."""
+    if not _is_main_process():
+        return None
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
+        raise ValueError(f"repo_id must look like 'namespace/name' (got {repo_id!r}).")
+    if rollouts_dir is not None and not os.path.isfile(os.path.join(rollouts_dir, "meta.json")):
+        raise FileNotFoundError(f"{rollouts_dir} is not a rollout store (no meta.json).")
+    from huggingface_hub import HfApi
+
+    token = _resolve_token(token)
+    card = calibration_card(calibration, pretty_name=pretty_name, rollouts=rollouts_dir is not None)
+    api = HfApi(token=token)
+    _create_repo(api, repo_id, "dataset", private)
+    with tempfile.TemporaryDirectory(prefix="hf_ssgr_push_") as tmp:
+        os.makedirs(os.path.join(tmp, "data"))
+        calibration.to_parquet(os.path.join(tmp, "data", "train-00000-of-00001.parquet"))
+        card.save(os.path.join(tmp, "README.md"))
+        if rollouts_dir is not None:
+            shutil.copytree(
+                rollouts_dir, os.path.join(tmp, "rollouts"), ignore=shutil.ignore_patterns("*.lock", "*.tmp")
+            )
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=tmp,
+            commit_message=commit_message or f"Upload calibration data ({len(calibration)} rows)",
+            create_pr=create_pr,
+        )
+    return info
