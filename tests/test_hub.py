@@ -268,3 +268,16 @@ def test_push_calibration_with_rollouts(monkeypatch, tmp_path):
     ds = datasets.load_dataset(str(pulled), split="train")  # the layout load_dataset(repo_id) reads
     assert ds["input_ids"] == calibration_dataset()["input_ids"]
     assert all(TOKEN.encode() not in c for c in files.values())
+
+
+def test_metadata_takes_one_shape_and_names_come_from_short_name(pruned, tmp_path):
+    model, pruner = pruned
+    with pytest.raises(TypeError, match="needs the PruningConfig the model was pruned with, got dict"):
+        pruning_metadata(model, pruner.config.to_dict(), pruner.state.module_metrics)
+    with pytest.raises(TypeError, match="Pass the OneShotPruner as pruner="):
+        save_pruned(model, str(tmp_path / "x"))
+    meta = pruning_metadata(model, pruner.config, pruner.state.module_metrics, base_model=BASE)
+    assert model_card(meta).data.model_name == f"DeepSeek-R1-Distill-Qwen-7B-{pruner.config.short_name}"
+    two_four = PruningConfig(method="wanda", sparsity=0.5, sparsity_type="2:4", layers="0,1")
+    assert two_four.short_name == "wanda-2of4-0_1"
+    assert PruningConfig(method="sparsegpt", token_mask="response").short_name == "sparsegpt-50-response"

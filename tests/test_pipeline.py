@@ -11,9 +11,10 @@ import torch
 import yaml
 from testing_utils import free_port, require_module
 
+from hf_ssgr import PruningConfig
 from hf_ssgr import tiny_reasoner as tr
 from hf_ssgr.commands.cli import main
-from hf_ssgr.recipes import RunConfig, run_recipe, variant_name
+from hf_ssgr.recipes import RunConfig, run_recipe
 from hf_ssgr.tiny_reasoner import MODEL_PATH, make_problem, reasoning_text, split_of, text_corpus, train_problems
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "**", "*.yaml"), recursive=True))
@@ -100,7 +101,7 @@ def test_bad_recipe_is_refused(tmp_path):
     bad.write_text("model: tiny\noutput_dir: x\ntasks: [gsm8k]\n")
     with pytest.raises(ValueError, match="valid tasks are"):
         RunConfig.from_yaml(str(bad))
-    assert variant_name({"method": "sparsegpt", "sparsity": 0.5, "sparsity_type": "2:4"}) == "sparsegpt-2of4"
+    assert PruningConfig(method="sparsegpt", sparsity=0.5, sparsity_type="2:4").short_name == "sparsegpt-2of4"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ from typing import Any
 
 import yaml
 
+from .calibration.config import CalibrationConfig
+from .calibration.policies import get_policy
+from .calibration.sources import get_source
+from .evaluation.config import EvalConfig
+from .pruning.config import PruningConfig
 from .utils import (
     PRUNING_CONFIG_NAME,
     library_versions,
@@ -42,25 +47,27 @@ from .utils import (
 
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["RunConfig", "run_recipe", "variant_name"]
+__all__ = ["RunConfig", "CalibrationSpec", "run_recipe"]
 
 
-def variant_name(prune: dict[str, Any]) -> str:
-    """A folder-safe name of one pruning configuration, e.g. `sparsegpt-50` or `sparsegpt-2of4`."""
-    method = prune.get("method", "sparsegpt")
-    st = str(prune.get("sparsity_type", "unstructured"))
-    tag = f"{method}-{st.replace(':', 'of')}" if st != "unstructured" else f"{method}-{round(100 * prune['sparsity'])}"
-    layers = prune.get("layers", "all")
-    if layers not in (None, "all"):
-        tag += f"-{str(layers).replace(',', '_')}"
-    if prune.get("token_mask", "all") != "all":
-        tag += f"-{prune['token_mask']}"
-    return tag
+@dataclass
+class CalibrationSpec:
+    """One calibration of a recipe: its label (the folder name under `calibration/`), its problem source and its
+    typed [`CalibrationConfig`]."""
+
+    name: str
+    source: str
+    source_path: Any
+    config: CalibrationConfig
 
 
 @dataclass
 class RunConfig:
     """One experiment (or a small declared grid): every calibration policy × every pruning configuration.
+
+    The recipe YAML is a flat mapping of these fields. Its nested parts become typed configs when the recipe is read:
+    `prune` a list of [`PruningConfig`], each calibration a [`CalibrationSpec`] (`calibrations`), and the evaluation
+    settings one [`EvalConfig`] (`eval_config`); the run uses those, and a bad value fails before any work starts.
 
     Args:
         model: the dense model (path or Hub id; `tiny` is the embedded tiny reasoner).
@@ -71,8 +78,10 @@ class RunConfig:
         calibration: `CalibrationConfig` fields shared by every policy (num_samples, max_length, ...).
         policy_overrides: per policy, fields that differ (e.g. `{rac: {max_new_tokens: 8192}}`).
         rollout_model: off-policy generation: the model whose rollouts calibrate (default: the dense model).
-        prune: the pruning configurations (`PruningConfig` fields), each applied to every calibration.
-        tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation.
+        prune: the pruning configurations (`PruningConfig` fields, or `PruningConfig`s), each applied to every
+            calibration; a configuration without its own `seed` takes the recipe's.
+        tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation
+            (`EvalConfig` fields).
         evaluate: evaluate the dense model and every pruned one (false: prune only).
         save_models: keep the pruned weights on disk (else only their pruning_config.json).
         seed: seed of calibration sampling and evaluation.
@@ -88,7 +97,7 @@ class RunConfig:
     calibration: dict[str, Any] = field(default_factory=dict)
     policy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     rollout_model: str | None = None
-    prune: list[dict[str, Any]] = field(default_factory=lambda: [{"method": "sparsegpt", "sparsity": 0.5}])
+    prune: list[PruningConfig] = field(default_factory=lambda: [{"method": "sparsegpt", "sparsity": 0.5}])
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"])
     eval_data_files: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 4
@@ -101,14 +110,10 @@ class RunConfig:
     torch_dtype: str = "auto"
     description: str = ""
     seed: int = 0
+    calibrations: list[CalibrationSpec] = field(init=False, repr=False)
+    eval_config: EvalConfig = field(init=False, repr=False)
 
     def __post_init__(self):
-        from .calibration.config import CalibrationConfig
-        from .calibration.policies import get_policy
-        from .calibration.sources import get_source
-        from .evaluation.registry import resolve_tasks
-        from .pruning.config import PruningConfig
-
         if not self.policies:
             raise ValueError("policies is empty: name at least one calibration policy (e.g. [ssgr]).")
         unknown = set(self.policy_overrides) - set(self.policies)
@@ -116,54 +121,52 @@ class RunConfig:
             raise ValueError(f"policy_overrides names calibrations not in `policies`: {sorted(unknown)}.")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError(f"policies lists a calibration twice: {self.policies}.")
-        for name in self.policies:
-            policy, source, source_path, _ = self.calibration_spec(name)
-            get_policy(policy)  # an unknown policy lists the known ones
-            CalibrationConfig(**self._calibration_fields(name))  # every calibration config must be valid
-            if not source_path:
-                spec = get_source(source)
-                wanted = get_policy(policy).source_kind
-                if spec.kind != wanted:
-                    raise ValueError(
-                        f"Calibration {name!r}: policy {policy} needs a {wanted} source, and {source} is not one."
-                    )
+        self.calibrations = [self._calibration(name) for name in self.policies]
         if not self.prune:
             raise ValueError("prune is empty: give at least one pruning configuration.")
-        for cfg in self.prune:
-            PruningConfig(**cfg)
-        names = [variant_name(c) for c in self.prune]
+        self.prune = [p if isinstance(p, PruningConfig) else PruningConfig(**{"seed": self.seed, **p})
+                      for p in self.prune]  # fmt: skip
+        names = [p.short_name for p in self.prune]
         if len(set(names)) != len(names):
             raise ValueError(f"Two pruning configurations have the same name ({names}); they must differ.")
-        if self.evaluate:
-            resolve_tasks(self.tasks)
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend={self.backend!r}: choose 'hf' or 'vllm'.")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1 (got {self.num_samples}).")
+        self.eval_config = EvalConfig(
+            tasks=self.tasks if self.evaluate else EvalConfig().tasks,
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            backend=self.backend,
+            limit=self.limit,
+            batch_size=self.eval_batch_size,
+            seed=self.seed,
+            data_files=self.eval_data_files,
+        )
 
-    def calibration_spec(self, name: str) -> tuple[str, str, str | None, dict[str, Any]]:
-        """(policy, source, source_path, CalibrationConfig overrides) of one calibration in `policies`.
-
-        A name is a policy (`ssgr`), a policy on another source (`text@Wikipedia`), or any label whose
-        `policy_overrides` entry sets `policy` (and optionally `source`, `source_path`) plus config fields.
-        """
-        from .calibration.policies import get_policy
-
+    def _calibration(self, name: str) -> CalibrationSpec:
+        """The calibration named `name` in `policies`: a policy (`ssgr`), a policy on another source
+        (`text@Wikipedia`), or any label whose `policy_overrides` entry sets `policy` (and optionally `source`,
+        `source_path`) plus config fields."""
         overrides = dict(self.policy_overrides.get(name, {}))
         base, _, at_source = name.partition("@")
-        policy = overrides.pop("policy", base)
-        text = get_policy(policy).source_kind == "text" if policy else False
+        policy_name = overrides.pop("policy", base)
+        policy = get_policy(policy_name)  # an unknown policy lists the known ones
+        text = policy.source_kind == "text"
         source = overrides.pop("source", at_source or (self.text_source if text else self.source))
         default_path = self.text_source_path if text else self.source_path
         source_path = overrides.pop("source_path", None if at_source else default_path)
-        return policy, source, source_path, overrides
-
-    def _calibration_fields(self, name: str) -> dict[str, Any]:
-        policy, _, _, overrides = self.calibration_spec(name)
-        fields = {"seed": self.seed, **self.calibration, **overrides, "policy": policy}
+        fields = {
+            "seed": self.seed,
+            **self.calibration,
+            **overrides,
+            "policy": policy_name,
+            "source_path": source_path,
+        }
         if self.rollout_model:
             fields.setdefault("rollout_model", self.rollout_model)
-        return fields
+        config = CalibrationConfig(**fields)
+        if not source_path and get_source(source).kind != policy.source_kind:
+            raise ValueError(
+                f"Calibration {name!r}: policy {policy_name} needs a {policy.source_kind} source, and {source} is not one."
+            )
+        return CalibrationSpec(name, source, source_path, config)
 
     @classmethod
     def from_yaml(cls, path: str, **overrides) -> RunConfig:
@@ -172,14 +175,17 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a recipe is a YAML mapping of RunConfig fields.")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown recipe keys {unknown}; valid keys are {sorted(known)}.")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe's fields (its pruning configurations in full), as the YAML would hold them."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+        out["prune"] = [p.to_dict() for p in self.prune]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,32 +234,26 @@ class _Run:
         return self._model, self._tok
 
     # -- steps ---------------------------------------------------------------------------------------------------------
-    def calibration(self, policy: str):
+    def calibration(self, spec: CalibrationSpec):
         import datasets
 
         from .calibration.calibrator import SSGRCalibrator
-        from .calibration.config import CalibrationConfig
 
-        folder = os.path.join(self.out, "calibration", policy)
+        folder = os.path.join(self.out, "calibration", spec.name)
         if os.path.exists(os.path.join(folder, "dataset_info.json")):
             return datasets.load_from_disk(folder)
         t = time.perf_counter()
-        name = policy
-        _, source, source_path, _ = self.cfg.calibration_spec(name)
-        fields = self.cfg._calibration_fields(name)
-        fields["source_path"] = source_path
-        cal = CalibrationConfig(**fields)
+        cal = copy.deepcopy(spec.config)
         if cal.rollouts_dir is None:
             who = (cal.rollout_model or "self").replace("/", "--")
-            cal.rollouts_dir = os.path.join(
-                self.out, "rollouts", f"{who}-{source}-n{cal.num_generations}-t{cal.max_new_tokens}-T{cal.temperature}"
-            )
+            cal.rollouts_dir = os.path.join(self.out, "rollouts", f"{who}-{spec.source}-n{cal.num_generations}"
+                                            f"-t{cal.max_new_tokens}-T{cal.temperature}")  # fmt: skip
         model, tok = self.dense()
-        logger.info("Calibration %s (%s) ...", name, source)
+        logger.info("Calibration %s (%s) ...", spec.name, spec.source)
         calibrator = SSGRCalibrator(cal)
-        ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, source, tokenizer=tok)
+        ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, spec.source, tokenizer=tok)
         self.write(lambda: write_folder_atomically(folder, ds.save_to_disk))  # every process holds the same rows
-        self.step_done(f"calibration/{policy}", time.perf_counter() - t, rows=len(ds),
+        self.step_done(f"calibration/{spec.name}", time.perf_counter() - t, rows=len(ds),
                        counts=calibrator.report.counts)  # fmt: skip
         return ds
 
@@ -264,31 +264,18 @@ class _Run:
         if os.path.exists(path):
             return EvalReport.load(path)
         t = time.perf_counter()
-        report = evaluate(
-            model,
-            tok,
-            tasks=self.cfg.tasks,
-            num_samples=self.cfg.num_samples,
-            max_new_tokens=self.cfg.max_new_tokens,
-            backend=self.cfg.backend,
-            limit=self.cfg.limit,
-            batch_size=self.cfg.eval_batch_size,
-            seed=self.cfg.seed,
-            data_files=self.cfg.eval_data_files or None,
-            model_name=name,
-        )
+        report = evaluate(model, tok, config=self.cfg.eval_config, model_name=name)
         self.write(lambda: report.save(path))  # every process holds the same report
         self.step_done(f"eval/{name}", time.perf_counter() - t)
         return report
 
-    def prune_and_evaluate(self, policy: str, calibration, prune: dict[str, Any]):
+    def prune_and_evaluate(self, policy: str, calibration, prune: PruningConfig):
         from .evaluation.evaluate import EvalReport
         from .hub.metadata import pruning_metadata
         from .hub.upload import save_pruned
-        from .pruning.config import PruningConfig
         from .pruning.pruner import OneShotPruner
 
-        variant = variant_name(prune)
+        variant = prune.short_name
         name = f"{policy}__{variant}"
         folder = os.path.join(self.out, "pruned", policy, variant)
         eval_path = os.path.join(self.out, "eval", f"{name}.json")
@@ -304,7 +291,7 @@ class _Run:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dense.dtype)
         else:
             model = copy.deepcopy(dense)
-            config = PruningConfig(**{"seed": self.cfg.seed, **prune})
+            config = prune
             pruner = OneShotPruner(config)
             pruner.prune(model, calibration)
             if self.cfg.save_models:
@@ -399,17 +386,17 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
     reports = {}
     jobs = [(p, c) for p in cfg.policies for c in cfg.prune]
     bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model", disable=not run.dist.is_main)
-    for policy in cfg.policies:
+    for spec in cfg.calibrations:
         calibration = None
         for prune in cfg.prune:
-            name = f"{policy}__{variant_name(prune)}"
-            done = os.path.exists(os.path.join(cfg.output_dir, "pruned", policy, variant_name(prune),
-                                               "pruning_config.json"))  # fmt: skip
+            name = f"{spec.name}__{prune.short_name}"
+            done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, prune.short_name,
+                                               PRUNING_CONFIG_NAME))  # fmt: skip
             if not (
                 done and (not cfg.evaluate or os.path.exists(os.path.join(cfg.output_dir, "eval", f"{name}.json")))
             ):
-                calibration = calibration if calibration is not None else run.calibration(policy)
-            rep = run.prune_and_evaluate(policy, calibration, prune)
+                calibration = calibration if calibration is not None else run.calibration(spec)
+            rep = run.prune_and_evaluate(spec.name, calibration, prune)
             if rep is not None:
                 reports[name] = rep
             bar.update(1)

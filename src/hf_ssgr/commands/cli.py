@@ -316,7 +316,7 @@ def push_main(argv):
         baseline=EvalReport.load(v["baseline"]) if v.get("baseline") else None,
         private=bool(v.get("private", False)),
         create_pr=bool(v.get("create_pr", False)),
-        config=meta.get("config"),
+        config=PruningConfig.from_dict(meta["config"]),
         module_metrics=meta.get("modules"),
         base_model=meta.get("base_model"),
     )

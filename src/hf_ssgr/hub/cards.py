@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..utils import is_embedded_model
-from .metadata import calibration_summary, public_name, sparsity_description
+from .metadata import calibration_summary, public_name, short_name, sparsity_description
 
 __all__ = ["model_card", "calibration_card"]
 
@@ -77,9 +77,7 @@ def model_card(
     embedded = is_embedded_model(base)
     on_hub = not (embedded or base == "unknown" or os.path.isabs(base) or os.path.exists(base))
     method = meta.get("method") or "unknown"
-    name = model_name or f"{base.split('/')[-1]}-{method}-{sparsity_description(meta).split(' ')[0]}".replace(
-        ":", "of"
-    )
+    name = model_name or f"{base.split('/')[-1]}-{short_name(meta)}"
     calib = meta.get("calibration") or None
     if calib and calib.get("generation"):
         calib = {

@@ -10,9 +10,17 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from ..pruning.config import PruningConfig
 from ..utils import library_versions
 
-__all__ = ["pruning_metadata", "calibration_summary", "layer_sparsity", "public_name", "sparsity_description"]
+__all__ = [
+    "pruning_metadata",
+    "calibration_summary",
+    "layer_sparsity",
+    "public_name",
+    "short_name",
+    "sparsity_description",
+]
 
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
 _MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "damping", "damping_raised", "fallback", "seconds")
@@ -131,11 +139,20 @@ def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets
 
 
 def pruning_metadata(
-    model, config=None, module_metrics: dict[str, dict] | None = None, calibration=None, base_model: str | None = None
-) -> dict[str, Any]:
+    model, config: PruningConfig, module_metrics: dict[str, dict] | None = None, calibration=None,
+    base_model: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The content of `pruning_config.json`: method, sparsity, sparsity type, scope, the full config, the calibration,
-    per-layer achieved sparsity and reconstruction error, per-module metrics, and library versions."""
-    cfg = config.to_dict() if config is not None and hasattr(config, "to_dict") else dict(config or {})
+    per-layer achieved sparsity and reconstruction error, per-module metrics, and library versions.
+
+    `config` is the [`PruningConfig`] the model was pruned with (`pruner.config`; for a saved folder,
+    `PruningConfig.from_dict(pruning_config["config"])`)."""
+    if not isinstance(config, PruningConfig):
+        raise TypeError(
+            f"pruning_metadata needs the PruningConfig the model was pruned with, got {type(config).__name__}: pass "
+            "pruner.config, or PruningConfig.from_dict(...) of a saved pruning_config.json's 'config'."
+        )
+    cfg = config.to_dict()
     layers = layer_sparsity(model, module_metrics)
     return {
         "format": "hf-ssgr/pruning-config",
@@ -165,3 +182,12 @@ def sparsity_description(meta: dict) -> str:
     if st != "unstructured":
         return f"{st} semi-structured sparsity ({100 * (meta.get('sparsity') or 0):.0f}%)"
     return f"{100 * (meta.get('sparsity') or 0):.0f}% unstructured sparsity"
+
+
+def short_name(meta: dict) -> str:
+    """`PruningConfig.short_name` of a `pruning_config.json` (`sparsegpt-50`, `wanda-2of4`), or its method alone
+    when its config cannot be read here (a method whose solver is not registered in this process)."""
+    try:
+        return PruningConfig.from_dict(dict(meta.get("config") or {})).short_name
+    except (TypeError, ValueError):
+        return str(meta.get("method") or "pruned")

@@ -37,6 +37,15 @@ def _write_checkpoint(folder, model, tokenizer, meta, card) -> None:
     card.save(os.path.join(folder, "README.md"))
 
 
+def _pruning_of(pruner, config, module_metrics):
+    """The config and module metrics of a prune: from the pruner, or given; refused when neither says it."""
+    if pruner is not None:
+        return config or pruner.config, module_metrics or pruner.state.module_metrics
+    if config is None:
+        raise TypeError("Pass the OneShotPruner as pruner=, or its config= (a PruningConfig) and module_metrics=.")
+    return config, module_metrics
+
+
 def save_pruned(
     model,
     save_dir: str,
@@ -63,9 +72,7 @@ def save_pruned(
     if not _is_main_process():
         wait_for_everyone()
         return save_dir
-    if pruner is not None:
-        config = config or pruner.config
-        module_metrics = module_metrics or pruner.state.module_metrics
+    config, module_metrics = _pruning_of(pruner, config, module_metrics)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
     try:
@@ -137,9 +144,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     token = _resolve_token(token)
-    if pruner is not None:
-        config = config or pruner.config
-        module_metrics = module_metrics or pruner.state.module_metrics
+    config, module_metrics = _pruning_of(pruner, config, module_metrics)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     card = model_card(meta, report, baseline, model_name=repo_id.split("/")[-1], command=command, recipe=recipe)
     api = HfApi(token=token)
