@@ -14,6 +14,7 @@ __all__ = [
     "PRUNING_CONFIG_NAME",
     "EMBEDDED_MODEL_NAMES",
     "resolve_model",
+    "check_model_path",
     "is_embedded_model",
     "library_versions",
     "write_text_atomically",
@@ -40,6 +41,23 @@ def resolve_model(name: str) -> str:
 
         return MODEL_PATH
     return name
+
+
+def check_model_path(path: str) -> None:
+    """Refuse, with a message that says so, a model path that is neither a local folder nor a reachable Hub id."""
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise FileNotFoundError(f"Model path {path} is a file: pass the folder written by save_pretrained.")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - not a folder and not resolvable as a Hub id
+        raise FileNotFoundError(
+            f"Model path not found: {path!r} is not a local folder, and loading it from the Hub failed "
+            f"({type(err).__name__}). Pass the folder of a saved model or a reachable Hub id."
+        ) from err
 
 
 def library_versions() -> dict[str, str]:

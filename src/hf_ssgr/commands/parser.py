@@ -34,6 +34,20 @@ def _yaml_mapping(text: str) -> dict:
     return value
 
 
+def _string_or_yaml(text: str) -> Any:
+    """A field typed `Any` (a path, a mapping of paths, a list of configurations): a YAML mapping or list when written
+    as one, else the string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (dict, list)) else text
+
+
+def _is_any(annotation: Any) -> bool:
+    return annotation is Any or annotation == "Any"
+
+
 def _is_mapping(annotation: Any) -> bool:
     if isinstance(annotation, str):
         return annotation.replace(" ", "").startswith(("dict", "Dict", "dict[", "typing.Dict"))
@@ -60,12 +74,19 @@ class SsgrParser:
         self.prog = prog
         self.dataclass_types = list(dataclass_types)
         self.positional = positional
-        self.parser = HfArgumentParser(self.dataclass_types, prog=prog, description=description)
+        if description:  # the command module's docstring, its example block shown as written
+            description = "\n".join(line for line in description.strip().splitlines() if not line.startswith("```"))
+        self.parser = HfArgumentParser(self.dataclass_types, prog=prog, description=description,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         self.parser.error = self._error  # argparse would print its usage and exit; say it in one line instead
-        mapping_fields = {f.name for d in self.dataclass_types for f in dataclasses.fields(d) if _is_mapping(f.type)}
+        all_fields = [f for d in self.dataclass_types for f in dataclasses.fields(d) if f.init]
+        mapping_fields = {f.name for f in all_fields if _is_mapping(f.type)}
+        any_fields = {f.name for f in all_fields if _is_any(f.type)}
         for action in self.parser._actions:
             if action.dest in mapping_fields:
                 action.type = _yaml_mapping
+            elif action.dest in any_fields:
+                action.type = _string_or_yaml
         if positional:
             self.parser.add_argument(positional, nargs="?", default=None, help=f"the {positional}")
         self.parser.add_argument(

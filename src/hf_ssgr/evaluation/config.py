@@ -57,9 +57,8 @@ class EvalConfig:
     def __post_init__(self):
         from .registry import BENCHMARKS, list_tasks, resolve_tasks
 
-        if isinstance(self.tasks, str):
-            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        self.tasks = list(self.tasks)
+        items = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
+        self.tasks = [t.strip() for item in items for t in str(item).split(",") if t.strip()]  # "a,b" or [a, b]
         resolve_tasks(self.tasks)  # unknown names fail with the valid ones
         if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1 (got {self.num_samples!r}).")

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-from ..utils import library_versions
+from ..utils import check_model_path, library_versions
 from .config import EvalConfig
 from .registry import resolve_tasks, tasks_path
 from .report import FILTER, EvalReport, TaskResult, plot_accuracy, plot_length_distributions
@@ -21,22 +21,6 @@ from .report import FILTER, EvalReport, TaskResult, plot_accuracy, plot_length_d
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = ["evaluate", "EvalReport", "TaskResult", "plot_accuracy", "plot_length_distributions"]
-
-
-def _check_model_path(path: str) -> None:
-    if os.path.isdir(path):
-        return
-    if os.path.exists(path):
-        raise FileNotFoundError(f"Model path {path} is a file: pass the folder written by save_pretrained.")
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(path)
-    except Exception as err:  # noqa: BLE001 - not a folder and not resolvable as a Hub id
-        raise FileNotFoundError(
-            f"Model path not found: {path!r} is not a local folder, and loading it from the Hub failed "
-            f"({type(err).__name__}). Pass the folder of a saved model or a reachable Hub id."
-        ) from err
 
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig))
@@ -83,7 +67,7 @@ def evaluate(
     given = {k: v for k, v in locals().items() if k in _SETTINGS and v is not None}
     cfg = dataclasses.replace(config, **given) if config is not None else EvalConfig(**given)
     if isinstance(model_or_path, (str, os.PathLike)):
-        _check_model_path(str(model_or_path))
+        check_model_path(str(model_or_path))
         model_or_path = str(model_or_path)
     elif tokenizer is None:
         raise ValueError("Pass tokenizer=... with a model object (or pass a local folder / Hub id instead).")

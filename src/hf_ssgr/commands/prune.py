@@ -1,0 +1,86 @@
+"""`hf-ssgr prune`: prune a model with a calibration set and save it with its metadata and card.
+
+```
+hf-ssgr prune --model_name_or_path PATH --calibration CALIB --save_dir OUT [--method sparsegpt --sparsity 0.5 ...]
+hf-ssgr prune --config recipes/prune_sparsegpt_2of4.yaml --save_dir OUT      # flags override the YAML
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from ..pruning.config import PruningConfig
+from .parser import CommandError, SsgrParser
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = ["PruneArguments", "make_parser", "main", "load_calibration"]
+
+
+@dataclass
+class PruneArguments:
+    """Inputs and outputs of `hf-ssgr prune`."""
+
+    model_name_or_path: str = field(default=None, metadata={"help": "Hub id or local folder of the model to prune."})
+    calibration: str = field(
+        default=None,
+        metadata={
+            "help": "Calibration data: a `save_to_disk` folder, or a .jsonl/.json/.parquet file with input_ids."
+        },
+    )
+    save_dir: str = field(default=None, metadata={"help": "Where the pruned model is written (save_pretrained)."})
+    torch_dtype: str = field(default="auto", metadata={"help": "dtype to load the model in: auto, bfloat16, float32."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in --output_dir."})
+
+
+def make_parser() -> SsgrParser:
+    return SsgrParser("hf-ssgr prune", [PruneArguments, PruningConfig], description=__doc__)
+
+
+def load_calibration(path: str):
+    """A calibration Dataset from a `save_to_disk` folder or a JSON-lines / JSON / Parquet file."""
+    import datasets
+
+    if not os.path.exists(path):
+        raise CommandError(f"--calibration {path}: no such file or folder.")
+    if os.path.isdir(path):
+        return datasets.load_from_disk(path)
+    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
+    if builder is None:
+        raise CommandError(f"Cannot read calibration data from {path}: use a save_to_disk folder or .jsonl/.parquet.")
+    return datasets.load_dataset(builder, data_files=path, split="train")
+
+
+def main(argv: list[str]) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..hub.upload import save_pruned
+    from ..pruning.pruner import OneShotPruner
+    from ..pruning.solvers import get_solver
+    from ..utils import check_model_path, resolve_model
+
+    args, config = make_parser().parse(argv)
+    for name in ("model_name_or_path", "calibration", "save_dir"):
+        if not getattr(args, name) and not (name == "calibration" and not get_solver(config.method).needs_data()):
+            raise CommandError(f"--{name} is required.")
+    dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
+    model_path = resolve_model(args.model_name_or_path)
+    check_model_path(model_path)
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    pruner = OneShotPruner(config)
+    pruner.prune(model, calibration, resume_from_checkpoint=True if args.resume else None)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError):
+        tokenizer = None
+        logger.warning("No tokenizer found next to %s; the pruned folder has none.", model_path)
+    save_pruned(model, args.save_dir, tokenizer=tokenizer, pruner=pruner, calibration=calibration,
+                base_model=model_path, command="hf-ssgr prune " + " ".join(argv))  # fmt: skip
+    if pruner.state.is_world_process_zero:
+        print(f"Pruned model written to {args.save_dir}")
+    return 0
