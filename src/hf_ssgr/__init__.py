@@ -37,6 +37,10 @@ _EXPORTS = {
     "PrintMetricsCallback": "pruning.callbacks",
     "KeepSparsityCallback": "pruning.training",
     "estimate_prune_memory": "pruning.memory",
+    "Solver": "pruning.solvers",
+    "register_solver": "pruning.solvers",
+    "Policy": "calibration.policies",
+    "register_policy": "calibration.policies",
 }
 
 __all__ = ["__version__", *_EXPORTS]

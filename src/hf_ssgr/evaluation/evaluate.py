@@ -26,6 +26,37 @@ __all__ = ["evaluate", "EvalReport", "TaskResult", "plot_accuracy", "plot_length
 _SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig))
 
 
+def _task_overrides(cfg: EvalConfig) -> dict:
+    """What every task's YAML is overridden with: k repeats and the filter that keeps them, and the sampling."""
+    return {
+        "repeats": cfg.num_samples,
+        "filter_list": [{"name": FILTER, "filter": [{"function": "take_first_k", "k": cfg.num_samples}]}],
+        "generation_kwargs": {
+            "until": [],
+            "do_sample": cfg.temperature > 0,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_gen_toks": cfg.max_new_tokens,
+        },
+    }
+
+
+def _settings(cfg: EvalConfig) -> dict:
+    """The settings a report records."""
+    return {
+        "num_samples": cfg.num_samples,
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "backend": cfg.backend,
+        "limit": cfg.limit,
+        "seed": cfg.seed,
+        "gpqa_seed": cfg.gpqa_seed,
+        "data_files": {t: str(p) for t, p in cfg.data_files.items()},
+        "versions": library_versions(),
+    }
+
+
 def evaluate(
     model_or_path,
     tokenizer=None,
@@ -89,18 +120,8 @@ def evaluate(
     )
     metadata = {"data_files": cfg.data_files, "gpqa_seed": cfg.gpqa_seed, "max_gen_toks": cfg.max_new_tokens}
     manager = TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
-    overrides = {
-        "repeats": cfg.num_samples,
-        "filter_list": [{"name": FILTER, "filter": [{"function": "take_first_k", "k": cfg.num_samples}]}],
-        "generation_kwargs": {
-            "until": [],
-            "do_sample": cfg.temperature > 0,
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "max_gen_toks": cfg.max_new_tokens,
-        },
-    }
     # An inline group: lm-eval merges each child's overrides into its registered YAML (a top-level dict would not).
+    overrides = _task_overrides(cfg)
     specs = [{"group": "hf_ssgr_evaluate", "task": [{"task": name, **overrides} for name in resolve_tasks(cfg.tasks)]}]
     try:
         results = lm_eval.simple_evaluate(
@@ -117,21 +138,9 @@ def evaluate(
         )
     finally:
         lm.close()
-    settings = {
-        "num_samples": cfg.num_samples,
-        "max_new_tokens": cfg.max_new_tokens,
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "backend": cfg.backend,
-        "limit": cfg.limit,
-        "seed": cfg.seed,
-        "gpqa_seed": cfg.gpqa_seed,
-        "data_files": {t: str(p) for t, p in cfg.data_files.items()},
-        "versions": library_versions(),
-    }
     name = model_name or (model_or_path if isinstance(model_or_path, str) else lm._name)
     # Several processes: lm-eval gathered every process's scores on process 0, which shares the report with the rest.
-    report = EvalReport.from_lm_eval(results, model=name, settings=settings) if results is not None else None
+    report = EvalReport.from_lm_eval(results, model=name, settings=_settings(cfg)) if results is not None else None
     report = lm._dist.all_gather_object(report)[0]
     if output_path and lm._dist.is_main:
         report.save(output_path)

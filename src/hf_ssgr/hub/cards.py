@@ -51,6 +51,61 @@ def _method_title(method: str) -> str:
         return method
 
 
+def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
+    """The model-index entries (one `EvalResult` per benchmark), the rows of the dense-vs-pruned table, and the
+    benchmarks' datasets, from the pruned model's report and the dense model's."""
+    from huggingface_hub import EvalResult
+
+    from ..evaluation.registry import BENCHMARKS
+
+    results, rows, datasets_used = [], [], []
+    for task, r in report.tasks.items() if report is not None else []:
+        bench = BENCHMARKS.get(task)
+        part = bench.parts[0] if bench and bench.parts else (task, None, "test")  # generated data: the task name
+        datasets_used.extend(bench.dataset_ids if bench else [])
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=part[0],
+                dataset_name=bench.title if bench else task,
+                dataset_config=part[1],
+                dataset_split=part[2],
+                metric_type="pass@1",
+                metric_name=f"pass@1 (mean of {r.num_samples} samples)",
+                metric_value=round(100 * r.pass_at_1, 2),
+            )
+        )
+        b = baseline.tasks.get(task) if baseline is not None else None
+        rows.append(
+            {
+                "title": r.title,
+                "problems": r.num_problems,
+                "pruned": _fmt(r.pass_at_1),
+                "dense": _fmt(b.pass_at_1) if b else "n/a",
+                "recovery": (f"{100 * r.pass_at_1 / b.pass_at_1:.1f}%" if b and b.pass_at_1 else "n/a"),
+                "pruned_length": _fmt(r.mean_length, pct=False),
+                "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
+                "truncated": f"{100 * r.truncated:.1f}%",
+            }
+        )
+    return results, rows, datasets_used
+
+
+def _calibration_datasets(calib: dict | None) -> list[str]:
+    """The Hub datasets a calibration drew from (its registered sources' components), first to last."""
+    from ..calibration.sources import find_source, get_source
+
+    found: list[str] = []
+    for part in str((calib or {}).get("source", "")).split(", ") if calib else []:
+        spec = find_source(part)
+        if spec is None:
+            continue
+        for comp in [get_source(c) for c in spec.components] or [spec]:
+            if comp.dataset_id:
+                found.insert(0, comp.dataset_id)
+    return found
+
+
 def model_card(
     meta: dict[str, Any],
     report=None,
@@ -69,9 +124,7 @@ def model_card(
         command / recipe: how to reproduce it (defaults: the `hf-ssgr prune` command of the config, and the config
             as YAML).
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    from ..evaluation.registry import BENCHMARKS
+    from huggingface_hub import ModelCard, ModelCardData
 
     base = meta.get("base_model") or "unknown"
     embedded = is_embedded_model(base)
@@ -84,49 +137,8 @@ def model_card(
             **calib,
             "generation": {**calib["generation"], "model": public_name(calib["generation"].get("model"))},
         }
-    datasets_used: list[str] = []
-    eval_results, eval_rows = [], []
-    if report is not None:
-        for task, r in report.tasks.items():
-            bench = BENCHMARKS.get(task)
-            part = bench.parts[0] if bench and bench.parts else (task, None, "test")  # generated data: the task name
-            dataset_id = part[0]
-            datasets_used.extend(bench.dataset_ids if bench else [])
-            eval_results.append(
-                EvalResult(
-                    task_type="text-generation",
-                    dataset_type=dataset_id,
-                    dataset_name=bench.title if bench else task,
-                    dataset_config=part[1],
-                    dataset_split=part[2],
-                    metric_type="pass@1",
-                    metric_name=f"pass@1 (mean of {r.num_samples} samples)",
-                    metric_value=round(100 * r.pass_at_1, 2),
-                )
-            )
-            b = baseline.tasks.get(task) if baseline is not None else None
-            eval_rows.append(
-                {
-                    "title": r.title,
-                    "problems": r.num_problems,
-                    "pruned": _fmt(r.pass_at_1),
-                    "dense": _fmt(b.pass_at_1) if b else "n/a",
-                    "recovery": (f"{100 * r.pass_at_1 / b.pass_at_1:.1f}%" if b and b.pass_at_1 else "n/a"),
-                    "pruned_length": _fmt(r.mean_length, pct=False),
-                    "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
-                    "truncated": f"{100 * r.truncated:.1f}%",
-                }
-            )
-    from ..calibration.sources import find_source, get_source
-
-    if calib:
-        for part in str(calib.get("source", "")).split(", "):
-            spec = find_source(part)
-            if spec is None:
-                continue
-            for comp in [get_source(c) for c in spec.components] or [spec]:
-                if comp.dataset_id:
-                    datasets_used.insert(0, comp.dataset_id)
+    eval_results, eval_rows, datasets_used = _evaluation(report, baseline)
+    datasets_used = _calibration_datasets(calib) + datasets_used
     tags = ["pruning", "sparsity", "reasoning", method, "hf-ssgr"]
     if meta.get("sparsity_type") not in (None, "unstructured"):
         tags.append("semi-structured-sparsity")

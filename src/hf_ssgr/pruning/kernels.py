@@ -494,35 +494,39 @@ def alps_prune(
     if factors is None:
         factors = alps_factors(gram, dampening)
     g, x_norm = factors.gram_n, factors.x_norm
+    w = weight.to(device=g.device, dtype=torch.float32)
+    b_orig = (w * x_norm.reshape(1, -1)).t().contiguous()  # (d_in, d_out)
+    rhs = (b_orig.t() @ g).t().contiguous()  # (W̃ G̃)ᵀ
+    numel = b_orig.numel()
+    keep = int(round((1.0 - sparsity) * numel)) if nm is None else None
+    k_spar = keep if nm is None else numel * nm[0] / nm[1]
+    d_init = _alps_project(b_orig, keep, nm)
+    b, iterations = _alps_admm(factors, b_orig, rhs, d_init, keep, k_spar, nm, rho, max_iter, update_iter,
+                               switch_iter)  # fmt: skip
+    b = _alps_project(b, keep, nm)
+    if cg_iters > 0:
+        b = _masked_cg(g, rhs, (b != 0).to(torch.float32), b, cg_iters, rtol=1e-4)
+    b, extra = _alps_guard(b, b_orig, d_init, g, rhs, cg_iters)
+    w_new = (b.t() / x_norm.reshape(1, -1)).contiguous()
+    return w_new, SolveInfo(damping=factors.damping, iterations=iterations, extra=extra)
+
+
+def _alps_admm(factors: AlpsFactors, b_orig, rhs, d_init, keep, k_spar, nm, rho, max_iter, update_iter, switch_iter):
+    """ALPS's ADMM iterations, with the reference's penalty schedule: ρ grows while the support moves a lot, shrinks
+    (and the iterates restart) while it barely moves before having moved, and the loop stops once it has settled.
+    Returns the last iterate `b` (before projection) and the number of iterations."""
     q = factors.eigvecs.to(torch.float32)
     q_t = q.t().contiguous()
-    eigvals = factors.eigvals
-    device = g.device
 
     def solve_plus_rho(r: float, rhs_: torch.Tensor) -> torch.Tensor:
         # (G + ρI)⁻¹ rhs = Q diag(1 / (λ + ρ)) Qᵀ rhs: two products, no d³ re-inversion when ρ changes
-        scale = (1.0 / (eigvals + r)).to(torch.float32).unsqueeze(1)
+        scale = (1.0 / (factors.eigvals + r)).to(torch.float32).unsqueeze(1)
         return q @ (scale * (q_t @ rhs_))
-
-    w = weight.to(device=device, dtype=torch.float32)
-    d_out, d_in = w.shape
-    b_orig = (w * x_norm.reshape(1, -1)).t().contiguous()  # (d_in, d_out)
-    ytx = b_orig.t() @ g  # (d_out, d_in): W̃ G̃
-    rhs = ytx.t().contiguous()
-    numel = d_in * d_out
-    if nm is None:
-        keep = int(round((1.0 - sparsity) * numel))
-        k_spar = keep
-    else:
-        keep = None
-        k_spar = numel * nm[0] / nm[1]
 
     def support(d: torch.Tensor) -> torch.Tensor:
         return (d == 0).to(torch.float32)
 
-    b = b_orig.clone()
-    d = _alps_project(b_orig, keep, nm)
-    d_init = d.clone()
+    b, d = b_orig.clone(), d_init.clone()
     v = torch.zeros_like(b)
     supp_prev = support(d)
     init_rho = False
@@ -557,28 +561,25 @@ def alps_prune(
             rho = min(rho, 1e6)
             if it >= switch_iter and change / k_spar < 0.0003:
                 break
+    return b, iterations
 
-    b = _alps_project(b, keep, nm)
-    if cg_iters > 0:
-        b = _masked_cg(g, rhs, (b != 0).to(torch.float32), b, cg_iters, rtol=1e-4)
-    # Divergence check: the ADMM result must reconstruct at least as well as its own starting point (the projection
-    # of W, refined on that support). An ill-conditioned XᵀX can make the iterations blow up; then the refined
-    # projection is returned instead, and the fallback is recorded.
+
+def _alps_guard(b, b_orig, d_init, g, rhs, cg_iters) -> tuple[torch.Tensor, dict]:
+    """Divergence check: the ADMM result must reconstruct at least as well as its own starting point (the projection
+    of W). An ill-conditioned XᵀX can make the iterations blow up; then the projection refined on its support is
+    returned instead, and `{"fallback": "projection"}` is reported."""
     denominator = float(torch.sum(b_orig * (g @ b_orig)))
     error = _alps_objective(b, b_orig, g, denominator)
-    extra: dict = {}
     start_bound = _alps_objective(d_init, b_orig, g, denominator)
-    if not bool(all_finite(b)) or not math.isfinite(error) or error < 0 or error > start_bound:
+    if bool(all_finite(b)) and math.isfinite(error) and 0 <= error <= start_bound:
+        return b, {}
+    start = d_init
+    if cg_iters > 0:
+        start = _masked_cg(g, rhs, (d_init != 0).to(torch.float32), d_init, cg_iters, rtol=1e-4)
+    start_error = _alps_objective(start, b_orig, g, denominator)
+    if not (math.isfinite(start_error) and 0 <= start_error <= start_bound and bool(all_finite(start))):
         start = d_init
-        if cg_iters > 0:
-            start = _masked_cg(g, rhs, (d_init != 0).to(torch.float32), d_init, cg_iters, rtol=1e-4)
-        start_error = _alps_objective(start, b_orig, g, denominator)
-        if not (math.isfinite(start_error) and 0 <= start_error <= start_bound and bool(all_finite(start))):
-            start = d_init
-        extra = {"fallback": "projection", "diverged_error": error}
-        b = start
-    w_new = (b.t() / x_norm.reshape(1, -1)).contiguous()
-    return w_new, SolveInfo(damping=factors.damping, iterations=iterations, extra=extra)
+    return start, {"fallback": "projection", "diverged_error": error}
 
 
 # ----------------------------------------------------------------------------------------------------------------

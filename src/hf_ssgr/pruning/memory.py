@@ -76,6 +76,34 @@ def _get(config: Any, name: str, default=None):
     return getattr(config, name, default)
 
 
+@dataclass
+class _ModelShape:
+    """The sizes the memory model needs, read from a Llama/Qwen2/Qwen3-style config."""
+
+    hidden: int
+    mlp: int
+    attention: int
+    head_dim: int
+    layers: int
+    layer_linear: int  # weights of a decoder layer's linears
+    layer_params: int  # every parameter of a decoder layer
+    params: int  # the whole model
+
+    @classmethod
+    def of(cls, config: Any) -> _ModelShape:
+        d, f = _get(config, "hidden_size"), _get(config, "intermediate_size")
+        layers, heads = _get(config, "num_hidden_layers"), _get(config, "num_attention_heads")
+        kv = _get(config, "num_key_value_heads", heads) or heads
+        hd = _get(config, "head_dim", None) or d // heads
+        a, akv = heads * hd, kv * hd
+        layer_linear = d * a + 2 * d * akv + a * d + 3 * d * f
+        model_type = _get(config, "model_type")
+        qkv_bias = a + 2 * akv if model_type == "qwen2" or _get(config, "attention_bias", False) else 0
+        layer_params = layer_linear + qkv_bias + 2 * d + (2 * hd if model_type == "qwen3" else 0)
+        embeddings = _get(config, "vocab_size") * d * (1 if _get(config, "tie_word_embeddings", False) else 2)
+        return cls(d, f, a, hd, layers, layer_linear, layer_params, layers * layer_params + embeddings + d)
+
+
 def estimate_prune_memory(
     config: Any,
     num_rows: int,
@@ -104,20 +132,9 @@ def estimate_prune_memory(
     """
     from .solvers import get_solver
 
-    d = _get(config, "hidden_size")
-    f = _get(config, "intermediate_size")
-    layers = _get(config, "num_hidden_layers")
-    heads = _get(config, "num_attention_heads")
-    kv = _get(config, "num_key_value_heads", heads) or heads
-    hd = _get(config, "head_dim", None) or d // heads
-    vocab = _get(config, "vocab_size")
-    tied = _get(config, "tie_word_embeddings", False)
-    a, akv = heads * hd, kv * hd
-    layer_linear = d * a + 2 * d * akv + a * d + 3 * d * f
-    model_type = _get(config, "model_type")
-    qkv_bias = a + 2 * akv if model_type == "qwen2" or _get(config, "attention_bias", False) else 0
-    layer_params = layer_linear + qkv_bias + 2 * d + (2 * hd if model_type == "qwen3" else 0)
-    params = layers * layer_params + vocab * d * (1 if tied else 2) + d
+    shape = _ModelShape.of(config)
+    d, f, a, hd, layers = shape.hidden, shape.mlp, shape.attention, shape.head_dim, shape.layers
+    layer_linear, layer_params, params = shape.layer_linear, shape.layer_params, shape.params
     b = dtype_bytes
     rows_tokens = num_rows * tokens_per_row
     c, r = f, d  # the widest module: down_proj (f inputs, d rows)
