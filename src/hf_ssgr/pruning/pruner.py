@@ -37,7 +37,6 @@ from .batches import (
     calibration_fingerprint,
     make_batches,
     stat_span,
-    to_device,
 )
 from .callbacks import (
     CallbackHandler,
@@ -49,6 +48,7 @@ from .callbacks import (
     PrunerControl,
     PrunerState,
 )
+from .capture import capture_layer_inputs, finite_flag, run_layer
 from .checkpoint import (
     CHECKPOINT_PREFIX,
     WeightBackup,
@@ -79,10 +79,6 @@ DEFAULT_CALLBACKS = [DefaultFlowCallback, CheckpointCallback, MetricsLoggerCallb
 
 class NonFiniteActivationError(ValueError):
     """Raised when a decoder layer produces NaN or infinite activations."""
-
-
-class _StopCapture(Exception):
-    pass
 
 
 class OneShotPruner:
@@ -278,7 +274,9 @@ class OneShotPruner:
         num_tokens = torch.tensor([sum(b.num_stat_tokens for b in batches)], dtype=torch.int64)
         self.state.num_tokens = int(dist.all_reduce_sum_(num_tokens).item())
         storage = torch.device("cpu") if cfg.offload_activations else device
-        self._capture(model, layers, batches, num_run, storage, cfg.offload_activations and device.type == "cuda")
+        pin = cfg.offload_activations and device.type == "cuda"
+        finite = capture_layer_inputs(model, layers, batches, num_run, storage, pin)
+        self._raise_if_non_finite(finite, "the embeddings (input of decoder layer 0)")
         for i in range(start_layer):
             original_device = module_device(layers[i])
             self._propagate(layers[i].to(device), i, batches, device, storage)
@@ -359,71 +357,6 @@ class OneShotPruner:
     # ----------------------------------------------------------------------------------------------------------------
     # Capture, statistics, propagation
 
-    def _capture(self, model, layers, batches, num_run, storage, pin):
-        """Record the inputs of layers 0..num_run-1 for every batch, running only what comes before layer 0."""
-        captured: dict[int, tuple] = {}
-        originals = {}
-
-        def recorder(idx):
-            def forward(*args, **kwargs):
-                if args:
-                    hidden, rest = args[0], args[1:]
-                else:
-                    hidden, rest = kwargs.pop("hidden_states"), ()
-                captured[idx] = (hidden, rest, kwargs)
-                if idx == num_run - 1:
-                    raise _StopCapture
-                return hidden
-
-            return forward
-
-        for i in range(num_run):
-            originals[i] = layers[i].__dict__.get("forward")
-            layers[i].forward = recorder(i)
-        embed_device = module_device(model.get_input_embeddings()) if hasattr(model, "get_input_embeddings") else None
-        finite = []
-        try:
-            for b in batches:
-                captured.clear()
-                ids = b.input_ids.to(embed_device)
-                mask = b.attention_mask.to(embed_device) if b.attention_mask is not None else None
-                try:
-                    model(input_ids=ids, attention_mask=mask, use_cache=False)
-                except _StopCapture:
-                    pass
-                if len(captured) != num_run:
-                    raise RuntimeError(
-                        f"Only {len(captured)} of {num_run} decoder layers were called during the capture forward: "
-                        "the model's forward does not run its decoder-layer stack in order."
-                    )
-                memo: dict = {}
-                b.hidden = to_device(captured[0][0].detach(), storage, memo, pin)
-                b.layer_inputs = {
-                    i: (to_device(rest, storage, memo, pin), to_device(kw, storage, memo, pin))
-                    for i, (_, rest, kw) in captured.items()
-                }
-                finite.append(self._finite_flag(b.hidden, b))
-        finally:
-            captured.clear()
-            for i, fwd in originals.items():
-                if fwd is None:
-                    layers[i].__dict__.pop("forward", None)
-                else:
-                    layers[i].forward = fwd
-        self._raise_if_non_finite(finite, "the embeddings (input of decoder layer 0)")
-
-    def _run_layer(self, layer, i, batch, device):
-        rest, kwargs = batch.layer_inputs[i]
-        memo: dict = {}
-        out = layer(
-            batch.hidden.to(device, non_blocking=True),
-            *to_device(rest, device, memo),
-            **to_device(kwargs, device, memo),
-        )
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out
-
     def _need_gram(self) -> bool:
         cfg = self.config
         return "gram" in self.solver.needs or (cfg.reconstruction_error and not cfg.error_sample_tokens)
@@ -445,10 +378,10 @@ class OneShotPruner:
             for b in batches:
                 stats.begin_batch(b.stat_mask, b.sample_index)
                 try:
-                    out = self._run_layer(layer, i, b, device)
+                    out = run_layer(layer, i, b, device)
                 except StopLayer:
                     continue
-                finite.append(self._finite_flag(out, b))  # the first batch runs the whole layer
+                finite.append(finite_flag(out, b))  # the first batch runs the whole layer
                 del out
         stats.finalize()
         self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}")
@@ -479,8 +412,8 @@ class OneShotPruner:
     def _propagate(self, layer, i, batches, device, storage):
         finite = []
         for b in batches:
-            out = self._run_layer(layer, i, b, device)
-            finite.append(self._finite_flag(out, b))
+            out = run_layer(layer, i, b, device)
+            finite.append(finite_flag(out, b))
             if b.hidden.is_pinned() and b.hidden.shape == out.shape and b.hidden.dtype == out.dtype:
                 # The input was already copied to the device earlier on this stream, so its pinned buffer can take the
                 # output asynchronously: no pageable copy, no synchronisation per batch.
@@ -490,14 +423,6 @@ class OneShotPruner:
         self._raise_if_non_finite(finite, f"decoder layer {i}")
         if device.type == "cuda" and storage.type == "cpu":
             torch.cuda.synchronize(device)  # the host buffers are complete before anyone reads them
-
-    @staticmethod
-    def _finite_flag(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """A device-side flag (no synchronisation): whether the non-padding activations are all finite."""
-        h = hidden
-        if batch.attention_mask is not None:
-            h = hidden[batch.attention_mask.to(hidden.device).bool()]
-        return torch.isfinite(h).all()
 
     def _raise_if_non_finite(self, flags: list[torch.Tensor], where: str) -> None:
         bad = bool(flags) and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
