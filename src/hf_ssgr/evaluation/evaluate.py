@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
+from ..distributed import Distributed
 from ..utils import check_model_path, library_versions
 from .config import EvalConfig
 from .registry import resolve_tasks, tasks_path
@@ -138,10 +139,11 @@ def evaluate(
         )
     finally:
         lm.close()
-    name = model_name or (model_or_path if isinstance(model_or_path, str) else lm._name)
+    name = model_name or (model_or_path if isinstance(model_or_path, str) else lm.model_name)
     # Several processes: lm-eval gathered every process's scores on process 0, which shares the report with the rest.
     report = EvalReport.from_lm_eval(results, model=name, settings=_settings(cfg)) if results is not None else None
-    report = lm._dist.all_gather_object(report)[0]
-    if output_path and lm._dist.is_main:
+    dist = Distributed.current()
+    report = dist.all_gather_object(report)[0]
+    if output_path and dist.is_main:
         report.save(output_path)
     return report

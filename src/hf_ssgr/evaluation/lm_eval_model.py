@@ -81,7 +81,7 @@ class ReasoningLM(LM):
         else:
             self.model = None if isinstance(pretrained, str) else pretrained
         name = path or getattr(getattr(self.model, "config", None), "_name_or_path", "") or "model"
-        self._name = str(name)
+        self.model_name = str(name)  # what a report calls the model by default
         # Under torchrun / accelerate launch lm-eval deals the problems across processes and gathers the scores on
         # process 0 through the methods below.
         self._dist = Distributed.current()
