@@ -398,7 +398,7 @@ def test_config_from_yaml(tmp_path):
     [
         ("empty", "calibration set is empty"),
         ("too_long", "max_position_embeddings=256: truncate"),
-        ("bad_module", "matches no linear module.*available names"),
+        ("bad_module", "matches no weight.*available names"),
         ("bad_token", "outside the model's vocabulary"),
         ("nm_divisibility", "not divisible by M=7"),
         ("no_data", "needs calibration data"),

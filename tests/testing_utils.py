@@ -149,3 +149,89 @@ class ScriptedEngine:
                 self.samples_generated += 1
             out.append(samples)
         return out
+
+
+MOE_FAMILIES = ("qwen3_moe", "qwen2_moe", "qwen3_next", "mixtral", "deepseek_v3", "gpt_oss", "glm4_moe",
+                "minimax_m2", "olmoe")  # fmt: skip
+
+
+def make_tiny_moe(family: str = "qwen3_moe", num_layers: int = 2, seed: int = 0, dtype=torch.float32, **overrides):
+    """A seeded tiny mixture-of-experts causal LM of one transformers family, built from a config: hidden 64, 8
+    experts of intermediate 32 (top 2), so that every expert sees tokens of a short calibration set."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        num_experts_per_tok=2,
+    )
+    extra = {
+        "qwen3_moe": dict(num_experts=8, decoder_sparse_step=1, mlp_only_layers=[]),
+        "qwen2_moe": dict(num_experts=8, shared_expert_intermediate_size=64, decoder_sparse_step=1),
+        "qwen3_next": dict(
+            num_experts=8,
+            shared_expert_intermediate_size=64,
+            decoder_sparse_step=1,
+            layer_types=["linear_attention", "full_attention"][:num_layers] * max(1, num_layers // 2),
+            linear_num_value_heads=4,
+            linear_num_key_heads=2,
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            linear_conv_kernel_dim=4,
+            partial_rotary_factor=0.5,
+        ),
+        "mixtral": dict(num_local_experts=8, intermediate_size=32),
+        "deepseek_v3": dict(
+            n_routed_experts=8,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            n_group=2,
+            topk_group=1,
+            head_dim=8,
+            num_key_value_heads=4,
+            kv_lora_rank=16,
+            q_lora_rank=32,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=16,
+            v_head_dim=16,
+            routed_scaling_factor=1.0,
+        ),
+        "gpt_oss": dict(
+            num_local_experts=8,
+            intermediate_size=32,
+            sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"][:num_layers] * max(1, num_layers // 2),
+        ),
+        "glm4_moe": dict(
+            n_routed_experts=8,
+            n_shared_experts=1,
+            first_k_dense_replace=0,
+            n_group=2,
+            topk_group=1,
+            partial_rotary_factor=0.5,
+            routed_scaling_factor=1.0,
+        ),
+        "minimax_m2": dict(num_local_experts=8, intermediate_size=32, rotary_dim=8),
+        "olmoe": dict(num_experts=8, intermediate_size=32),
+    }[family]
+    common.update(extra)
+    common.update(overrides)
+    config = AutoConfig.for_model(family, **common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).to(dtype)
+    with torch.no_grad():  # the routers of some families start at zero: give them random weights
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and float(p.abs().sum()) == 0:
+                p.normal_(0, 0.02)
+            elif name.endswith("e_score_correction_bias"):
+                p.zero_()
+    model.eval()
+    return model

@@ -63,6 +63,10 @@ class PrunerState:
         calibration_fingerprint (`str`): hash of the calibration rows, so a resume can refuse other data.
         is_world_process_zero (`bool`): whether this process logs and saves.
         world_size (`int`): processes sharing the run (rows split, statistics all-reduced, solves spread).
+        coverage (`dict`): what the targets hold: `target_params`, `decoder_layer_params`, `model_params`,
+            `coverage_of_decoder_layers`, and the weights left `uncovered` (see `hf_ssgr.pruning.targets.Coverage`).
+        achieved_sparsity (`dict`): at the end, measured on the weights: the share of zeros over the `targets`, over
+            every parameter of the `decoder_layers`, and over the whole `model`.
     """
 
     layer_index: int = -1
@@ -76,6 +80,8 @@ class PrunerState:
     is_world_process_zero: bool = True
     world_size: int = 1
     finished: bool = False
+    coverage: dict[str, Any] | None = None
+    achieved_sparsity: dict[str, float] | None = None
 
     def save_to_json(self, json_path: str | os.PathLike) -> None:
         with open(json_path, "w", encoding="utf-8") as f:
@@ -262,9 +268,10 @@ class ProgressCallback(PrunerCallback):
             return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(
-            total=state.num_layers, initial=state.layer_index + 1, desc=f"{config.method} pruning", unit="layer"
-        )
+        desc = f"{config.method} pruning"
+        if state.coverage:
+            desc += f" ({100 * state.coverage['coverage_of_decoder_layers']:.1f}% of the layers' weights)"
+        self.bar = tqdm(total=state.num_layers, initial=state.layer_index + 1, desc=desc, unit="layer")
 
     def on_layer_end(self, config, state, control, **kwargs):
         if self.bar is None:
@@ -274,8 +281,10 @@ class ProgressCallback(PrunerCallback):
         postfix = {}
         if errors:
             postfix["err"] = f"{sum(errors) / len(errors):.3g}"
-        if metrics:
-            postfix["sparsity"] = f"{sum(m['sparsity'] for m in metrics.values()) / len(metrics):.3f}"
+        if metrics:  # over the layer's pruned weights, weighted by their size
+            sizes = [m["shape"][0] * m["shape"][1] if m.get("shape") else 1 for m in metrics.values()]
+            zeros = sum(m["sparsity"] * n for m, n in zip(metrics.values(), sizes))
+            postfix["sparsity"] = f"{zeros / sum(sizes):.3f}"
         raised = sum(1 for m in metrics.values() if m.get("damping_raised"))
         if raised:
             postfix["damping_raised"] = raised
@@ -284,6 +293,12 @@ class ProgressCallback(PrunerCallback):
 
     def on_prune_end(self, config, state, control, **kwargs):
         if self.bar is not None:
+            if state.achieved_sparsity:
+                a = state.achieved_sparsity
+                self.bar.set_postfix_str(
+                    f"sparsity {a['targets']:.3f} of the pruned weights, {a['decoder_layers']:.3f} of the decoder "
+                    f"layers, {a['model']:.3f} of the model"
+                )
             self.bar.close()
             self.bar = None
 

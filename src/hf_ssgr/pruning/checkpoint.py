@@ -31,8 +31,9 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 class WeightBackup:
-    """The original weights of the modules modified so far, written to a temporary folder rather than kept in memory
-    (the pruned weights of a 7B model are 13 GB), to put back if the run fails. Removed when the run ends."""
+    """The original weights modified so far, keyed by parameter name (a fused experts parameter whole), written to a
+    temporary folder rather than kept in memory (the pruned weights of a 7B model are 13 GB), to put back if the run
+    fails. Removed when the run ends."""
 
     def __init__(self):
         self._dir: str | None = None
@@ -61,9 +62,9 @@ class WeightBackup:
 
     def restore(self, model: nn.Module) -> int:
         """Put every backed-up weight back into `model`; returns how many."""
-        modules = dict(model.named_modules())
+        params = dict(model.named_parameters(remove_duplicate=False))
         for name, tensor in self.items():
-            modules[name].weight.data.copy_(tensor.to(modules[name].weight.device))
+            params[name].data.copy_(tensor.to(params[name].device))
         return len(self)
 
     def close(self) -> None:
@@ -134,8 +135,7 @@ def load_checkpoints(path: str, model: nn.Module, config: PruningConfig, fingerp
         for key, tensor in load_file(os.path.join(checkpoint, WEIGHTS_NAME)).items():
             if key not in params:
                 raise ValueError(f"Checkpoint {checkpoint} holds {key}, which this model does not have.")
-            module_name = key[: -len(".weight")]
-            if backup is not None and module_name not in backup:
-                backup[module_name] = params[key]
+            if backup is not None and key not in backup:
+                backup[key] = params[key]
             params[key].data.copy_(tensor.to(params[key].device))
     return saved

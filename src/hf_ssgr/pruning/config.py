@@ -22,8 +22,11 @@ PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")  # the built-in so
 GRAM_DTYPES = ("float32", "bfloat16")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
+MOE_STATISTICS = ("routed", "all_tokens")
+STARVED_EXPERTS = ("all_tokens", "magnitude", "routed")
 # Fields that change where or how often work happens but never the pruned weights.
 _NON_NUMERIC_FIELDS = (
+    "moe_stats_memory_gb",
     "output_dir",
     "device",
     "offload_activations",
@@ -68,14 +71,33 @@ class PruningConfig:
         Decoder layers to prune: `"all"`, `"first_third"`, `"first_last_third"`, a list of indices, or a
         comma-separated string of indices such as `"0,1,5"`.
     targets (`list[str]`, *optional*):
-        Linear modules inside a decoder layer to prune. `None` means every `nn.Linear`. An entry matches a module whose
-        name relative to the decoder layer equals it, ends with `.<entry>`, or starts with `<entry>.` (so `"mlp"`
-        selects the whole MLP); entries starting with `re:` are regular expressions matched against the full
-        relative name. The special entry `"lm_head"` also prunes the output projection (refused when it is tied to
+        Weights inside a decoder layer to prune. `None` means every `nn.Linear` and every expert's projections in a
+        fused mixture-of-experts module, routers excepted (see `hf_ssgr.pruning.targets`). An entry matches a module
+        whose name relative to the decoder layer equals it, ends with `.<entry>`, or starts with `<entry>.` (so
+        `"mlp"` selects the whole MLP); entries starting with `re:` are regular expressions matched against the full
+        relative name. An expert's projection is named `mlp.experts.down_proj.3` and also matches through its fused
+        parameter's name (`mlp.experts`, `mlp.experts.down_proj`, `down_proj`). The special entry `"lm_head"` also prunes the output projection (refused when it is tied to
         the input embeddings).
     exclude (`list[str]`, *optional*, defaults to `[]`):
         Modules to leave dense, with the same matching rules as `targets`. Embeddings and `lm_head` are never pruned
         unless `targets` names `lm_head`.
+
+    > Parameters for mixtures of experts
+
+    moe_statistics (`str`, *optional*, defaults to `"routed"`):
+        The tokens whose statistics prune each expert's projections: `"routed"`, the tokens the router sends that
+        expert (top-k, as in the forward); `"all_tokens"`, every token, for the statistics only (the forward still
+        follows the router), as llm-compressor's `calibrate_all_experts`.
+    starved_experts (`str`, *optional*, defaults to `"all_tokens"`):
+        What prunes an expert that received fewer routed tokens than its input size (its `XᵀX` is then singular,
+        and an expert that received none has no statistics at all): `"all_tokens"`, its statistics from every
+        token instead; `"magnitude"`, magnitude pruning; `"routed"`, its few routed tokens as they are. Such
+        experts are warned about and recorded (`starved` in the module metrics, `solver_warnings` in
+        `pruning_config.json`). Has no effect with `moe_statistics="all_tokens"`.
+    moe_stats_memory_gb (`float`, *optional*):
+        Memory, in GiB, that the experts' statistics of one layer may take; the experts are then collected and
+        solved in groups that fit, one pass over the calibration data each (the result does not change). Defaults
+        to half of what the compute device has free.
 
     > Parameters that control the solvers
 
@@ -156,6 +178,16 @@ class PruningConfig:
         default=None, metadata={"help": "Modules inside a decoder layer to prune (default: every nn.Linear)."}
     )
     exclude: list[str] = field(default_factory=list, metadata={"help": "Modules to leave dense."})
+    moe_statistics: str = field(
+        default="routed", metadata={"help": "Experts' statistics from their 'routed' tokens or from 'all_tokens'."}
+    )
+    starved_experts: str = field(
+        default="all_tokens",
+        metadata={"help": "Experts with fewer routed tokens than inputs: 'all_tokens', 'magnitude' or 'routed'."},
+    )
+    moe_stats_memory_gb: float | None = field(
+        default=None, metadata={"help": "GiB the experts' statistics of a layer may take (default: half the free)."}
+    )
     block_size: int = field(default=128, metadata={"help": "SparseGPT column block size."})
     dampening: float = field(default=0.01, metadata={"help": "Ridge term as a fraction of mean(diag(H))."})
     alps_rho: float = field(default=0.1, metadata={"help": "ALPS initial ADMM penalty."})
@@ -236,6 +268,16 @@ class PruningConfig:
                     re.compile(pattern[3:])
                 except re.error as err:
                     raise ValueError(f"Invalid regular expression in module pattern {pattern!r}: {err}.") from None
+        if self.moe_statistics not in MOE_STATISTICS:
+            raise ValueError(
+                f"moe_statistics={self.moe_statistics!r} is not known: choose one of {', '.join(MOE_STATISTICS)}."
+            )
+        if self.starved_experts not in STARVED_EXPERTS:
+            raise ValueError(
+                f"starved_experts={self.starved_experts!r} is not known: choose one of {', '.join(STARVED_EXPERTS)}."
+            )
+        if self.moe_stats_memory_gb is not None and not self.moe_stats_memory_gb > 0:
+            raise ValueError(f"moe_stats_memory_gb={self.moe_stats_memory_gb!r} must be > 0 (GiB), or None.")
         if self.token_mask not in TOKEN_MASKS:
             raise ValueError(f"Unknown token_mask {self.token_mask!r}: choose one of {', '.join(TOKEN_MASKS)}.")
         if self.batch_size < 1:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
+
+from .targets import match_module, resolve_targets  # noqa: F401  (their home is targets.py)
 
 __all__ = ["find_decoder_layers", "find_final_norm", "match_module", "resolve_targets", "TIED_LM_HEAD_MESSAGE"]
 
@@ -48,53 +48,6 @@ def find_final_norm(model: nn.Module, layers_name: str) -> nn.Module:
         f"Cannot find the final norm of {type(model).__name__} (looked for norm/final_layernorm/ln_f on "
         f"'{parent_name}'), which is needed to prune lm_head: remove 'lm_head' from targets."
     )
-
-
-def match_module(name: str, pattern: str) -> bool:
-    """peft-like matching of a module name relative to a decoder layer (`self_attn.q_proj`)."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return name == pattern or name.endswith("." + pattern) or name.startswith(pattern + ".")
-
-
-def resolve_targets(
-    layers: nn.ModuleList, layer_indices: list[int], targets: list[str] | None, exclude: list[str]
-) -> dict[int, dict[str, nn.Linear]]:
-    """For each layer index, the linear modules to prune, keyed by name relative to the layer, in module order.
-
-    Every pattern must match at least one linear module in some layer; otherwise a `ValueError` lists the
-    available names.
-    """
-    available: list[str] = []
-    for name, module in layers[0].named_modules():
-        if isinstance(module, nn.Linear):
-            available.append(name)
-    layer_targets = [t for t in (targets or []) if t != "lm_head"]
-    for pattern in layer_targets + [e for e in exclude if e != "lm_head"]:
-        found = any(
-            match_module(n, pattern)
-            for i in layer_indices
-            for n, m in layers[i].named_modules()
-            if isinstance(m, nn.Linear)
-        )
-        if not found:
-            raise ValueError(
-                f"Module pattern {pattern!r} matches no linear module of a decoder layer: available names are "
-                f"{available}. Use one of them, a parent such as 'mlp' or 'self_attn', or a 're:' regular expression."
-            )
-    out: dict[int, dict[str, nn.Linear]] = {}
-    for i in layer_indices:
-        chosen: dict[str, nn.Linear] = {}
-        for name, module in layers[i].named_modules():
-            if not isinstance(module, nn.Linear):
-                continue
-            if targets is not None and not any(match_module(name, t) for t in layer_targets):
-                continue
-            if any(match_module(name, e) for e in exclude):
-                continue
-            chosen[name] = module
-        out[i] = chosen
-    return out
 
 
 def lm_head_is_tied(model: nn.Module) -> bool:

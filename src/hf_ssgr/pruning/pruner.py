@@ -69,12 +69,25 @@ from .modeling import (
 )
 from .solvers import Solver, get_solver
 from .statistics import LayerStats, StopLayer, fp32_statistics
+from .targets import UNCOVERED_LIMIT, Target, compute_coverage, zero_fractions
 
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = ["OneShotPruner", "NonFiniteActivationError", "CHECKPOINT_PREFIX"]
 
 DEFAULT_CALLBACKS = [DefaultFlowCallback, CheckpointCallback, MetricsLoggerCallback]
+
+
+def _host_available_bytes() -> float:
+    """MemAvailable of /proc/meminfo (Linux); 8 GiB where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8.0 * 2**30
 
 
 class NonFiniteActivationError(ValueError):
@@ -150,6 +163,8 @@ class OneShotPruner:
         cfg = self.config
         self._model = model
         self.solver: Solver = get_solver(cfg.method)(cfg)
+        self._verified_experts: set[int] = set()  # experts modules whose output the pruner's reading reproduced
+        self._starved: dict[str, int] = {}  # expert projections with fewer routed tokens than inputs: their count
         torch.manual_seed(cfg.seed)
         layers, layers_name = find_decoder_layers(model)
         self._layers_name = layers_name
@@ -166,6 +181,9 @@ class OneShotPruner:
         if not any(targets.values()) and not prune_head:
             raise ValueError("targets/exclude leave no module to prune: loosen them.")
         self._check_divisibility(targets, model if prune_head else None)
+        head_params = model.get_output_embeddings().weight.numel() if prune_head else 0
+        coverage = compute_coverage(model, layers, targets, head_params)
+        self._check_coverage(coverage)
 
         # A solver that needs no statistics reads calibration data only to measure the reconstruction error.
         rows = None
@@ -189,6 +207,7 @@ class OneShotPruner:
             calibration_fingerprint=calibration_fingerprint(rows) if rows else None,
             is_world_process_zero=self._dist.is_main,
             world_size=self._dist.world_size,
+            coverage=coverage.to_dict(),
         )
         self.control = PrunerControl()
         start_layer = 0
@@ -201,6 +220,7 @@ class OneShotPruner:
                 start_layer = self._resume(model, resume_from_checkpoint, backup) + 1
             with fp32_statistics():
                 self._prune_layers(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
+
         except BaseException:
             if cfg.restore_on_error and backup:
                 backup.restore(model)
@@ -214,19 +234,34 @@ class OneShotPruner:
     # ----------------------------------------------------------------------------------------------------------------
     # Validation
 
-    def _check_divisibility(self, targets: dict[int, dict[str, nn.Linear]], head_model) -> None:
+    def _check_divisibility(self, targets: dict[int, dict[str, Target]], head_model) -> None:
         nm = self.config.nm
         if nm is None:
             return
-        mods = [(f"{self._layers_name}.{i}.{n}", m) for i, ms in targets.items() for n, m in ms.items()]
+        mods = [(f"{self._layers_name}.{i}.{n}", t.shape[1]) for i, ts in targets.items() for n, t in ts.items()]
         if head_model is not None:
-            mods.append(("lm_head", head_model.get_output_embeddings()))
-        for name, m in mods:
-            if m.in_features % nm[1]:
+            mods.append(("lm_head", head_model.get_output_embeddings().in_features))
+        for name, in_features in mods:
+            if in_features % nm[1]:
                 raise ValueError(
-                    f"{name} has {m.in_features} input features, not divisible by M={nm[1]} for "
+                    f"{name} has {in_features} input features, not divisible by M={nm[1]} for "
                     f"sparsity_type={self.config.sparsity_type!r}: exclude it or choose another pattern."
                 )
+
+    def _check_coverage(self, coverage) -> None:
+        """Refuse default targets that leave more than `UNCOVERED_LIMIT` of the pruned layers' weights untouched
+        (a layout the pruner does not see would otherwise stay dense under a card that claims the sparsity)."""
+        cfg = self.config
+        narrowed = cfg.targets is not None or bool(cfg.exclude)
+        if narrowed or coverage.uncovered_share <= UNCOVERED_LIMIT:
+            return
+        biggest = sorted(coverage.uncovered.items(), key=lambda kv: -kv[1])[:8]
+        listed = ", ".join(f"{n} ({100 * v / coverage.scope_params:.1f}%)" for n, v in biggest)
+        raise ValueError(
+            f"The default targets leave {100 * coverage.uncovered_share:.1f}% of the pruned layers' parameters in "
+            f"weights that are not pruned: {listed}. Name what to prune with targets=[...] (e.g. 're:...'), or "
+            "exclude those weights explicitly with exclude=[...] to accept that they stay dense."
+        )
 
     def _check_rows(self, model: nn.Module, rows: list[Row]) -> None:
         config = getattr(model, "config", None)
@@ -299,13 +334,7 @@ class OneShotPruner:
             modules = targets.get(i, {}) if i in pruned else {}
             layer_metrics = {}
             if modules:
-                names = {f"{self._layers_name}.{i}.{n}": m for n, m in modules.items()}
-                stats = self._collect(layer, i, modules, batches, device) if batches else None
-                if stats is not None:
-                    self._event("on_stats_collected", layer_index=i, num_tokens=self.state.num_tokens)
-                layer_metrics = self._solve_modules(i, names, stats, {f"{self._layers_name}.{i}.{n}": n for n in modules},
-                                                    device, backup)  # fmt: skip
-                del stats
+                layer_metrics = self._prune_layer(layer, i, modules, batches, device, backup)
             if batches:
                 self._propagate(layer, i, batches, device, storage)
                 layer.to(original_device)
@@ -316,7 +345,106 @@ class OneShotPruner:
                 break
         for b in batches:
             b.hidden, b.layer_inputs = None, None
+        head = model.get_output_embeddings() if prune_head else None
+        self.state.achieved_sparsity = zero_fractions(model, layers, targets, head)
         self._finish()
+
+    def _prune_layer(self, layer, i, modules: dict[str, Target], batches, device, backup) -> dict[str, dict]:
+        """Collect the statistics of one layer's targets on the dense layer and solve them. The experts of a mixture
+        of experts are collected and solved in groups that fit `moe_stats_memory_gb`, one pass over the batches
+        each; their inputs depend only on what precedes the experts, so the other targets are solved after the
+        last group and the grouping changes nothing in the result."""
+        prefix = f"{self._layers_name}.{i}."
+        local = {prefix + n: n for n in modules}
+        if not batches:
+            return self._solve_modules(i, {prefix + n: t for n, t in modules.items()}, None, local, device, backup)
+        others = {n: t for n, t in modules.items() if t.expert is None}
+        groups = self._expert_groups([t for t in modules.values() if t.expert is not None], device) or [[]]
+        metrics: dict[str, dict] = {}
+        other_stats = None
+        for g, group in enumerate(groups):
+            wanted = {**(others if g == 0 else {}), **{t.name: t for t in group}}
+            stats = self._collect(layer, i, wanted, batches, device)
+            if g == 0:
+                self._event("on_stats_collected", layer_index=i, num_tokens=self.state.num_tokens)
+            fallback = self._handle_starved(layer, i, group, stats, batches, device)
+            if group:
+                solve = {prefix + t.name: t for t in group}
+                metrics.update(self._solve_modules(i, solve, stats, local, device, backup, fallback))
+            if g == 0:
+                other_stats = stats
+            for t in group:  # free the group's statistics before the next pass
+                other_stats.stats.pop(other_stats.leader.get(t.name, t.name), None)
+            del stats
+        if others:
+            metrics.update(self._solve_modules(i, {prefix + n: t for n, t in others.items()}, other_stats, local,
+                                               device, backup))  # fmt: skip
+        return {prefix + n: metrics[prefix + n] for n in modules}
+
+    def _expert_groups(self, experts: list[Target], device) -> list[list[Target]]:
+        """The layer's expert targets in groups whose statistics fit the memory bound (both projections of an
+        expert stay in one group)."""
+        if not experts:
+            return []
+        by_expert: dict[tuple[int, int], list[Target]] = {}
+        for t in experts:
+            by_expert.setdefault((id(t.module), t.expert), []).append(t)
+        per_expert = max(self._stats_bytes(t.shape[1]) for t in experts) * max(len(v) for v in by_expert.values())
+        bound = self._stats_memory_bound(device)
+        size = max(1, int(bound // max(per_expert, 1)))
+        units = list(by_expert.values())
+        groups = [[t for unit in units[k : k + size] for t in unit] for k in range(0, len(units), size)]
+        if len(groups) > 1:
+            logger.info("The statistics of %d experts take %.1f GiB: collected in %d groups of %d (bound %.1f GiB).",
+                        len(units), len(units) * per_expert / 2**30, len(groups), size, bound / 2**30)  # fmt: skip
+        return groups
+
+    def _stats_bytes(self, d_in: int) -> float:
+        per = 0.0
+        if self._need_gram():
+            per += 4.0 * d_in * d_in
+        if "sq_norms" in self.solver.needs:
+            per += 4.0 * d_in
+        return per
+
+    def _stats_memory_bound(self, device) -> float:
+        cfg = self.config
+        if cfg.moe_stats_memory_gb is not None:
+            return cfg.moe_stats_memory_gb * 2**30
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+        else:
+            free = _host_available_bytes()
+        return 0.5 * free
+
+    def _handle_starved(self, layer, i, group: list[Target], stats: LayerStats, batches, device) -> set[str]:
+        """Experts that received fewer routed tokens than their input size: per `starved_experts`, recollect their
+        statistics from every token, or mark them for magnitude pruning (returned), or keep them; warned and
+        recorded either way."""
+        cfg = self.config
+        if not group or cfg.moe_statistics == "all_tokens":
+            return set()
+        starved = [t for t in group if stats.stats[stats.leader[t.name]]["count"] < t.shape[1]]
+        if not starved:
+            return set()
+        experts = sorted({(t.param_name.rsplit(".", 1)[0], t.expert) for t in starved})
+        self._starved.update({f"{self._layers_name}.{i}.{t.name}": stats.stats[stats.leader[t.name]]["count"]
+                              for t in starved})  # fmt: skip
+        logger.warning(
+            "Decoder layer %d: %d experts received fewer routed tokens than their input size (%s); pruned with "
+            "starved_experts=%r (recorded as 'starved' in their metrics).", i, len(experts),
+            ", ".join(f"{m}[{e}]" for m, e in experts[:8]) + (" ..." if len(experts) > 8 else ""),
+            cfg.starved_experts,
+        )  # fmt: skip
+        if cfg.starved_experts == "magnitude":
+            return {f"{self._layers_name}.{i}.{t.name}" for t in starved}
+        if cfg.starved_experts == "all_tokens":
+            again = self._collect(layer, i, {t.name: t for t in starved}, batches, device, expert_tokens="all_tokens")
+            for t in starved:
+                lead = again.leader[t.name]
+                stats.leader[t.name] = lead
+                stats.stats[lead] = again.stats[lead]
+        return set()
 
     def _end_layer(self, model, i, layer_metrics, targets):
         self.state.layer_index = i
@@ -349,11 +477,6 @@ class OneShotPruner:
         self._dist.barrier()  # the main process's last checkpoint is complete before any process returns
         self._event("on_prune_end")
 
-    def _finish(self):
-        self.state.finished = self.state.layer_index >= self.state.num_layers - 1
-        self._dist.barrier()  # the main process's last checkpoint is complete before any process returns
-        self._event("on_prune_end")
-
     # ----------------------------------------------------------------------------------------------------------------
     # Capture, statistics, propagation
 
@@ -366,14 +489,16 @@ class OneShotPruner:
         cfg = self.config
         return cfg.reconstruction_error and bool(cfg.error_sample_tokens) and not self._need_gram()
 
-    def _layer_stats(self, modules: dict[str, nn.Module], stop_early: bool) -> LayerStats:
+    def _layer_stats(self, modules: dict[str, Target | nn.Module], stop_early: bool,
+                     expert_tokens: str | None = None) -> LayerStats:  # fmt: skip
         cfg = self.config
         return LayerStats(modules, self._need_gram(), "sq_norms" in self.solver.needs, cfg.chunk_size, stop_early,
-                          cfg.gram_dtype, self._need_sample())  # fmt: skip
+                          cfg.gram_dtype, self._need_sample(), expert_tokens or cfg.moe_statistics,
+                          self._verified_experts)  # fmt: skip
 
-    def _collect(self, layer, i, modules, batches, device):
+    def _collect(self, layer, i, modules, batches, device, expert_tokens: str | None = None):
         finite = []
-        stats = self._layer_stats(modules, stop_early=True)
+        stats = self._layer_stats(modules, stop_early=True, expert_tokens=expert_tokens)
         with stats:
             for b in batches:
                 stats.begin_batch(b.stat_mask, b.sample_index)
@@ -435,13 +560,15 @@ class OneShotPruner:
     # ----------------------------------------------------------------------------------------------------------------
     # Solving
 
-    def _solve_modules(self, layer_index, modules: dict[str, nn.Module], stats: LayerStats | None,
-                       local_names: dict[str, str], device, backup) -> dict[str, dict]:  # fmt: skip
-        """Solve `modules` (full name -> module), spread across processes when there are several: modules that share
+    def _solve_modules(self, layer_index, modules: dict[str, Target], stats: LayerStats | None,
+                       local_names: dict[str, str], device, backup, magnitude: set[str] = frozenset(),
+                       param_prefix: str | None = None) -> dict[str, dict]:  # fmt: skip
+        """Solve `modules` (full name -> target), spread across processes when there are several: targets that share
         an input (q/k/v, gate/up) stay on one process, where they share the solver's scratch space, and the groups are
         balanced by the solver's cost estimate. One process solves everything. Every process ends with every weight
-        and every module's metrics."""
+        and every module's metrics. The targets named in `magnitude` are pruned by magnitude (starved experts)."""
         dist = self._dist
+        prefix = f"{self._layers_name}.{layer_index}." if param_prefix is None else param_prefix
         groups: dict[str, list[str]] = {}
         for full in modules:
             local = local_names.get(full, full)
@@ -451,7 +578,7 @@ class OneShotPruner:
                     "it from the targets."
                 )
             groups.setdefault(stats.leader[local] if stats is not None else full, []).append(full)
-        costs = [sum(self.solver.cost(*modules[f].weight.shape) for f in members) for members in groups.values()]
+        costs = [sum(self.solver.cost(*modules[f].shape) for f in members) for members in groups.values()]
         owners = assign_by_cost(costs, dist.world_size)
         owner = {full: owners[g] for g, members in enumerate(groups.values()) for full in members}
         local_metrics: dict[str, dict] = {}
@@ -459,13 +586,15 @@ class OneShotPruner:
         for members in groups.values():
             shared: dict[str, Any] = {}  # the solver's scratch space for one input
             for full in members:
-                if self.config.restore_on_error and full not in backup:
-                    backup[full] = modules[full].weight
+                param = prefix + modules[full].param_name
+                if self.config.restore_on_error and param not in backup:
+                    backup[param] = modules[full].param
                 if owner[full] != dist.rank or failure is not None:
                     continue
                 module_stats = stats.module_stats(local_names.get(full, full)) if stats is not None else None
                 try:
-                    local_metrics[full] = self._solve_module(full, modules[full], module_stats, device, shared)
+                    local_metrics[full] = self._solve_module(full, modules[full], module_stats, device, shared,
+                                                             full in magnitude)  # fmt: skip
                 except Exception as exc:  # noqa: BLE001 - re-raised below, on every process
                     if not dist.enabled:
                         raise
@@ -480,7 +609,7 @@ class OneShotPruner:
             self._event("on_module_pruned", layer_index=layer_index, name=full, metrics=m)
         return metrics
 
-    def _share_solves(self, layer_index, modules, owner, local_metrics, failure) -> None:
+    def _share_solves(self, layer_index, modules: dict[str, Target], owner, local_metrics, failure) -> None:
         """Across processes: raise on every process if one failed, broadcast each weight from its owner and gather
         every module's metrics into `local_metrics`."""
         dist = self._dist
@@ -490,25 +619,38 @@ class OneShotPruner:
         for rank, report in enumerate(reports):
             if report is not None:
                 raise RuntimeError(f"Process {rank} failed while solving layer {layer_index}: {report}")
-        for full, module in modules.items():
-            dist.broadcast_(module.weight.data, src=owner[full])
+        for full, target in modules.items():
+            w = target.weight
+            if w.is_contiguous():
+                dist.broadcast_(w, src=owner[full])
+            else:  # a transposed expert view (gpt-oss)
+                buf = w.contiguous()
+                dist.broadcast_(buf, src=owner[full])
+                target.write(buf)
         for part in dist.all_gather_object(dict(local_metrics)):
             local_metrics.update(part)
 
-    def _solve_module(self, full, module, stats, device, shared) -> dict:
+    def _solve_module(self, full, target: Target, stats, device, shared, magnitude: bool = False) -> dict:
         cfg = self.config
         t0 = time.perf_counter()
-        weight = module.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-        new, info = self.solver.solve(weight, stats, shared)
-        module.weight.data.copy_(new.to(module.weight.dtype))
+        weight = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
+        solver = self.solver
+        if magnitude:
+            solver = self._magnitude_solver = getattr(self, "_magnitude_solver", None) or get_solver("magnitude")(cfg)
+        new, info = solver.solve(weight, stats, shared)
+        target.write(new)
         seconds = time.perf_counter() - t0
-        final = module.weight.detach()
+        final = target.weight.detach()
         result = {
             "sparsity": float((final == 0).sum()) / final.numel(),
             "seconds": seconds,
             "shape": list(final.shape),
             "error": None,
         }
+        if target.expert is not None and stats is not None:
+            result["tokens"] = self._starved.get(full, stats.count)  # the tokens routed to it
+        if full in self._starved:
+            result["starved"] = "magnitude" if magnitude else cfg.starved_experts
         if stats is not None and cfg.reconstruction_error:
             if stats.gram is not None:
                 result["error"] = relative_reconstruction_error(weight, final.to(device), stats.gram)
@@ -543,8 +685,9 @@ class OneShotPruner:
     def _prune_lm_head(self, model, batches, device, backup) -> dict[str, dict]:
         head = model.get_output_embeddings()
         name = next(n for n, m in model.named_modules() if m is head)
+        target = {name: Target(name, head, f"{name}.weight")}
         if not batches:
-            return self._solve_modules(None, {name: head}, None, {}, device, backup)
+            return self._solve_modules(None, target, None, {}, device, backup, param_prefix="")
         norm = find_final_norm(model, self._layers_name)
         head_device, norm_device = module_device(head), module_device(norm)
         head.to(device)
@@ -556,7 +699,7 @@ class OneShotPruner:
             stats.observe("lm_head", norm(b.hidden.to(device)))
         stats.finalize()
         self._reduce_stats(stats, "lm_head")
-        result = self._solve_modules(None, {name: head}, stats, {name: "lm_head"}, device, backup)
+        result = self._solve_modules(None, target, stats, {name: "lm_head"}, device, backup, param_prefix="")
         head.to(head_device)
         norm.to(norm_device)
         return result
@@ -567,8 +710,10 @@ class OneShotPruner:
     def _layer_weights(self, model, layer_indices, targets) -> dict[str, torch.Tensor]:
         out = {}
         for i in layer_indices:
-            for name, module in targets.get(i, {}).items():
-                out[f"{self._layers_name}.{i}.{name}.weight"] = module.weight.detach().to("cpu").contiguous()
+            for t in targets.get(i, {}).values():
+                key = f"{self._layers_name}.{i}.{t.param_name}"
+                if key not in out:  # a fused experts parameter is saved whole, once
+                    out[key] = t.param.detach().to("cpu").contiguous()
         if self.state.layer_index == self.state.num_layers - 1:
             head = model.get_output_embeddings()
             for name, m in model.named_modules():
