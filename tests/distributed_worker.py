@@ -7,7 +7,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from testing_utils import make_calibration, make_tiny_model
+from testing_utils import make_calibration, make_tiny_model, make_tiny_moe
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.distributed import Distributed
@@ -15,7 +15,8 @@ from hf_ssgr.pruning.callbacks import PrunerCallback
 
 
 def build(spec):
-    model = make_tiny_model(spec["arch"], num_layers=spec.get("num_layers", 3), seed=spec.get("seed", 0))
+    make = make_tiny_moe if spec.get("moe") else make_tiny_model
+    model = make(spec["arch"], num_layers=spec.get("num_layers", 3), seed=spec.get("seed", 0))
     rows = make_calibration(spec.get("num_rows", 7), spec.get("seq_len", 24), ragged=spec.get("ragged", True))
     if spec.get("prompt_length"):
         rows = [{"input_ids": r, "prompt_length": spec["prompt_length"]} for r in rows]

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import free_port, make_calibration, make_tiny_model, require_module
+from testing_utils import free_port, make_calibration, make_tiny_model, make_tiny_moe, require_module
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.distributed import assign_by_cost, balanced_contiguous_split
@@ -42,6 +42,19 @@ SCENARIOS = {
     },
     "resume": {"arch": "llama", "stop_after": 0, "config": {"method": "sparsegpt", "sparsity": 0.5}},
     "too_few_rows": {"arch": "llama", "num_rows": 1, "config": {"method": "wanda", "sparsity": 0.5}},
+    # mixtures of experts: every expert's projection is a solve dealt by cost; few tokens, so some experts are starved
+    "moe_qwen3": {
+        "arch": "qwen3_moe",
+        "moe": True,
+        "num_layers": 2,
+        "config": {"method": "sparsegpt", "sparsity": 0.5},
+    },
+    "moe_gpt_oss": {
+        "arch": "gpt_oss",
+        "moe": True,
+        "num_layers": 2,
+        "config": {"method": "wanda", "sparsity": 0.5, "sparsity_type": "2:4", "error_sample_tokens": 50},
+    },
 }
 CALIBRATION = {
     "policy": "ssgr",
@@ -55,7 +68,8 @@ CALIBRATION = {
 
 
 def _single_process(spec):
-    model = make_tiny_model(spec["arch"], num_layers=spec.get("num_layers", 3), seed=spec.get("seed", 0))
+    make = make_tiny_moe if spec.get("moe") else make_tiny_model
+    model = make(spec["arch"], num_layers=spec.get("num_layers", 3), seed=spec.get("seed", 0))
     rows = make_calibration(spec.get("num_rows", 7), spec.get("seq_len", 24), ragged=spec.get("ragged", True))
     if spec.get("prompt_length"):
         rows = [{"input_ids": r, "prompt_length": spec["prompt_length"]} for r in rows]
@@ -99,7 +113,7 @@ def _load(out, name):
     return ranks
 
 
-@pytest.mark.parametrize("name", ["sparsegpt", "wanda24", "alps48", "response_mask"])
+@pytest.mark.parametrize("name", ["sparsegpt", "wanda24", "alps48", "response_mask", "moe_qwen3", "moe_gpt_oss"])
 def test_two_processes_match_one(two_processes, name):
     (w0, info0), (w1, info1) = _load(two_processes, name)
     reference, state = _single_process(SCENARIOS[name])
