@@ -295,3 +295,43 @@ def test_resume_is_bit_identical(family, tmp_path):
     pruner.prune(resumed, data, resume_from_checkpoint=True)
     for (n, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), n
+
+
+def test_saved_moe_loads_and_records_what_was_pruned(tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from hf_ssgr import save_pruned
+
+    model = make_tiny_moe("gpt_oss")
+    pruner = prune(model, PruningConfig(method="wanda", sparsity=0.5, sparsity_type="2:4"), calib())
+    save_pruned(model, str(tmp_path / "out"), pruner=pruner)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+    for (n, a), b in zip(model.named_parameters(), loaded.parameters()):
+        assert torch.equal(a, b), n
+    meta = json.loads((tmp_path / "out" / "pruning_config.json").read_text())
+    assert meta["coverage"] == pruner.state.coverage  # JSON keeps floats exactly
+    assert meta["achieved_sparsity"] == pruner.state.achieved_sparsity
+    assert meta["achieved_sparsity"]["targets"] == pytest.approx(0.5)
+    assert meta["layers"][0]["sparsity"] == pytest.approx(0.5)
+    assert meta["modules"]["model.layers.0.mlp.experts.down_proj.0"]["tokens"] >= 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    share = 100 * pruner.state.coverage["coverage_of_decoder_layers"]
+    assert f"{share:.1f}% of the decoder layers' parameters" in card
+
+
+def test_keep_sparsity_keeps_the_experts_zeros():
+    from hf_ssgr import KeepSparsityCallback
+
+    model = make_tiny_moe("qwen3_moe")
+    prune(model, PruningConfig(method="wanda", sparsity=0.5), calib())
+    callback = KeepSparsityCallback()
+    callback.record_masks(model)
+    assert "model.layers.0.mlp.experts.gate_up_proj" in callback.masks
+    experts = model.model.layers[0].mlp.experts
+    zeros = experts.down_proj == 0
+    with torch.no_grad():
+        experts.down_proj.add_(1.0)  # an optimizer step
+    callback.apply_masks()
+    assert torch.equal(experts.down_proj == 0, zeros)

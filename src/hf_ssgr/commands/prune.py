@@ -82,5 +82,11 @@ def main(argv: list[str]) -> int:
     save_pruned(model, args.save_dir, tokenizer=tokenizer, pruner=pruner, calibration=calibration,
                 base_model=model_path, command="hf-ssgr prune " + " ".join(argv))  # fmt: skip
     if pruner.state.is_world_process_zero:
+        a, cov = pruner.state.achieved_sparsity, pruner.state.coverage
+        print(
+            f"Sparsity {a['targets']:.4f} over the pruned weights ({100 * cov['coverage_of_decoder_layers']:.1f}% of "
+            f"the decoder layers' parameters), {a['decoder_layers']:.4f} over the decoder layers, {a['model']:.4f} "
+            "over the whole model."
+        )
         print(f"Pruned model written to {args.save_dir}")
     return 0

@@ -42,6 +42,19 @@ def _command(meta: dict) -> str:
     return " \\\n    ".join(parts)
 
 
+def _accounting(meta: dict) -> str | None:
+    """One line of what was pruned, from the measured coverage and sparsity (absent in files of older versions)."""
+    cov, achieved = meta.get("coverage"), meta.get("achieved_sparsity")
+    if not cov or not achieved:
+        return None
+    share = 100 * cov["target_params"] / cov["model_params"] if cov.get("model_params") else 0.0
+    return (
+        f"{100 * cov['coverage_of_decoder_layers']:.1f}% of the decoder layers' parameters ({share:.1f}% of the "
+        f"model's) are pruned weights; zeros: {100 * achieved['decoder_layers']:.2f}% of the decoder layers' "
+        f"parameters, {100 * achieved['model']:.2f}% of the model's"
+    )
+
+
 def _method_title(method: str) -> str:
     from ..pruning.solvers import get_solver
 
@@ -171,8 +184,14 @@ def model_card(
         method_title=_method_title(method),
         sparsity_desc=sparsity_description(meta),
         scope=(meta.get("scope") or {}).get("layers") or "all",
-        targets=", ".join((meta.get("scope") or {}).get("targets") or ["all linear layers of the decoder"]),
-        achieved_sparsity=statistics.fmean(achieved) if achieved else 0.0,
+        targets=", ".join(
+            (meta.get("scope") or {}).get("targets")
+            or ["every linear layer and expert of the decoder, routers excepted"]
+        ),
+        achieved_sparsity=(meta.get("achieved_sparsity") or {}).get(
+            "targets", statistics.fmean(achieved) if achieved else 0.0
+        ),
+        accounting=_accounting(meta),
         mean_error=f"{statistics.fmean(mean_error):.4f}" if mean_error else "not recorded",
         calibration=calib,
         versions=meta.get("versions", {}),

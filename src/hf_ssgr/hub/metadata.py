@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
-_MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "damping", "damping_raised", "fallback", "seconds")
+_MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "tokens", "damping", "damping_raised", "fallback",
+                       "starved", "seconds")  # fmt: skip
 
 
 def public_name(name: str | None) -> str | None:
@@ -104,11 +105,11 @@ def _generated(policy: str | None) -> bool:
 
 
 def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets=None) -> list[dict[str, Any]]:
-    """Per decoder layer: the achieved sparsity of its pruned linear weights, measured on the weights, and the mean
-    relative reconstruction error of its modules (from the pruner's metrics, when given)."""
-    import torch
-
+    """Per decoder layer: the achieved sparsity of its pruned weights (linear weights and experts' projections),
+    measured on the weights, and the mean relative reconstruction error of its modules (from the pruner's metrics,
+    when given)."""
     from ..pruning.modeling import find_decoder_layers
+    from ..pruning.targets import layer_candidates
 
     layers, prefix = find_decoder_layers(model)
     errors: dict[int, list[float]] = defaultdict(list)
@@ -120,12 +121,10 @@ def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets
     out = []
     for i, layer in enumerate(layers):
         zeros = total = 0
-        for sub, mod in layer.named_modules():
-            if not isinstance(mod, torch.nn.Linear):
-                continue
-            if pruned_names and f"{prefix}.{i}.{sub}" not in pruned_names:
-                continue  # a module the pruner left dense
-            w = mod.weight.detach()
+        for t in layer_candidates(layer):
+            if pruned_names and f"{prefix}.{i}.{t.name}" not in pruned_names:
+                continue  # a weight the pruner left dense
+            w = t.weight
             zeros += int((w == 0).sum())
             total += w.numel()
         out.append(
@@ -152,8 +151,11 @@ def pruning_metadata(
             f"pruning_metadata needs the PruningConfig the model was pruned with, got {type(config).__name__}: pass "
             "pruner.config, or PruningConfig.from_dict(...) of a saved pruning_config.json's 'config'."
         )
+    from ..pruning.targets import pruning_accounting
+
     cfg = config.to_dict()
     layers = layer_sparsity(model, module_metrics)
+    accounting = pruning_accounting(model, config)
     return {
         "format": "hf-ssgr/pruning-config",
         "version": 1,
@@ -164,6 +166,10 @@ def pruning_metadata(
         "scope": {"layers": cfg.get("layers"), "targets": cfg.get("targets"), "exclude": cfg.get("exclude")},
         "config": cfg,
         "calibration": calibration_summary(calibration),
+        # measured on the weights: the share of the parameters the targets hold, and of zeros over them, over the
+        # decoder layers and over the whole model
+        "coverage": accounting["coverage"],
+        "achieved_sparsity": accounting["achieved_sparsity"],
         "layers": layers,
         "modules": {
             n: {k: m.get(k) for k in _MODULE_METRIC_KEYS if k in m} for n, m in (module_metrics or {}).items()
@@ -171,7 +177,7 @@ def pruning_metadata(
         # Solves that did less than asked: a damping raised to make XᵀX positive definite, an ALPS fallback.
         "solver_warnings": {
             key: sorted(n for n, m in (module_metrics or {}).items() if m.get(key))
-            for key in ("damping_raised", "fallback")
+            for key in ("damping_raised", "fallback", "starved")
         },
         "versions": library_versions(),
     }

@@ -236,3 +236,19 @@ def zero_fractions(model: nn.Module, layers: nn.ModuleList, targets: dict[int, d
         "decoder_layers": frac(p for layer in layers for _, p in _unique_params(layer)),
         "model": frac(p for _, p in _unique_params(model)),
     }
+
+
+def pruning_accounting(model: nn.Module, config) -> dict:
+    """What a pruned model's `config` ([`PruningConfig`]) targets in `model`, measured on its weights: the `coverage`
+    ([`Coverage.to_dict`]) and the `achieved_sparsity` over the targets, the decoder layers and the whole model."""
+    from .config import resolve_layer_scope
+    from .modeling import find_decoder_layers
+
+    layers, _ = find_decoder_layers(model)
+    scope = resolve_layer_scope(config.layers, len(layers))
+    targets = resolve_targets(layers, scope, config.targets, config.exclude)
+    head = None
+    if config.targets and "lm_head" in config.targets and "lm_head" not in config.exclude:
+        head = model.get_output_embeddings()
+    coverage = compute_coverage(model, layers, targets, head.weight.numel() if head is not None else 0)
+    return {"coverage": coverage.to_dict(), "achieved_sparsity": zero_fractions(model, layers, targets, head)}

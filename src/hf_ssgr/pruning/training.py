@@ -11,7 +11,8 @@ __all__ = ["KeepSparsityCallback"]
 class KeepSparsityCallback(_HFTrainerCallback):
     """Keeps a pruned model's zeros at zero while it is fine-tuned with `transformers.Trainer` (or TRL).
 
-    At `on_train_begin` the zero pattern of every `nn.Linear` weight whose sparsity reaches `min_sparsity` is recorded
+    At `on_train_begin` the zero pattern of every `nn.Linear` weight and every fused experts parameter (`gate_up_proj`,
+    `down_proj` of a mixture of experts) whose sparsity reaches `min_sparsity` is recorded
     (or of the parameters named in `param_names`); after every optimizer step the masks are applied again, so
     optimizer updates, weight decay and momentum cannot revive pruned weights.
 
@@ -30,11 +31,16 @@ class KeepSparsityCallback(_HFTrainerCallback):
     def record_masks(self, model: torch.nn.Module) -> None:
         self.masks, self._params = {}, {}
         wanted = set(self.param_names) if self.param_names is not None else None
+        from .experts import is_experts_module
+
+        candidates = []
         for module_name, module in model.named_modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-            name = f"{module_name}.weight" if module_name else "weight"
-            p = module.weight
+            dot = f"{module_name}." if module_name else ""
+            if isinstance(module, torch.nn.Linear):
+                candidates.append((f"{dot}weight", module.weight))
+            elif is_experts_module(module):
+                candidates += [(f"{dot}{n}", p) for n, p in module.named_parameters(recurse=False) if p.ndim >= 3]
+        for name, p in candidates:
             if wanted is not None:
                 if name not in wanted:
                     continue
@@ -43,7 +49,8 @@ class KeepSparsityCallback(_HFTrainerCallback):
             self.masks[name] = p.detach() != 0
             self._params[name] = p
         if wanted is not None and wanted - set(self.masks):
-            raise ValueError(f"KeepSparsityCallback: no linear weight named {sorted(wanted - set(self.masks))}.")
+            missing = sorted(wanted - set(self.masks))
+            raise ValueError(f"KeepSparsityCallback: no linear or experts weight named {missing}.")
 
     @torch.no_grad()
     def apply_masks(self) -> None:
