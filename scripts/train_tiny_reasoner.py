@@ -167,6 +167,12 @@ def eval_only(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument(
+        "--arch",
+        default="llama",
+        choices=("llama", "qwen3_moe"),
+        help="llama: the dense model; qwen3_moe: the mixture-of-experts one (8 experts, top 2)",
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr", type=float, default=3e-4)
@@ -187,26 +193,51 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen3MoeConfig
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tok = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=192,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    config = (
+        Qwen3MoeConfig(
+            vocab_size=len(tok),
+            hidden_size=128,
+            intermediate_size=352,
+            moe_intermediate_size=176,
+            num_experts=8,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            output_router_logits=True,  # the load-balancing loss, so that every expert is used
+            router_aux_loss_coef=0.01,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            head_dim=32,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        if args.arch == "qwen3_moe"
+        else LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=192,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
     )
     config._attn_implementation = "eager"  # faster than sdpa for these tiny heads on CPU (measured)
-    model = LlamaForCausalLM(config).to(args.device)
+    model = AutoModelForCausalLM.from_config(config).to(args.device)
     encoder = Encoder(tok)
     encoder.check([make_problem(lv, random.Random(lv)) for lv in sorted(LEVELS)])
     n_params = sum(p.numel() for p in model.parameters())
@@ -260,6 +291,7 @@ def main():
         greedy, sampled, eval_seconds = evaluate_model(model, tok, args)
     model = model.to("cpu").float()
     model.config._attn_implementation = "sdpa"
+    model.config.output_router_logits = False  # inference needs no balancing loss
     model.generation_config = GenerationConfig(
         do_sample=True,
         temperature=0.6,

@@ -46,3 +46,33 @@ def test_wanda_statistics_are_norms_and_a_token_sample():
     )
     assert estimate_prune_memory(config, 8, 4096, method="wanda", error_sample_tokens=0).terms["S: statistics"] == gram
     assert estimate_prune_memory(config, 2, 100, method="magnitude").terms["S: statistics"] == 200 * widths * 2
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "qwen2_moe", "mixtral"])
+def test_moe_weight_and_statistics_terms(family):
+    from testing_utils import make_tiny_moe
+
+    model = make_tiny_moe(family, num_layers=2)
+    est = estimate_prune_memory(model.config, num_rows=4, tokens_per_row=32, dtype_bytes=4)
+    params = sum(p.numel() for p in model.parameters())
+    assert est.terms["W: model weights"] == pytest.approx(4 * params, rel=0.01)
+    d, e, n = 64, (32 if family != "mixtral" else 32), 8
+    experts = n * 4 * (d * d + e * e)
+    assert est.terms["S: statistics"] > experts
+    grouped = estimate_prune_memory(
+        model.config, 4, 32, dtype_bytes=4, moe_stats_memory_gb=2 * 4 * (d * d + e * e) / GIB
+    )
+    assert est.terms["S: statistics"] - grouped.terms["S: statistics"] == pytest.approx(6 * 4 * (d * d + e * e))
+    shared = estimate_prune_memory(model.config, 4, 32, dtype_bytes=4, moe_statistics="all_tokens")
+    assert est.terms["S: statistics"] - shared.terms["S: statistics"] == pytest.approx(7 * 4 * d * d)
+
+
+def test_qwen3_30b_a3b_shape():
+    config = dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+                  num_experts=128, num_experts_per_tok=8, num_hidden_layers=48, num_attention_heads=32,
+                  num_key_value_heads=4, head_dim=128, vocab_size=151936, tie_word_embeddings=False)  # fmt: skip
+    est = estimate_prune_memory(config, 32, 2048, method="sparsegpt")
+    assert 30.0e9 < est.terms["W: model weights"] / 2 < 31.0e9  # 30.5B parameters
+    assert est.terms["S: statistics"] == pytest.approx(
+        4 * (2048**2 + 4096**2) + 128 * 4 * (2048**2 + 768**2), rel=0.01
+    )

@@ -42,6 +42,14 @@ def _command(meta: dict) -> str:
     return " \\\n    ".join(parts)
 
 
+def _embedded_display(base: str) -> str:
+    from ..utils import EMBEDDED_MOE_NAMES
+
+    if base in EMBEDDED_MOE_NAMES:
+        return "hf-ssgr's embedded tiny mixture-of-experts reasoner (`hf_ssgr.tiny_reasoner.MOE_MODEL_PATH`)"
+    return "hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
+
+
 def _accounting(meta: dict) -> str | None:
     """One line of what was pruned, from the measured coverage and sparsity (absent in files of older versions)."""
     cov, achieved = meta.get("coverage"), meta.get("achieved_sparsity")
@@ -178,9 +186,7 @@ def model_card(
         model_name=name,
         base_model=base,
         base_on_hub=on_hub,
-        base_display="hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
-        if embedded
-        else f"`{base}`",
+        base_display=_embedded_display(base) if embedded else f"`{base}`",
         method_title=_method_title(method),
         sparsity_desc=sparsity_description(meta),
         scope=(meta.get("scope") or {}).get("layers") or "all",

@@ -298,8 +298,8 @@ class PruningConfig:
     @property
     def short_name(self) -> str:
         """A folder-safe name of what is pruned, shared by recipe folders, cards and reports: `sparsegpt-50`,
-        `sparsegpt-2of4`, with the layer scope and the token mask when they are not the defaults (`wanda-50-0_1_5`,
-        `sparsegpt-50-response`)."""
+        `sparsegpt-2of4`, with the layer scope, the token mask and the experts' statistics when they are not the
+        defaults (`wanda-50-0_1_5`, `sparsegpt-50-response`, `sparsegpt-50-alltokens`)."""
         tag = (
             f"{self.method}-{self.sparsity_type.replace(':', 'of')}"
             if self.nm
@@ -309,6 +309,10 @@ class PruningConfig:
             tag += "-" + (self.layers if isinstance(self.layers, str) else "_".join(str(i) for i in self.layers))
         if self.token_mask != "all":
             tag += f"-{self.token_mask}"
+        if self.moe_statistics != "routed":
+            tag += "-alltokens"
+        if self.starved_experts != "all_tokens":
+            tag += f"-starved_{self.starved_experts}"
         return tag
 
     @property

@@ -22,6 +22,12 @@ of `T` tokens in batches of `B`, `b` bytes per weight/activation element (2 for 
 
     host ≈ (P·b if the model is on the host) + (A if offloaded) + runtime
 
+Mixtures of experts (`E` experts of width `e`, top `k`, `G` experts per statistics group, all of them unless
+`moe_stats_memory_gb` bounds it): the layer's weights hold `E·3·d·e` of experts (plus shared experts and the
+router), S holds the attention's `4·(d² + a²)`, the shared experts' `4·(d² + f²)` and the experts' `G·4·(d² + e²)`
+(`4·d² + G·4·e²` with `moe_statistics="all_tokens"`, where every expert's input projection shares one XᵀX), and F
+adds the routed activations, `B·T·k·(3e + d)·b`.
+
 The copies that `restore_on_error` keeps to undo a failed run go to a temporary folder on disk (`R` below, in
 bytes of disk, not memory).
 
@@ -85,9 +91,13 @@ class _ModelShape:
     attention: int
     head_dim: int
     layers: int
-    layer_linear: int  # weights of a decoder layer's linears
+    layer_linear: int  # weights of a decoder layer's linears (and experts)
     layer_params: int  # every parameter of a decoder layer
     params: int  # the whole model
+    experts: int = 0  # routed experts of a mixture-of-experts layer (0: dense)
+    expert_mlp: int = 0
+    top_k: int = 0
+    shared_mlp: int = 0
 
     @classmethod
     def of(cls, config: Any) -> _ModelShape:
@@ -96,11 +106,26 @@ class _ModelShape:
         kv = _get(config, "num_key_value_heads", heads) or heads
         hd = _get(config, "head_dim", None) or d // heads
         a, akv = heads * hd, kv * hd
-        layer_linear = d * a + 2 * d * akv + a * d + 3 * d * f
+        experts = next((_get(config, k) for k in ("num_experts", "num_local_experts", "n_routed_experts")
+                        if _get(config, k)), 0)  # fmt: skip
+        if experts:
+            e = _get(config, "moe_intermediate_size", None) or f
+            shared = _get(config, "shared_expert_intermediate_size", 0) or e * (
+                _get(config, "n_shared_experts", 0) or 0
+            )
+            layer_linear = d * a + 2 * d * akv + a * d + experts * 3 * d * e + 3 * d * shared + experts * d
+            shape = cls(d, shared, a, hd, layers, layer_linear, 0, 0, experts, e,
+                        _get(config, "num_experts_per_tok", 1), shared)  # fmt: skip
+        else:
+            layer_linear = d * a + 2 * d * akv + a * d + 3 * d * f
         model_type = _get(config, "model_type")
         qkv_bias = a + 2 * akv if model_type == "qwen2" or _get(config, "attention_bias", False) else 0
-        layer_params = layer_linear + qkv_bias + 2 * d + (2 * hd if model_type == "qwen3" else 0)
+        layer_params = layer_linear + qkv_bias + 2 * d + (2 * hd if model_type in ("qwen3", "qwen3_moe") else 0)
         embeddings = _get(config, "vocab_size") * d * (1 if _get(config, "tie_word_embeddings", False) else 2)
+        if experts:
+            shape.layer_params = layer_params
+            shape.params = layers * layer_params + embeddings + d
+            return shape
         return cls(d, f, a, hd, layers, layer_linear, layer_params, layers * layer_params + embeddings + d)
 
 
@@ -118,6 +143,8 @@ def estimate_prune_memory(
     chunk_size: int = 4096,
     runtime_bytes: float = 0.6 * GIB,
     error_sample_tokens: int = 1024,
+    moe_statistics: str = "routed",
+    moe_stats_memory_gb: float | None = None,
 ) -> MemoryEstimate:
     """Peak memory of a pruning run, term by term (see the module docstring for the formula).
 
@@ -129,6 +156,7 @@ def estimate_prune_memory(
         same_memory: the compute device is the CPU (device and host terms add up in one RSS).
         runtime_bytes: the interpreter, torch and transformers themselves (host only).
         error_sample_tokens: `PruningConfig.error_sample_tokens` (Wanda and magnitude: `0` means an exact XᵀX).
+        moe_statistics, moe_stats_memory_gb: the `PruningConfig` fields of a mixture of experts.
     """
     from .solvers import get_solver
 
@@ -138,6 +166,8 @@ def estimate_prune_memory(
     b = dtype_bytes
     rows_tokens = num_rows * tokens_per_row
     c, r = f, d  # the widest module: down_proj (f inputs, d rows)
+    if shape.experts:  # the widest input among attention, shared experts and experts
+        c, r = max((d, 2 * shape.expert_mlp), (shape.expert_mlp, d), (a, d), (f, d))
 
     terms: dict[str, float] = {}
     terms["W: model weights"] = params * b if model_on_device else layer_params * b
@@ -145,7 +175,21 @@ def estimate_prune_memory(
     solver = get_solver(method)
     uses_gram = "gram" in solver.needs
     inputs = 2 * d + a + f  # the widths of one layer's distinct inputs
-    if uses_gram or not error_sample_tokens:  # float32 XᵀX, one per distinct input
+    if shape.experts:
+        e, n = shape.expert_mlp, shape.experts
+        inputs = 2 * d + a + f + n * (d + e)
+        per_expert = 4.0 * (d * d + e * e) if uses_gram or not error_sample_tokens else 4.0 * (d + e)
+        group = n if moe_stats_memory_gb is None else max(1, min(n, int(moe_stats_memory_gb * GIB // per_expert)))
+        if uses_gram or not error_sample_tokens:
+            dense = 4.0 * (d * d + a * a + (d * d + f * f if f else 0))
+            experts = 4.0 * (d * d + group * e * e) if moe_statistics == "all_tokens" else group * per_expert
+            terms["S: statistics"] = dense + experts
+        else:
+            sample = min(error_sample_tokens, rows_tokens)
+            terms["S: statistics"] = (4.0 * (2 * d + a + f) + group * per_expert) * ("sq_norms" in solver.needs) + (
+                sample * inputs * b
+            )
+    elif uses_gram or not error_sample_tokens:  # float32 XᵀX, one per distinct input
         terms["S: statistics"] = 4.0 * (2 * d * d + a * a + f * f)
     else:  # squared norms (Wanda) and the error-estimate sample
         sample = min(error_sample_tokens, rows_tokens)
@@ -155,6 +199,9 @@ def estimate_prune_memory(
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
         + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c
     )
+    if shape.experts:  # the routed tokens' activations through the experts
+        k, e = shape.top_k, shape.expert_mlp
+        terms["F: one batch through one layer"] += batch_size * tokens_per_row * k * (3 * e + d) * b
     if uses_gram and batch_size * tokens_per_row < chunk_size:
         terms["F: one batch through one layer"] += chunk_size * (2 * d + a + f) * b
     terms["R: restore_on_error copies (disk)"] = layers * layer_linear * b if restore_on_error else 0.0

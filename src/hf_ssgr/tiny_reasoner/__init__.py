@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "MODEL_PATH",
+    "MOE_MODEL_PATH",
     "LEVELS",
     "Problem",
     "make_problem",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
+# The same world learnt by a mixture of experts (Qwen3-MoE: 8 experts, top 2), `scripts/train_tiny_reasoner.py --arch
+# qwen3_moe`.
+MOE_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_moe")
 LEVELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}  # level -> number of operations
 MAX_OPERAND = {1: 9, 2: 9, 3: 9, 4: 19, 5: 99}  # level -> largest operand (and start value)
 MAX_VALUE = {1: 99, 2: 99, 3: 999, 4: 999, 5: 9999}  # level -> largest intermediate value
