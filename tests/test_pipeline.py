@@ -245,3 +245,30 @@ def test_cli_calibrate_prune_evaluate_on_the_tiny_model(tmp_path, capsys):
     assert "hf-ssgr calibrate: unrecognized arguments: --polcy sgr" in capsys.readouterr().err
     assert main(["calibrate", "--model", "tiny", "--save_dir", "x"]) == 2
     assert "hf-ssgr calibrate: --source required." in capsys.readouterr().err
+
+
+@require_module("lm_eval")
+def test_moe_quickstart_runs_in_a_reduced_form(tmp_path):
+    """recipes/quickstart_moe.yaml on the embedded mixture of experts, with fewer rows and problems."""
+    from hf_ssgr.tiny_reasoner import MOE_MODEL_PATH
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart_moe.yaml")) as f:
+        recipe = yaml.safe_load(f)
+    recipe.update(output_dir=str(tmp_path / "run"), policies=["text", "ssgr"], limit=4, num_samples=2,
+                  max_new_tokens=64)  # fmt: skip
+    recipe["calibration"].update(num_samples=6, num_generations=4, max_new_tokens=64, max_problems=60)
+    recipe["prune"] = recipe["prune"][:2]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = run_recipe(str(path))
+    out = tmp_path / "run"
+    for variant in ("sparsegpt-2of4", "sparsegpt-2of4-alltokens"):
+        meta = json.loads((out / "pruned" / "ssgr" / variant / "pruning_config.json").read_text())
+        assert meta["base_model"] in ("tiny-moe", MOE_MODEL_PATH)
+        assert meta["achieved_sparsity"]["targets"] == pytest.approx(0.5)
+        assert meta["coverage"]["coverage_of_decoder_layers"] > 0.95
+        experts = [n for n in meta["modules"] if ".mlp.experts." in n]
+        assert len(experts) == 4 * 2 * 8  # every expert's two projections in each of the 4 layers
+    assert set(result["pruned"]) == {f"{p}__{v}" for p in ("text", "ssgr")
+                                     for v in ("sparsegpt-2of4", "sparsegpt-2of4-alltokens")}  # fmt: skip
+    assert "ssgr__sparsegpt-2of4-alltokens" in (out / "report.md").read_text()

@@ -50,6 +50,19 @@ def _embedded_display(base: str) -> str:
     return "hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
 
 
+def _pruning_figures(meta: dict) -> dict:
+    """The card's measured figures: achieved sparsity of the pruned weights, what was pruned, the mean error."""
+    layers = meta.get("layers", [])
+    errors = [m["reconstruction_error"] for m in layers if m.get("reconstruction_error") is not None]
+    achieved = [m["sparsity"] for m in layers]
+    old = statistics.fmean(achieved) if achieved else 0.0  # files of older versions have no achieved_sparsity
+    return {
+        "achieved_sparsity": (meta.get("achieved_sparsity") or {}).get("targets", old),
+        "accounting": _accounting(meta),
+        "mean_error": f"{statistics.fmean(errors):.4f}" if errors else "not recorded",
+    }
+
+
 def _accounting(meta: dict) -> str | None:
     """One line of what was pruned, from the measured coverage and sparsity (absent in files of older versions)."""
     cov, achieved = meta.get("coverage"), meta.get("achieved_sparsity")
@@ -174,10 +187,6 @@ def model_card(
         eval_results=eval_results or None,
     )
     settings = dict(report.settings) if report is not None else {}
-    mean_error = [
-        m["reconstruction_error"] for m in meta.get("layers", []) if m.get("reconstruction_error") is not None
-    ]
-    achieved = [m["sparsity"] for m in meta.get("layers", [])]
     if recipe is None and meta.get("config"):
         recipe = yaml.safe_dump(meta["config"], sort_keys=False)
     return ModelCard.from_template(
@@ -194,11 +203,7 @@ def model_card(
             (meta.get("scope") or {}).get("targets")
             or ["every linear layer and expert of the decoder, routers excepted"]
         ),
-        achieved_sparsity=(meta.get("achieved_sparsity") or {}).get(
-            "targets", statistics.fmean(achieved) if achieved else 0.0
-        ),
-        accounting=_accounting(meta),
-        mean_error=f"{statistics.fmean(mean_error):.4f}" if mean_error else "not recorded",
+        **_pruning_figures(meta),
         calibration=calib,
         versions=meta.get("versions", {}),
         eval_rows=eval_rows,

@@ -129,6 +129,27 @@ class _ModelShape:
         return cls(d, f, a, hd, layers, layer_linear, layer_params, layers * layer_params + embeddings + d)
 
 
+def _statistics_bytes(shape: _ModelShape, exact_gram: bool, sq_norms: bool, sample: int, b: int,
+                      moe_statistics: str, moe_stats_memory_gb: float | None) -> float:  # fmt: skip
+    """The S term: float32 XᵀX per distinct input (or squared norms and the error-estimate sample), for a dense
+    layer or for a mixture of experts collected `G` experts at a time."""
+    d, f, a = shape.hidden, shape.mlp, shape.attention
+    if not shape.experts:
+        inputs = 2 * d + a + f  # the widths of one layer's distinct inputs
+        if exact_gram:
+            return 4.0 * (2 * d * d + a * a + f * f)
+        return 4.0 * inputs * sq_norms + sample * inputs * b
+    e, n = shape.expert_mlp, shape.experts
+    per_expert = 4.0 * (d * d + e * e) if exact_gram else 4.0 * (d + e)
+    group = n if moe_stats_memory_gb is None else max(1, min(n, int(moe_stats_memory_gb * GIB // per_expert)))
+    if exact_gram:
+        dense = 4.0 * (d * d + a * a + (d * d + f * f if f else 0))
+        experts = 4.0 * (d * d + group * e * e) if moe_statistics == "all_tokens" else group * per_expert
+        return dense + experts
+    inputs = 2 * d + a + f + n * (d + e)
+    return (4.0 * (2 * d + a + f) + group * per_expert) * sq_norms + sample * inputs * b
+
+
 def estimate_prune_memory(
     config: Any,
     num_rows: int,
@@ -174,26 +195,10 @@ def estimate_prune_memory(
     terms["A: cached layer inputs"] = rows_tokens * (d + 2 * hd) * b
     solver = get_solver(method)
     uses_gram = "gram" in solver.needs
-    inputs = 2 * d + a + f  # the widths of one layer's distinct inputs
-    if shape.experts:
-        e, n = shape.expert_mlp, shape.experts
-        inputs = 2 * d + a + f + n * (d + e)
-        per_expert = 4.0 * (d * d + e * e) if uses_gram or not error_sample_tokens else 4.0 * (d + e)
-        group = n if moe_stats_memory_gb is None else max(1, min(n, int(moe_stats_memory_gb * GIB // per_expert)))
-        if uses_gram or not error_sample_tokens:
-            dense = 4.0 * (d * d + a * a + (d * d + f * f if f else 0))
-            experts = 4.0 * (d * d + group * e * e) if moe_statistics == "all_tokens" else group * per_expert
-            terms["S: statistics"] = dense + experts
-        else:
-            sample = min(error_sample_tokens, rows_tokens)
-            terms["S: statistics"] = (4.0 * (2 * d + a + f) + group * per_expert) * ("sq_norms" in solver.needs) + (
-                sample * inputs * b
-            )
-    elif uses_gram or not error_sample_tokens:  # float32 XᵀX, one per distinct input
-        terms["S: statistics"] = 4.0 * (2 * d * d + a * a + f * f)
-    else:  # squared norms (Wanda) and the error-estimate sample
-        sample = min(error_sample_tokens, rows_tokens)
-        terms["S: statistics"] = 4.0 * inputs * ("sq_norms" in solver.needs) + sample * inputs * b
+    exact_gram = uses_gram or not error_sample_tokens
+    sample = min(error_sample_tokens, rows_tokens)
+    terms["S: statistics"] = _statistics_bytes(shape, exact_gram, "sq_norms" in solver.needs, sample, b,
+                                               moe_statistics, moe_stats_memory_gb)  # fmt: skip
     terms["K: solve workspace (fp32)"] = solver.workspace_bytes(r, c)
     terms["F: one batch through one layer"] = (
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b

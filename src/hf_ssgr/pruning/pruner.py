@@ -169,21 +169,7 @@ class OneShotPruner:
         layers, layers_name = find_decoder_layers(model)
         self._layers_name = layers_name
         num_layers = len(layers)
-        pruned = resolve_layer_scope(cfg.layers, num_layers)
-        if not pruned:
-            raise ValueError(
-                f"layers={cfg.layers!r} selects no decoder layer of a {num_layers}-layer model: choose another scope."
-            )
-        targets = resolve_targets(layers, pruned, cfg.targets, cfg.exclude)
-        prune_head = bool(cfg.targets) and "lm_head" in cfg.targets and "lm_head" not in cfg.exclude
-        if prune_head and lm_head_is_tied(model):
-            raise ValueError(TIED_LM_HEAD_MESSAGE)
-        if not any(targets.values()) and not prune_head:
-            raise ValueError("targets/exclude leave no module to prune: loosen them.")
-        self._check_divisibility(targets, model if prune_head else None)
-        head_params = model.get_output_embeddings().weight.numel() if prune_head else 0
-        coverage = compute_coverage(model, layers, targets, head_params)
-        self._check_coverage(coverage)
+        pruned, targets, prune_head, coverage = self._resolve(model, layers)
 
         # A solver that needs no statistics reads calibration data only to measure the reconstruction error.
         rows = None
@@ -233,6 +219,26 @@ class OneShotPruner:
 
     # ----------------------------------------------------------------------------------------------------------------
     # Validation
+
+    def _resolve(self, model, layers) -> tuple[list[int], dict[int, dict[str, Target]], bool, Any]:
+        """The pruned layers, their targets, whether lm_head is pruned, and the coverage, checked."""
+        cfg = self.config
+        pruned = resolve_layer_scope(cfg.layers, len(layers))
+        if not pruned:
+            raise ValueError(
+                f"layers={cfg.layers!r} selects no decoder layer of a {len(layers)}-layer model: choose another scope."
+            )
+        targets = resolve_targets(layers, pruned, cfg.targets, cfg.exclude)
+        prune_head = bool(cfg.targets) and "lm_head" in cfg.targets and "lm_head" not in cfg.exclude
+        if prune_head and lm_head_is_tied(model):
+            raise ValueError(TIED_LM_HEAD_MESSAGE)
+        if not any(targets.values()) and not prune_head:
+            raise ValueError("targets/exclude leave no module to prune: loosen them.")
+        self._check_divisibility(targets, model if prune_head else None)
+        head_params = model.get_output_embeddings().weight.numel() if prune_head else 0
+        coverage = compute_coverage(model, layers, targets, head_params)
+        self._check_coverage(coverage)
+        return pruned, targets, prune_head, coverage
 
     def _check_divisibility(self, targets: dict[int, dict[str, Target]], head_model) -> None:
         nm = self.config.nm
