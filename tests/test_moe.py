@@ -335,3 +335,44 @@ def test_keep_sparsity_keeps_the_experts_zeros():
         experts.down_proj.add_(1.0)  # an optimizer step
     callback.apply_masks()
     assert torch.equal(experts.down_proj == 0, zeros)
+
+
+class LinearExpertsMLP(nn.Module):
+    """Experts as separate nn.Linear modules with an nn.Linear router, top 1 (as older and remote-code MoE code)."""
+
+    def __init__(self, d=64, f=32, n=4):
+        super().__init__()
+        self.gate = nn.Linear(d, n, bias=False)
+        self.experts = nn.ModuleList(
+            nn.ModuleDict({"w1": nn.Linear(d, f, bias=False), "w2": nn.Linear(f, d, bias=False)}) for _ in range(n)
+        )
+        self.routed: list[int] = [0] * n
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        choice = self.gate(flat).argmax(-1)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            tok = (choice == e).nonzero().squeeze(1)
+            self.routed[e] += tok.numel()
+            if tok.numel():
+                out[tok] = expert["w2"](torch.relu(expert["w1"](flat[tok])))
+        return out.reshape(x.shape)
+
+
+def test_experts_as_linear_modules_see_their_routed_tokens():
+    model = make_tiny_model("llama", num_layers=2)
+    for layer in model.model.layers:
+        layer.mlp = LinearExpertsMLP()
+    gate = model.model.layers[0].mlp.gate.weight.detach().clone()
+    data = calib()
+    pruner = prune(model, PruningConfig(method="sparsegpt", sparsity=0.5), data)
+    assert torch.equal(model.model.layers[0].mlp.gate.weight, gate)  # the router stays dense by default
+    mlp = model.model.layers[0].mlp
+    # the capture pass ran the layer once per batch: its routing counts are the tokens each expert saw
+    for e in range(4):
+        m = pruner.state.module_metrics[f"model.layers.0.mlp.experts.{e}.w1"]
+        assert m["error_tokens"] == mlp.routed[e] // 2 > 0  # the stats pass and the propagation each routed once
+        assert m["sparsity"] == 0.5
+    assert "model.layers.0.mlp.gate" not in pruner.state.module_metrics
+    assert "mlp.gate.weight" in pruner.state.coverage["uncovered"]

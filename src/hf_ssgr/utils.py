@@ -13,6 +13,8 @@ from typing import Any
 __all__ = [
     "PRUNING_CONFIG_NAME",
     "EMBEDDED_MODEL_NAMES",
+    "EMBEDDED_MOE_NAMES",
+    "dataclass_from_dict",
     "resolve_model",
     "check_model_path",
     "is_embedded_model",
@@ -122,3 +124,14 @@ def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return save_dir
+
+
+def dataclass_from_dict(cls, data: dict):
+    """`cls(**data)` for a config dataclass, refusing unknown keys with the list of its fields."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}: valid fields are {sorted(known)}.")
+    return cls(**data)

@@ -85,8 +85,6 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown EvalConfig field(s) {unknown}: valid fields are {sorted(known)}.")
-        return cls(**data)
+        from ..utils import dataclass_from_dict
+
+        return dataclass_from_dict(cls, data)

@@ -332,11 +332,9 @@ class PruningConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruningConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown PruningConfig field(s) {unknown}: valid fields are {sorted(known)}.")
-        return cls(**data)
+        from ..utils import dataclass_from_dict
+
+        return dataclass_from_dict(cls, data)
 
     @classmethod
     def from_yaml(cls, path_or_mapping: str | os.PathLike | dict[str, Any]) -> PruningConfig:
