@@ -285,13 +285,13 @@ def main():
             )
     train_seconds = time.perf_counter() - t0
 
+    model.config.output_router_logits = False  # generation needs no balancing loss (and it fails under generate)
     greedy = sampled = None
     eval_seconds = 0.0
     if args.eval_per_level > 0:
         greedy, sampled, eval_seconds = evaluate_model(model, tok, args)
     model = model.to("cpu").float()
     model.config._attn_implementation = "sdpa"
-    model.config.output_router_logits = False  # inference needs no balancing loss
     model.generation_config = GenerationConfig(
         do_sample=True,
         temperature=0.6,
