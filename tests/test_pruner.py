@@ -4,7 +4,7 @@ import os
 import datasets
 import pytest
 import torch
-from testing_utils import linear_weights, make_calibration, make_tiny_model
+from testing_utils import linear_weights, make_calibration, make_tiny_model, stop_after
 
 from hf_ssgr import OneShotPruner, PrunerCallback, PruningConfig
 from hf_ssgr.pruning.kernels import sparsegpt_prune, wanda_prune
@@ -251,15 +251,6 @@ class CrashAfter(PrunerCallback):
             raise KeyboardInterrupt("simulated crash")
 
 
-class StopAfter(PrunerCallback):
-    def __init__(self, layer):
-        self.layer = layer
-
-    def on_layer_end(self, config, state, control, **kwargs):
-        if kwargs["layer_index"] == self.layer:
-            control.should_stop = True
-
-
 @pytest.mark.parametrize("method, how", [("sparsegpt", "crash"), ("wanda", "stop"), ("alps", "stop")])
 def test_resume_equals_uninterrupted_run(tmp_path, method, how):
     calib = make_calibration(num_rows=4, seq_len=24)
@@ -269,7 +260,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, method, how):
 
     first = make_tiny_model("qwen2", num_layers=4)
     cfg = PruningConfig(output_dir=str(tmp_path), restore_on_error=False, **kwargs)
-    interrupter = CrashAfter(1) if how == "crash" else StopAfter(1)
+    interrupter = CrashAfter(1) if how == "crash" else stop_after(1)
     pruner = OneShotPruner(cfg, callbacks=[interrupter], progress_bar=False)
     if how == "crash":
         with pytest.raises(KeyboardInterrupt):

@@ -54,6 +54,18 @@ def make_calibration(num_rows: int = 6, seq_len: int = 24, vocab_size: int = VOC
     return rows
 
 
+def stop_after(layer: int):
+    """A pruner callback that stops the run after decoder layer `layer` (as an interruption would)."""
+    from hf_ssgr.pruning.callbacks import PrunerCallback
+
+    class StopAfter(PrunerCallback):
+        def on_layer_end(self, config, state, control, **kwargs):
+            if kwargs["layer_index"] == layer:
+                control.should_stop = True
+
+    return StopAfter()
+
+
 def linear_weights(model) -> dict:
     return {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 

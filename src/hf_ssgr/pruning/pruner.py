@@ -377,10 +377,10 @@ class OneShotPruner:
             if group:
                 solve = {prefix + t.name: t for t in group}
                 metrics.update(self._solve_modules(i, solve, stats, local, device, backup, fallback))
-            if g == 0:
+            if g == 0:  # keep the other targets' statistics, free the group's before the next pass
                 other_stats = stats
-            for t in group:  # free the group's statistics before the next pass
-                other_stats.stats.pop(other_stats.leader.get(t.name, t.name), None)
+                for t in group:
+                    stats.stats.pop(stats.leader[t.name], None)
             del stats
         if others:
             metrics.update(self._solve_modules(i, {prefix + n: t for n, t in others.items()}, other_stats, local,
@@ -430,12 +430,12 @@ class OneShotPruner:
         cfg = self.config
         if not group or cfg.moe_statistics == "all_tokens":
             return set()
-        starved = [t for t in group if stats.stats[stats.leader[t.name]]["count"] < t.shape[1]]
+        counts = {t.name: stats.stats[stats.leader[t.name]]["count"] for t in group}
+        starved = [t for t in group if counts[t.name] < t.shape[1]]
         if not starved:
             return set()
         experts = sorted({(t.param_name.rsplit(".", 1)[0], t.expert) for t in starved})
-        self._starved.update({f"{self._layers_name}.{i}.{t.name}": stats.stats[stats.leader[t.name]]["count"]
-                              for t in starved})  # fmt: skip
+        self._starved.update({f"{self._layers_name}.{i}.{t.name}": counts[t.name] for t in starved})
         logger.warning(
             "Decoder layer %d: %d experts received fewer routed tokens than their input size (%s); pruned with "
             "starved_experts=%r (recorded as 'starved' in their metrics).", i, len(experts),
@@ -640,9 +640,7 @@ class OneShotPruner:
         cfg = self.config
         t0 = time.perf_counter()
         weight = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-        solver = self.solver
-        if magnitude:
-            solver = self._magnitude_solver = getattr(self, "_magnitude_solver", None) or get_solver("magnitude")(cfg)
+        solver = get_solver("magnitude")(cfg) if magnitude else self.solver
         new, info = solver.solve(weight, stats, shared)
         target.write(new)
         seconds = time.perf_counter() - t0
