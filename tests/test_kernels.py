@@ -13,7 +13,9 @@ from hf_ssgr.pruning.kernels import (
     nm_mask,
     relative_reconstruction_error,
     row_mask,
+    sparsegpt_factor,
     sparsegpt_prune,
+    sparsegpt_prune_batched,
     wanda_prune,
 )
 
@@ -164,6 +166,36 @@ def test_sparsegpt_equals_unblocked_reference(shape, block_size, nm):
     assert torch.equal(got == 0, ref == 0)
     assert bool((got[:, 5] == 0).all())
     torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_batched_sparsegpt_equals_one_weight_at_a_time(nm):
+    """Five experts of one shape, each with its own inputs (a different dead input each): one batched call gives each
+    one its own mask and the result of solving it alone, with its own factor or with one factor shared by all."""
+    rows, cols, batch = 24, 96, 5
+    weights = torch.stack([weight(rows, cols, seed=10 + b) for b in range(batch)])
+    grams, counts = [], []
+    for b in range(batch):
+        x = correlated_inputs(tokens=200 + 40 * b, d_in=cols, seed=20 + b)
+        x[:, b] = 0.0
+        grams.append(x.T @ x)
+        counts.append(x.shape[0])
+    factors = [sparsegpt_factor(g, c) for g, c in zip(grams, counts)]
+    got = sparsegpt_prune_batched(weights, factors, 0.5, nm, block_size=32)
+    assert torch.equal(weights, torch.stack([weight(rows, cols, seed=10 + b) for b in range(batch)]))  # not modified
+    for b in range(batch):
+        alone, _ = sparsegpt_prune(weights[b], grams[b], counts[b], 0.5, nm, block_size=32)
+        assert torch.equal(got[b] == 0, alone == 0), b
+        torch.testing.assert_close(got[b], alone, rtol=1e-5, atol=1e-6)
+        assert bool((got[b][:, b] == 0).all())
+        per_block = (got[b].reshape(rows, 3, 32) == 0).sum((0, 2))
+        assert per_block.tolist() == [rows * 16] * 3  # the selection is per weight and block, never across weights
+    shared = sparsegpt_prune_batched(weights, [factors[0]] * batch, 0.5, nm, block_size=32)
+    for b in range(batch):
+        alone, _ = sparsegpt_prune(weights[b], grams[0], counts[0], 0.5, nm, block_size=32)
+        torch.testing.assert_close(shared[b], alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="5 weights but 4 factors"):
+        sparsegpt_prune_batched(weights, factors[:4], 0.5)
 
 
 @pytest.mark.parametrize("nm", [None, (2, 4)])

@@ -234,6 +234,30 @@ def test_expert_groups_under_a_memory_bound_give_the_same_result():
     assert len(pruner.state.module_metrics) == 2 * (4 + 16)  # q, k, v, o and 8 experts × 2
 
 
+@pytest.mark.parametrize("moe_statistics", ["routed", "all_tokens"])
+def test_batched_expert_solves_equal_one_by_one(moe_statistics):
+    data = calib()
+    results = {}
+    for size in (1, 3, 16):
+        model = make_tiny_moe("qwen3_moe")
+        cfg = PruningConfig(method="sparsegpt", sparsity=0.5, moe_statistics=moe_statistics, expert_solve_batch=size)
+        results[size] = (model, prune(model, cfg, data).state.module_metrics)
+    one, m1 = results[1]
+    for size in (3, 16):
+        model, metrics = results[size]
+        for (n, a), b in zip(one.named_parameters(), model.parameters()):
+            assert torch.equal(a == 0, b == 0), n
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        batches = [metrics[f"model.layers.0.mlp.experts.down_proj.{e}"]["solve_batch"] for e in range(8)]
+        assert batches == ([3, 3, 3, 3, 3, 3, 2, 2] if size == 3 else [8] * 8)
+        assert "solve_batch" not in metrics["model.layers.0.self_attn.q_proj"]
+        for n, m in metrics.items():
+            assert m["tokens" if "experts" in n else "sparsity"] == m1[n]["tokens" if "experts" in n else "sparsity"]
+    assert all("solve_batch" not in m for m in m1.values())
+    with pytest.raises(ValueError, match="expert_solve_batch=0 must be an integer >= 1"):
+        PruningConfig(expert_solve_batch=0)
+
+
 def test_all_tokens_statistics():
     data = calib()
     model = make_tiny_moe("qwen3_moe")

@@ -27,6 +27,7 @@ STARVED_EXPERTS = ("all_tokens", "magnitude", "routed")
 # Fields that change where or how often work happens but never the pruned weights.
 _NON_NUMERIC_FIELDS = (
     "moe_stats_memory_gb",
+    "expert_solve_batch",
     "output_dir",
     "device",
     "offload_activations",
@@ -98,6 +99,11 @@ class PruningConfig:
         Memory, in GiB, that the experts' statistics of one layer may take; the experts are then collected and
         solved in groups that fit, one pass over the calibration data each (the result does not change). Defaults
         to half of what the compute device has free.
+    expert_solve_batch (`int`, *optional*, defaults to `16`):
+        Experts of one fused module (same projection and shape) solved in one batched solver call, for the solvers
+        that have one (SparseGPT); `1` solves them one by one. Each expert keeps its own statistics and mask, and the
+        result is the one-by-one result up to float rounding. The batch is also bounded so that its workspace fits
+        in a quarter of the statistics' memory bound.
 
     > Parameters that control the solvers
 
@@ -187,6 +193,9 @@ class PruningConfig:
     )
     moe_stats_memory_gb: float | None = field(
         default=None, metadata={"help": "GiB the experts' statistics of a layer may take (default: half the free)."}
+    )
+    expert_solve_batch: int = field(
+        default=16, metadata={"help": "Experts of one module solved in one batched call (SparseGPT); 1: one by one."}
     )
     block_size: int = field(default=128, metadata={"help": "SparseGPT column block size."})
     dampening: float = field(default=0.01, metadata={"help": "Ridge term as a fraction of mean(diag(H))."})
@@ -278,6 +287,8 @@ class PruningConfig:
             )
         if self.moe_stats_memory_gb is not None and not self.moe_stats_memory_gb > 0:
             raise ValueError(f"moe_stats_memory_gb={self.moe_stats_memory_gb!r} must be > 0 (GiB), or None.")
+        if not isinstance(self.expert_solve_batch, int) or self.expert_solve_batch < 1:
+            raise ValueError(f"expert_solve_batch={self.expert_solve_batch!r} must be an integer >= 1.")
         if self.token_mask not in TOKEN_MASKS:
             raise ValueError(f"Unknown token_mask {self.token_mask!r}: choose one of {', '.join(TOKEN_MASKS)}.")
         if self.batch_size < 1:

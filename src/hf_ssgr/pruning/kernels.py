@@ -31,7 +31,10 @@ __all__ = [
     "row_mask",
     "magnitude_prune",
     "wanda_prune",
+    "sparsegpt_factor",
     "sparsegpt_prune",
+    "sparsegpt_prune_batched",
+    "SparseGPTFactor",
     "alps_prune",
     "relative_reconstruction_error",
     "sampled_reconstruction_error",
@@ -316,6 +319,26 @@ def _cholesky_inverse_upper(
         damping = max(damping * 10, 1e-4)
 
 
+@dataclass
+class SparseGPTFactor:
+    """`hinv`: upper factor U of (H + λI)⁻¹ = UᵀU; `dead`: inputs with H_ii = 0; `damping`: the relative damping used."""
+
+    hinv: torch.Tensor
+    dead: torch.Tensor
+    damping: float
+
+
+def sparsegpt_factor(gram: torch.Tensor, count: int, dampening: float = 0.01) -> SparseGPTFactor:
+    """The part of a SparseGPT solve that depends only on the input: the dead inputs and the upper Cholesky factor of
+    the damped inverse Hessian, H = (2/N) Σ xxᵀ (see [`sparsegpt_prune`]). Weights that read the same input (q/k/v,
+    gate/up, every expert under `all_tokens` statistics) can share one."""
+    if gram.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sparsegpt_prune needs a float32 or float64 gram (XᵀX), got {gram.dtype}.")
+    dead = torch.diag(gram) == 0
+    hinv, damping = _cholesky_inverse_upper(gram, dampening, scale=2.0 / max(count, 1), dead=dead)
+    return SparseGPTFactor(hinv, dead, damping)
+
+
 def sparsegpt_prune(
     weight: torch.Tensor,
     gram: torch.Tensor,
@@ -340,13 +363,36 @@ def sparsegpt_prune(
 
     The solve runs in float32, or in float64 when `gram` is float64 (the returned weight is then float64).
     """
-    if gram.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"sparsegpt_prune needs a float32 or float64 gram (XᵀX), got {gram.dtype}.")
-    w = weight.to(gram.dtype).clone()
-    rows, cols = w.shape
-    dead = torch.diag(gram) == 0
-    w[:, dead] = 0.0
-    hinv, damping = _cholesky_inverse_upper(gram, dampening, scale=2.0 / max(count, 1), dead=dead)
+    factor = sparsegpt_factor(gram, count, dampening)
+    (w,) = sparsegpt_prune_batched(weight[None], [factor], sparsity, nm, block_size)
+    return w, SolveInfo(damping=factor.damping)
+
+
+def sparsegpt_prune_batched(
+    weights: torch.Tensor,
+    factors: list[SparseGPTFactor],
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    block_size: int = 128,
+) -> torch.Tensor:
+    """[`sparsegpt_prune`] of B weights of one shape at once, each against its own factor (the experts of a fused
+    mixture-of-experts module): `weights` is `(B, rows, cols)`, and the result is what B separate calls return, up to
+    float rounding. Each weight keeps its own mask (the unstructured selection is per weight and block, never across
+    weights). One batched column loop in place of B: the per-column operations, which bound a solve's time on a GPU
+    and much of it on a CPU, are issued once for the batch.
+
+    Returns the pruned weights, `(B, rows, cols)`, in the factors' dtype (a new tensor; `weights` is not modified).
+    """
+    batch, rows, cols = weights.shape
+    if len(factors) != batch:
+        raise ValueError(f"{batch} weights but {len(factors)} factors.")
+    dtype = factors[0].hinv.dtype
+    w = weights.to(dtype=dtype, copy=True)
+    for b, f in enumerate(factors):
+        w[b][:, f.dead] = 0.0
+    first = factors[0].hinv
+    shared = all(f.hinv is first for f in factors)
+    hinv = first.expand(batch, cols, cols) if shared else torch.stack([f.hinv for f in factors])
     # Columns of a block are visited in sub-blocks: a column's error updates the rest of its sub-block at once and
     # the later sub-blocks of the block in one matrix product when the sub-block ends (the reference's lazy update,
     # one level down). Every column still sees all the updates of the columns before it when it is reached, so the
@@ -356,14 +402,15 @@ def sparsegpt_prune(
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         count_b = i2 - i1
-        wt = w[:, i1:i2].t().contiguous()  # (block, rows): row i is column i1 + i of the weight
+        wt = w[:, :, i1:i2].transpose(1, 2).contiguous()  # (B, block, rows): [b, i] is column i1 + i of weight b
         qt = torch.empty_like(wt)
         errt = torch.empty_like(wt)
-        hinv1 = hinv[i1:i2, i1:i2]
-        d1 = torch.diag(hinv1)
+        hinv1 = hinv[:, i1:i2, i1:i2]
+        d1 = torch.diagonal(hinv1, dim1=1, dim2=2)  # (B, block)
         if nm is None:
-            scores = wt.t().pow(2) / d1.reshape(1, -1).pow(2)
-            maskt = lowest_k_mask(scores, int(scores.numel() * sparsity)).t().contiguous()
+            scores = wt.transpose(1, 2).pow(2) / d1[:, None, :].pow(2)  # (B, rows, block)
+            k = int(rows * count_b * sparsity)
+            maskt = row_mask(scores.reshape(batch, -1), k).reshape(batch, rows, count_b).transpose(1, 2).contiguous()
         else:
             n, m = nm
             maskt = torch.zeros_like(wt, dtype=torch.bool)
@@ -371,21 +418,21 @@ def sparsegpt_prune(
             j2 = min(j1 + sub, count_b)
             for i in range(j1, j2):
                 if nm is not None and i % m == 0:
-                    scores = wt[i : i + m].t().pow(2) / d1[i : i + m].reshape(1, -1).pow(2)
-                    maskt[i : i + m] = nm_mask(scores, n, m).t()
-                col = wt[i]
-                q = col.masked_fill(maskt[i], 0.0)
-                qt[i] = q
-                e = (col - q) / hinv1[i, i]
-                errt[i] = e
+                    scores = wt[:, i : i + m].transpose(1, 2).pow(2) / d1[:, None, i : i + m].pow(2)
+                    maskt[:, i : i + m] = nm_mask(scores.reshape(-1, m), n, m).reshape(batch, rows, m).transpose(1, 2)
+                col = wt[:, i]
+                q = col.masked_fill(maskt[:, i], 0.0)
+                qt[:, i] = q
+                e = (col - q) / hinv1[:, i, i, None]
+                errt[:, i] = e
                 if i + 1 < j2:
-                    wt[i + 1 : j2].addr_(hinv1[i, i + 1 : j2], e, alpha=-1.0)
+                    wt[:, i + 1 : j2].baddbmm_(hinv1[:, i, i + 1 : j2, None], e[:, None, :], alpha=-1.0)
             if j2 < count_b:
-                wt[j2:].addmm_(hinv1[j1:j2, j2:].t(), errt[j1:j2], alpha=-1.0)
-        w[:, i1:i2] = qt.t()
+                wt[:, j2:].baddbmm_(hinv1[:, j1:j2, j2:].transpose(1, 2), errt[:, j1:j2], alpha=-1.0)
+        w[:, :, i1:i2] = qt.transpose(1, 2)
         if i2 < cols:
-            w[:, i2:].addmm_(errt.t(), hinv[i1:i2, i2:], alpha=-1.0)
-    return w, SolveInfo(damping=damping)
+            w[:, :, i2:].baddbmm_(errt.transpose(1, 2), hinv[:, i1:i2, i2:], alpha=-1.0)
+    return w
 
 
 def _alps_project(b: torch.Tensor, keep: int, nm: tuple[int, int] | None) -> torch.Tensor:

@@ -166,6 +166,7 @@ def estimate_prune_memory(
     error_sample_tokens: int = 1024,
     moe_statistics: str = "routed",
     moe_stats_memory_gb: float | None = None,
+    expert_solve_batch: int = 16,
 ) -> MemoryEstimate:
     """Peak memory of a pruning run, term by term (see the module docstring for the formula).
 
@@ -177,7 +178,7 @@ def estimate_prune_memory(
         same_memory: the compute device is the CPU (device and host terms add up in one RSS).
         runtime_bytes: the interpreter, torch and transformers themselves (host only).
         error_sample_tokens: `PruningConfig.error_sample_tokens` (Wanda and magnitude: `0` means an exact XᵀX).
-        moe_statistics, moe_stats_memory_gb: the `PruningConfig` fields of a mixture of experts.
+        moe_statistics, moe_stats_memory_gb, expert_solve_batch: the `PruningConfig` fields of a mixture of experts.
     """
     from .solvers import get_solver
 
@@ -200,6 +201,10 @@ def estimate_prune_memory(
     terms["S: statistics"] = _statistics_bytes(shape, exact_gram, "sq_norms" in solver.needs, sample, b,
                                                moe_statistics, moe_stats_memory_gb)  # fmt: skip
     terms["K: solve workspace (fp32)"] = solver.workspace_bytes(r, c)
+    if shape.experts and solver.batched and expert_solve_batch > 1:  # one batched call over several experts
+        e, batch = shape.expert_mlp, min(expert_solve_batch, shape.experts)
+        widest = max(solver.batch_workspace_bytes(2 * e, d, batch), solver.batch_workspace_bytes(d, e, batch))
+        terms["K: solve workspace (fp32)"] = max(terms["K: solve workspace (fp32)"], widest)
     terms["F: one batch through one layer"] = (
         batch_size * tokens_per_row * (3 * f + 4 * d + 2 * a) * b
         + 4.0 * min(chunk_size, batch_size * tokens_per_row) * c

@@ -589,28 +589,52 @@ class OneShotPruner:
         owner = {full: owners[g] for g, members in enumerate(groups.values()) for full in members}
         local_metrics: dict[str, dict] = {}
         failure = None
+        batches: dict[int, list[tuple[str, Target, Any, dict]]] = {}  # per fused parameter: experts solved at once
+
+        def solve(items):
+            nonlocal failure
+            if not items or failure is not None:
+                return
+            try:
+                if len(items) == 1:
+                    full, target, module_stats, shared = items[0]
+                    local_metrics[full] = self._solve_module(full, target, module_stats, device, shared,
+                                                             full in magnitude)  # fmt: skip
+                else:
+                    local_metrics.update(self._solve_batch(items, device))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, on every process
+                if not dist.enabled:
+                    raise
+                failure = exc
+
+        limit = self._expert_batch_size(modules, device)
         for members in groups.values():
             shared: dict[str, Any] = {}  # the solver's scratch space for one input
             for full in members:
-                param = prefix + modules[full].param_name
+                target = modules[full]
+                param = prefix + target.param_name
                 if self.config.restore_on_error and param not in backup:
-                    backup[param] = modules[full].param
+                    backup[param] = target.param
                 if owner[full] != dist.rank or failure is not None:
                     continue
                 module_stats = stats.module_stats(local_names.get(full, full)) if stats is not None else None
-                try:
-                    local_metrics[full] = self._solve_module(full, modules[full], module_stats, device, shared,
-                                                             full in magnitude)  # fmt: skip
-                except Exception as exc:  # noqa: BLE001 - re-raised below, on every process
-                    if not dist.enabled:
-                        raise
-                    failure = exc
+                item = (full, target, module_stats, shared)
+                if limit > 1 and target.expert is not None and full not in magnitude:
+                    batch = batches.setdefault(id(target.param), [])
+                    batch.append(item)
+                    if len(batch) == limit:
+                        solve(batches.pop(id(target.param)))
+                    continue
+                solve([item])
+        for batch in batches.values():
+            solve(batch)
         if dist.enabled:
             self._share_solves(layer_index, modules, owner, local_metrics, failure)
         metrics = {full: local_metrics[full] for full in modules}
         for full, m in metrics.items():
             if dist.enabled:
                 m["process"] = owner[full]
+            self.state.module_metrics.pop(full, None)  # in module order, whatever order the solves ran in
             self.state.module_metrics[full] = m
             self._event("on_module_pruned", layer_index=layer_index, name=full, metrics=m)
         return metrics
@@ -636,14 +660,43 @@ class OneShotPruner:
         for part in dist.all_gather_object(dict(local_metrics)):
             local_metrics.update(part)
 
+    def _expert_batch_size(self, modules: dict[str, Target], device) -> int:
+        """How many experts of one module one batched solver call takes: `expert_solve_batch`, bounded so that the
+        batch's workspace fits in a quarter of the statistics' memory bound (1 where the solver has no batched path)."""
+        size = self.config.expert_solve_batch
+        experts = [t for t in modules.values() if t.expert is not None]
+        if size <= 1 or not self.solver.batched or not experts:
+            return 1
+        rows, cols = max((t.shape for t in experts), key=lambda s: s[0] * s[1] + s[1] * s[1])
+        fit = int(0.25 * self._stats_memory_bound(device) // self.solver.batch_workspace_bytes(rows, cols, 1))
+        return max(1, min(size, fit))
+
     def _solve_module(self, full, target: Target, stats, device, shared, magnitude: bool = False) -> dict:
-        cfg = self.config
         t0 = time.perf_counter()
         weight = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-        solver = get_solver("magnitude")(cfg) if magnitude else self.solver
+        solver = get_solver("magnitude")(self.config) if magnitude else self.solver
         new, info = solver.solve(weight, stats, shared)
         target.write(new)
-        seconds = time.perf_counter() - t0
+        return self._module_result(full, target, weight, stats, info, time.perf_counter() - t0, magnitude)
+
+    def _solve_batch(self, items: list[tuple[str, Target, Any, dict]], device) -> dict[str, dict]:
+        """Experts of one fused module, solved in one batched solver call; each one's metrics as `_solve_module`
+        gives them, with the batch's time shared equally and its size recorded (`solve_batch`)."""
+        t0 = time.perf_counter()
+        weights = [t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for _, t, _, _ in items]
+        solved = self.solver.solve_batch(weights, [s for *_, s, _ in items], [sh for *_, sh in items])
+        for (_, target, _, _), (new, _) in zip(items, solved):
+            target.write(new)
+        seconds = (time.perf_counter() - t0) / len(items)
+        out = {}
+        for (full, target, stats, _), weight, (_, info) in zip(items, weights, solved):
+            out[full] = self._module_result(full, target, weight, stats, info, seconds)
+            out[full]["solve_batch"] = len(items)
+        return out
+
+    def _module_result(self, full, target: Target, weight, stats, info, seconds, magnitude: bool = False) -> dict:
+        """A solved module's metrics: achieved sparsity, time, routed tokens and reconstruction error."""
+        cfg = self.config
         final = target.weight.detach()
         result = {
             "sparsity": float((final == 0).sum()) / final.numel(),
@@ -657,10 +710,10 @@ class OneShotPruner:
             result["starved"] = "magnitude" if magnitude else cfg.starved_experts
         if stats is not None and cfg.reconstruction_error:
             if stats.gram is not None:
-                result["error"] = relative_reconstruction_error(weight, final.to(device), stats.gram)
+                result["error"] = relative_reconstruction_error(weight, final.to(device=weight.device), stats.gram)
                 result["error_tokens"] = stats.count
             elif stats.sample is not None:
-                result["error"] = sampled_reconstruction_error(weight, final.to(device), stats.sample)
+                result["error"] = sampled_reconstruction_error(weight, final.to(device=weight.device), stats.sample)
                 result["error_tokens"] = stats.sample.shape[0]
         self._record_solve_info(full, result, info)
         self.state.module_metrics[full] = result

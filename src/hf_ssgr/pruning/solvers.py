@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .kernels import SolveInfo, alps_factors, alps_prune, magnitude_prune, sparsegpt_prune, wanda_prune
+from .kernels import (
+    SolveInfo,
+    alps_factors,
+    alps_prune,
+    magnitude_prune,
+    sparsegpt_factor,
+    sparsegpt_prune_batched,
+    wanda_prune,
+)
 
 if TYPE_CHECKING:
     from .config import PruningConfig
@@ -112,6 +120,11 @@ class Solver:
         float32 copies of the weight."""
         return 4.0 * 3 * rows * cols
 
+    @classmethod
+    def batch_workspace_bytes(cls, rows: int, cols: int, batch: int) -> float:
+        """Peak bytes of one `solve_batch` of `batch` weights of shape `(rows, cols)` beyond the statistics."""
+        return batch * cls.workspace_bytes(rows, cols)
+
     def solve(self, weight: torch.Tensor, stats: ModuleStats | None, shared: dict) -> tuple[torch.Tensor, SolveInfo]:
         """Prune one weight matrix.
 
@@ -124,6 +137,16 @@ class Solver:
         Returns the pruned weight (float32 or float64, same shape) and a [`SolveInfo`].
         """
         raise NotImplementedError
+
+    batched: ClassVar[bool] = False  # whether `solve_batch` is more than a loop over `solve`
+
+    def solve_batch(
+        self, weights: list[torch.Tensor], stats: list[ModuleStats | None], shared: list[dict]
+    ) -> list[tuple[torch.Tensor, SolveInfo]]:
+        """Prune several weights of one shape (the experts of a fused module), each against its own statistics and
+        scratch space, as `solve` would one by one. A solver overrides it (and sets `batched = True`) where one call
+        is faster."""
+        return [self.solve(w, s, sh) for w, s, sh in zip(weights, stats, shared)]
 
     def _stat(self, stats: ModuleStats | None, key: str) -> torch.Tensor:
         value = getattr(stats, key, None) if stats is not None else None
@@ -237,10 +260,28 @@ class SparseGPTSolver(Solver):
     def workspace_bytes(cls, rows, cols):  # the damped Hessian copy, factorised in place, and weight copies
         return 4.0 * (1.5 * cols * cols + 3 * rows * cols)
 
+    @classmethod
+    def batch_workspace_bytes(cls, rows, cols, batch):  # each factor, kept until its batch is solved, and their stack
+        return 4.0 * batch * (2 * cols * cols + 3 * rows * cols)
+
+    batched = True
+
+    def _factor(self, stats, shared):
+        """The input's factorisation, computed once for the weights that read it (kept in `shared`)."""
+        if "sparsegpt_factor" not in shared:
+            shared["sparsegpt_factor"] = sparsegpt_factor(
+                self._stat(stats, "gram"), stats.count, self.config.dampening
+            )
+        return shared["sparsegpt_factor"]
+
     def solve(self, weight, stats, shared):
+        return self.solve_batch([weight], [stats], [shared])[0]
+
+    def solve_batch(self, weights, stats, shared):
         cfg = self.config
-        return sparsegpt_prune(weight, self._stat(stats, "gram"), stats.count, cfg.sparsity, cfg.nm, cfg.block_size,
-                               cfg.dampening)  # fmt: skip
+        factors = [self._factor(s, sh) for s, sh in zip(stats, shared)]
+        pruned = sparsegpt_prune_batched(torch.stack(weights), factors, cfg.sparsity, cfg.nm, cfg.block_size)
+        return [(pruned[b], SolveInfo(damping=f.damping)) for b, f in enumerate(factors)]
 
 
 @dataclass
