@@ -501,3 +501,29 @@ def test_environment_sets_then_restores_the_variables(monkeypatch):
     with pytest.raises(RuntimeError), environment({"HF_SSGR_TEST_NEW": "2"}):
         raise RuntimeError
     assert "HF_SSGR_TEST_NEW" not in os.environ
+
+
+def test_a_damaged_line_in_the_middle_of_the_store_drops_only_itself(tmp_path, caplog):
+    meta = {"model": "m", "seed": 0}
+    store = RolloutStore(str(tmp_path), meta)
+    for p in range(6):
+        sample = VerifiedSample(sample_idx=0, response_ids=[p, 2], finish_reason="eos", correct=p % 2 == 0)
+        store.append(f"P/{p}", [1, 2, 3], [sample])
+    path = tmp_path / "rollouts.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2][:20] + b"\x00garbage\n"  # line 3: a damaged write that still ends its line
+    lines[4] = b'{"problem_id": "P/4"}\n'  # line 5: valid JSON but not a record
+    path.write_bytes(b"".join(lines) + b'{"problem_id": "P/9", "sam')  # and a torn tail
+    with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
+        again = RolloutStore(str(tmp_path), meta)
+    assert sorted(p for p in (f"P/{i}" for i in range(10)) if again.get(p)) == ["P/0", "P/1", "P/3", "P/5"]
+    assert again.samples("P/5")[0].response_ids == [5, 2]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "Skipped 2 damaged line(s)" in messages and "line 3, 5" in messages and "4 other lines" in messages
+    assert "Dropped a torn line at the end" in messages
+    assert path.read_bytes().endswith(b"\n")  # the torn tail only is cut: appends start on a clean line
+    assert len(path.read_bytes().splitlines()) == 6
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
+        again.refresh()
+    assert not caplog.records  # warned once

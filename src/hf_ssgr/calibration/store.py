@@ -157,6 +157,7 @@ class RolloutStore:
         self.meta = meta
         self.file = os.path.join(path, "rollouts.jsonl" if rank is None else f"rollouts-rank{rank}.jsonl")
         self._records: dict[str, dict[str, Any]] = {}
+        self._damaged: set[tuple[str, int]] = set()  # (file, line number) of the damaged lines warned about
         self._load()
 
     def _files(self) -> list[str]:
@@ -176,30 +177,39 @@ class RolloutStore:
                 continue
             with open(file, "rb") as f:
                 data = f.read()
-            good_end = 0
-            for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n"):
-                    break  # torn last line from a crash
+            lines = data.splitlines(keepends=True)
+            torn = bool(lines) and not lines[-1].endswith(b"\n")  # the last write of a process killed mid-line
+            damaged = []
+            for number, line in enumerate(lines[:-1] if torn else lines, start=1):
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self._merge(rec)
-                good_end += len(line)
-            if good_end != len(data) and file == self.file:
+                    self._merge(json.loads(line))
+                except (ValueError, KeyError, TypeError, AttributeError):  # a damaged line: the others still count
+                    damaged.append(number)
+            if any((file, n) not in self._damaged for n in damaged):  # warned once per line, refreshes included
+                self._damaged.update((file, n) for n in damaged)
+                logger.warning(
+                    "Skipped %d damaged line(s) of %s (line %s); the %d other lines were read. Their samples are "
+                    "generated again unless another line holds them.", len(damaged), file,
+                    ", ".join(map(str, damaged[:10])) + (" ..." if len(damaged) > 10 else ""),
+                    len(lines) - len(damaged) - torn,
+                )  # fmt: skip
+            if torn and file == self.file:
                 with open(file, "r+b") as f:  # drop the torn tail so appends start on a clean line
-                    f.truncate(good_end)
+                    f.truncate(len(data) - len(lines[-1]))
                 logger.warning("Dropped a torn line at the end of %s (an interrupted write).", file)
 
     def _merge(self, rec: dict) -> None:
-        cur = self._records.get(rec["problem_id"])
+        """Add one line's record; a malformed one raises before anything is merged."""
+        problem_id = rec["problem_id"]
+        if not isinstance(problem_id, str) or not isinstance(rec["samples"], list):
+            raise TypeError("not a rollouts record")
+        samples = [(s["sample_idx"], VerifiedSample.from_dict(s)) for s in rec["samples"]]
+        cur = self._records.get(problem_id)
         if cur is None:
-            cur = self._records[rec["problem_id"]] = {k: v for k, v in rec.items() if k != "samples"}
+            cur = self._records[problem_id] = {k: v for k, v in rec.items() if k != "samples"}
             cur["samples"] = {}
-        for s in rec["samples"]:
-            cur["samples"].setdefault(
-                s["sample_idx"], VerifiedSample.from_dict(s)
-            )  # first write wins: never duplicated
+        for idx, sample in samples:
+            cur["samples"].setdefault(idx, sample)  # first write wins: never duplicated
         for k in ("done", "stopped_early"):
             if k in rec:
                 cur[k] = rec[k]
