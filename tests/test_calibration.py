@@ -6,6 +6,7 @@ import pathlib
 import datasets
 import pytest
 from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model
+from transformers import AutoModelForCausalLM
 
 import hf_ssgr.calibration.calibrator as calibration_module
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
@@ -527,3 +528,19 @@ def test_a_damaged_line_in_the_middle_of_the_store_drops_only_itself(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="hf_ssgr"):
         again.refresh()
     assert not caplog.records  # warned once
+
+
+def test_store_accepts_the_same_model_at_another_path(tok, scripted, tmp_path):
+    a = make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048, seed=0)
+    for where in ("first", "moved"):
+        a.save_pretrained(tmp_path / where)
+    kwargs = dict(policy="sgr", num_samples=2, num_generations=4, rollouts_dir=str(tmp_path / "s"))
+    first = AutoModelForCausalLM.from_pretrained(tmp_path / "first")
+    build(first, tok, **kwargs)
+    generated = scripted.samples_generated
+    moved = AutoModelForCausalLM.from_pretrained(tmp_path / "moved")
+    assert moved.config._name_or_path != first.config._name_or_path
+    build(moved, tok, **kwargs)
+    assert scripted.samples_generated == generated  # every rollout reused, nothing regenerated
+    meta = json.load(open(tmp_path / "s" / "meta.json"))
+    assert meta["model"] == first.config._name_or_path  # the store still says where it was made

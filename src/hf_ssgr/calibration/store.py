@@ -133,6 +133,8 @@ class RolloutStore:
     """
 
     META_NAME = "meta.json"
+    # Recorded, not compared: a model is identified by its weights' fingerprint and config, not by where it lies.
+    INFO_KEYS = ("model",)
 
     def __init__(self, path: str, meta: dict[str, Any], rank: int | None = None):
         self.path = path
@@ -142,8 +144,13 @@ class RolloutStore:
             with open(meta_path, encoding="utf-8") as f:
                 saved = json.load(f)
             diff = {
-                k: (saved.get(k), meta.get(k)) for k in sorted(set(saved) | set(meta)) if saved.get(k) != meta.get(k)
+                k: (saved.get(k), meta.get(k))
+                for k in sorted(set(saved) | set(meta))
+                if saved.get(k) != meta.get(k) and k not in self.INFO_KEYS
             }
+            if not diff and saved.get("model") != meta.get("model"):
+                logger.info("The rollout store %s was made from %s, the same weights and config as %s: reused.",
+                            path, saved.get("model"), meta.get("model"))  # fmt: skip
             if diff:
                 raise ValueError(
                     f"The rollout store {path} was made with another model or generation config (stored, now): {diff}. "
