@@ -99,11 +99,13 @@ class PruningConfig:
         Memory, in GiB, that the experts' statistics of one layer may take; the experts are then collected and
         solved in groups that fit, one pass over the calibration data each (the result does not change). Defaults
         to half of what the compute device has free.
-    expert_solve_batch (`int`, *optional*, defaults to `16`):
+    expert_solve_batch (`int`, *optional*, defaults to `8`):
         Experts of one fused module (same projection and shape) solved in one batched solver call, for the solvers
         that have one (SparseGPT); `1` solves them one by one. Each expert keeps its own statistics and mask, and the
         result is the one-by-one result up to float rounding. The batch is also bounded so that its workspace fits
-        in a quarter of the statistics' memory bound.
+        in a quarter of the statistics' memory bound. On 2 CPU cores at Qwen3-30B-A3B's expert shapes a batch of 8
+        was fastest (1.4x over one by one; 16 was no faster than one by one, see
+        `benchmarks/measured/cpu_expert_solves.md`).
 
     > Parameters that control the solvers
 
@@ -195,7 +197,7 @@ class PruningConfig:
         default=None, metadata={"help": "GiB the experts' statistics of a layer may take (default: half the free)."}
     )
     expert_solve_batch: int = field(
-        default=16, metadata={"help": "Experts of one module solved in one batched call (SparseGPT); 1: one by one."}
+        default=8, metadata={"help": "Experts of one module solved in one batched call (SparseGPT); 1: one by one."}
     )
     block_size: int = field(default=128, metadata={"help": "SparseGPT column block size."})
     dampening: float = field(default=0.01, metadata={"help": "Ridge term as a fraction of mean(diag(H))."})

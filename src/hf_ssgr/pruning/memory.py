@@ -166,7 +166,7 @@ def estimate_prune_memory(
     error_sample_tokens: int = 1024,
     moe_statistics: str = "routed",
     moe_stats_memory_gb: float | None = None,
-    expert_solve_batch: int = 16,
+    expert_solve_batch: int = 8,
 ) -> MemoryEstimate:
     """Peak memory of a pruning run, term by term (see the module docstring for the formula).
 
