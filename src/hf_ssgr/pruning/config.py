@@ -103,9 +103,8 @@ class PruningConfig:
         Experts of one fused module (same projection and shape) solved in one batched solver call, for the solvers
         that have one (SparseGPT); `1` solves them one by one. Each expert keeps its own statistics and mask, and the
         result is the one-by-one result up to float rounding. The batch is also bounded so that its workspace fits
-        in a quarter of the statistics' memory bound. On 2 CPU cores at Qwen3-30B-A3B's expert shapes a batch of 8
-        was fastest (1.4x over one by one; 16 was no faster than one by one, see
-        `benchmarks/measured/cpu_expert_solves.md`).
+        in a quarter of the statistics' memory bound. 8 was the fastest batch on 2 CPU cores
+        (`benchmarks/measured/cpu_expert_solves.md`).
 
     > Parameters that control the solvers
 

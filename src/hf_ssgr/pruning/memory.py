@@ -41,6 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import PruningConfig
+
 __all__ = ["MemoryEstimate", "estimate_prune_memory"]
 
 GIB = 1024**3
@@ -166,7 +168,7 @@ def estimate_prune_memory(
     error_sample_tokens: int = 1024,
     moe_statistics: str = "routed",
     moe_stats_memory_gb: float | None = None,
-    expert_solve_batch: int = 8,
+    expert_solve_batch: int = PruningConfig.expert_solve_batch,
 ) -> MemoryEstimate:
     """Peak memory of a pruning run, term by term (see the module docstring for the formula).
 
