@@ -112,17 +112,26 @@ def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], 
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.tmp-", dir=parent)
     try:
         write(tmp)
-        if os.path.exists(save_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.old-", dir=parent)
-            os.rmdir(old)
-            os.replace(save_dir, old)
-            os.replace(tmp, save_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, save_dir)
+        move_folder_into_place(tmp, save_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return save_dir
+
+
+def move_folder_into_place(src: str, save_dir: str) -> str:
+    """Rename the complete folder `src` to `save_dir` (a sibling), replacing an old `save_dir`: the old one is moved
+    aside first and removed after, so `save_dir` is at every moment the old folder or the new one, or briefly absent."""
+    save_dir = os.path.abspath(save_dir)
+    parent = os.path.dirname(save_dir)
+    if os.path.exists(save_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.old-", dir=parent)
+        os.rmdir(old)
+        os.replace(save_dir, old)
+        os.replace(src, save_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, save_dir)
     return save_dir
 
 

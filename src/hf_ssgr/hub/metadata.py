@@ -7,7 +7,6 @@ import json
 import os
 import re
 import statistics
-from collections import defaultdict
 from typing import Any
 
 from ..pruning.config import PruningConfig
@@ -111,43 +110,46 @@ def layer_sparsity(model, module_metrics: dict[str, dict] | None = None, targets
     measured on the weights, and the mean relative reconstruction error of its modules (from the pruner's metrics,
     when given)."""
     from ..pruning.modeling import find_decoder_layers
-    from ..pruning.targets import layer_candidates
 
     layers, prefix = find_decoder_layers(model)
-    errors: dict[int, list[float]] = defaultdict(list)
+    return [layer_sparsity_entry(layer, i, prefix, module_metrics) for i, layer in enumerate(layers)]
+
+
+def layer_sparsity_entry(layer, i: int, prefix: str, module_metrics: dict[str, dict] | None) -> dict[str, Any]:
+    """One decoder layer's entry of `layer_sparsity` (`prefix`: the layer stack's name, e.g. `model.layers`)."""
+    from ..pruning.targets import layer_candidates
+
     pruned_names = set(module_metrics or {})
+    errors = []
     for name, m in (module_metrics or {}).items():
         match = _LAYER_RE.search(f".{name}")
-        if match and m.get("error") is not None:
-            errors[int(match.group(1))].append(float(m["error"]))
-    out = []
-    for i, layer in enumerate(layers):
-        zeros = total = 0
-        for t in layer_candidates(layer):
-            if pruned_names and f"{prefix}.{i}.{t.name}" not in pruned_names:
-                continue  # a weight the pruner left dense
-            w = t.weight
-            zeros += int((w == 0).sum())
-            total += w.numel()
-        out.append(
-            {
-                "layer": i,
-                "sparsity": zeros / total if total else 0.0,
-                "reconstruction_error": statistics.fmean(errors[i]) if errors.get(i) else None,
-            }
-        )
-    return out
+        if match and int(match.group(1)) == i and m.get("error") is not None:
+            errors.append(float(m["error"]))
+    zeros = total = 0
+    for t in layer_candidates(layer):
+        if pruned_names and f"{prefix}.{i}.{t.name}" not in pruned_names:
+            continue  # a weight the pruner left dense
+        w = t.weight
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return {
+        "layer": i,
+        "sparsity": zeros / total if total else 0.0,
+        "reconstruction_error": statistics.fmean(errors) if errors else None,
+    }
 
 
 def pruning_metadata(
     model, config: PruningConfig, module_metrics: dict[str, dict] | None = None, calibration=None,
-    base_model: str | None = None,
+    base_model: str | None = None, measured: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The content of `pruning_config.json`: method, sparsity, sparsity type, scope, the full config, the calibration,
     per-layer achieved sparsity and reconstruction error, per-module metrics, and library versions.
 
     `config` is the [`PruningConfig`] the model was pruned with (`pruner.config`; for a saved folder,
-    `PruningConfig.from_dict(pruning_config["config"])`)."""
+    `PruningConfig.from_dict(pruning_config["config"])`). `measured` gives the `coverage`, `achieved_sparsity` and
+    `layers` measured while the weights were loaded (a streamed prune, whose `model` holds no weights); otherwise
+    they are measured on `model`."""
     if not isinstance(config, PruningConfig):
         raise TypeError(
             f"pruning_metadata needs the PruningConfig the model was pruned with, got {type(config).__name__}: pass "
@@ -156,8 +158,11 @@ def pruning_metadata(
     from ..pruning.targets import pruning_accounting
 
     cfg = config.to_dict()
-    layers = layer_sparsity(model, module_metrics)
-    accounting = pruning_accounting(model, config)
+    if measured is not None:
+        layers, accounting = measured["layers"], measured
+    else:
+        layers = layer_sparsity(model, module_metrics)
+        accounting = pruning_accounting(model, config)
     return {
         "format": "hf-ssgr/pruning-config",
         "version": 1,

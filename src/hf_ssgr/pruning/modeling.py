@@ -55,7 +55,11 @@ def lm_head_is_tied(model: nn.Module) -> bool:
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if head is None or emb is None:
         return False
-    return head.weight is emb.weight or head.weight.data_ptr() == emb.weight.data_ptr()
+    if head.weight is emb.weight:
+        return True
+    if head.weight.device.type == "meta" or emb.weight.device.type == "meta":
+        return False  # a meta tensor has no storage to share: tied weights are one Parameter
+    return head.weight.data_ptr() == emb.weight.data_ptr()
 
 
 def module_device(module: nn.Module) -> torch.device:

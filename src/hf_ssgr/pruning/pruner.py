@@ -73,7 +73,7 @@ from .targets import UNCOVERED_LIMIT, Target, compute_coverage, zero_fractions
 
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["OneShotPruner", "NonFiniteActivationError", "CHECKPOINT_PREFIX"]
+__all__ = ["OneShotPruner", "NonFiniteActivationError", "CHECKPOINT_PREFIX", "refuse_offloaded"]
 
 DEFAULT_CALLBACKS = [DefaultFlowCallback, CheckpointCallback, MetricsLoggerCallback]
 
@@ -88,6 +88,25 @@ def _host_available_bytes() -> float:
     except OSError:
         pass
     return 8.0 * 2**30
+
+
+def refuse_offloaded(model: nn.Module) -> None:
+    """Refuse a model whose weights are not all in memory (accelerate's `device_map` offload to CPU hooks or disk,
+    or meta tensors): the pruner writes weights in place, so the offloaded ones would be lost or never loaded."""
+    device_map = getattr(model, "hf_device_map", None) or {}
+    offloaded = sorted({str(d) for d in device_map.values()} & {"disk", "meta"})
+    on_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if offloaded or on_meta:
+        where = (
+            f"device_map places weights on {offloaded}"
+            if offloaded
+            else f"{len(on_meta)} weights (e.g. {on_meta[0]}) are on the meta device"
+        )
+        raise ValueError(
+            f"This model is offloaded ({where}): prune() needs every weight in memory. For a model larger than memory, "
+            "prune it from its checkpoint with OneShotPruner.prune_pretrained(model_name_or_path, calibration, "
+            "save_dir), which loads and writes one decoder layer at a time (`hf-ssgr prune` does so for a folder)."
+        )
 
 
 class NonFiniteActivationError(ValueError):
@@ -126,6 +145,7 @@ class OneShotPruner:
         self.callback_handler = CallbackHandler(default + list(callbacks or []))
         self.state = PrunerState()
         self.control = PrunerControl()
+        self._stream = None  # a `StreamingRun` while `prune_pretrained` runs (layers loaded and written one by one)
         self.control = self.callback_handler.on_init_end(self.config, self.state, self.control)
 
     # callbacks management, as in transformers.Trainer
@@ -160,6 +180,64 @@ class OneShotPruner:
 
         Rows longer than the model's `max_position_embeddings` are refused (truncate them first).
         """
+        refuse_offloaded(model)
+        cfg = self.config
+        self._stream = None
+        layers, pruned, targets, prune_head, rows, num_run = self._setup(model, calibration)
+        self.control = PrunerControl()
+        start_layer = 0
+        self._unsaved_layers: list[int] = []
+        backup = WeightBackup()
+        was_training = model.training
+        model.eval()
+        try:
+            if resume_from_checkpoint:
+                start_layer = self._resume(model, resume_from_checkpoint, backup) + 1
+            with fp32_statistics():
+                self._prune_layers(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
+
+        except BaseException:
+            if cfg.restore_on_error and backup:
+                backup.restore(model)
+                logger.error("Pruning failed; the %d modified weights were restored.", len(backup))
+            raise
+        finally:
+            backup.close()
+            model.train(was_training)
+        return model
+
+    def prune_pretrained(self, model_name_or_path: str, calibration: Any = None, save_dir: str | None = None, *,
+                         dtype: Any = "auto", tokenizer: Any = True, restart: bool = False,
+                         base_model: str | None = None, command: str | None = None,
+                         recipe: str | None = None) -> str:  # fmt: skip
+        """Prune a checkpoint without loading it whole: each decoder layer is read from the safetensors shards,
+        pruned as `prune()` prunes it, written to `save_dir` and freed (see `hf_ssgr.pruning.streaming`). Peak host
+        memory is about the embeddings, two decoder layers and the calibration activations.
+
+        Args:
+            model_name_or_path: a folder with `config.json` and safetensors shards, a Hub id (downloaded to the
+                cache), or `tiny` for the embedded reasoner. Block FP8 (DeepSeek) and compressed-tensors FP8
+                checkpoints are dequantized layer by layer.
+            calibration: as for `prune()`.
+            save_dir: the output folder, in the layout `save_pruned` writes (sharded safetensors, index, config,
+                generation config, tokenizer, `pruning_config.json`, card). It appears only once complete; until
+                then the run writes `.NAME.partial/` beside it, and a run started again with the same model, config
+                and calibration resumes at the first layer not yet written.
+            dtype: the compute and output dtype (`"auto"`: the config's).
+            tokenizer: `True` copies the checkpoint's tokenizer; a tokenizer is saved as given; `None` writes none.
+            restart: discard an unfinished run in `save_dir`'s partial folder instead of resuming it.
+
+        Returns the output folder (the partial folder if a callback stopped the run early). The result equals
+        `prune()` on the model loaded with `from_pretrained(..., dtype=dtype)` followed by `save_pruned`, tensor
+        for tensor.
+        """
+        from .streaming import prune_streaming
+
+        return prune_streaming(self, model_name_or_path, calibration, save_dir, dtype=dtype, tokenizer=tokenizer,
+                               restart=restart, base_model=base_model, command=command, recipe=recipe)  # fmt: skip
+
+    def _setup(self, model: nn.Module, calibration: Any):
+        """Resolve and check what to prune and the calibration rows, and start a fresh state."""
         cfg = self.config
         self._model = model
         self.solver: Solver = get_solver(cfg.method)(cfg)
@@ -195,27 +273,7 @@ class OneShotPruner:
             world_size=self._dist.world_size,
             coverage=coverage.to_dict(),
         )
-        self.control = PrunerControl()
-        start_layer = 0
-        self._unsaved_layers: list[int] = []
-        backup = WeightBackup()
-        was_training = model.training
-        model.eval()
-        try:
-            if resume_from_checkpoint:
-                start_layer = self._resume(model, resume_from_checkpoint, backup) + 1
-            with fp32_statistics():
-                self._prune_layers(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
-
-        except BaseException:
-            if cfg.restore_on_error and backup:
-                backup.restore(model)
-                logger.error("Pruning failed; the %d modified weights were restored.", len(backup))
-            raise
-        finally:
-            backup.close()
-            model.train(was_training)
-        return model
+        return layers, pruned, targets, prune_head, rows, num_run
 
     # ----------------------------------------------------------------------------------------------------------------
     # Validation
@@ -298,6 +356,8 @@ class OneShotPruner:
     # The loop
 
     def _compute_device(self, layers: nn.ModuleList) -> torch.device:
+        if self._stream is not None:
+            return self._stream.device
         return torch.device(self.config.device) if self.config.device else module_device(layers[0])
 
     def _prepare_batches(self, model, layers, rows, num_run, start_layer, device) -> list[Batch]:
@@ -319,9 +379,11 @@ class OneShotPruner:
         finite = capture_layer_inputs(model, layers, batches, num_run, storage, pin)
         self._raise_if_non_finite(finite, "the embeddings (input of decoder layer 0)")
         for i in range(start_layer):
-            original_device = module_device(layers[i])
-            self._propagate(layers[i].to(device), i, batches, device, storage)
-            layers[i].to(original_device)
+            layer = self._open_layer(layers, i, finished=True)
+            original_device = module_device(layer)
+            self._propagate(layer.to(device), i, batches, device, storage)
+            layer.to(original_device)
+            self._close_layer(layers, i, None)
         return batches
 
     def _prune_layers(self, model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup):
@@ -333,7 +395,7 @@ class OneShotPruner:
         self._event("on_prune_begin")
         for i in range(start_layer, num_run):
             self._event("on_layer_begin", layer_index=i)
-            layer = layers[i]
+            layer = self._open_layer(layers, i)
             original_device = module_device(layer)
             if batches:
                 layer.to(device)
@@ -347,13 +409,28 @@ class OneShotPruner:
             if prune_head and i == num_run - 1:
                 layer_metrics.update(self._prune_lm_head(model, batches, device, backup))
             self._end_layer(model, i, layer_metrics, targets)
+            self._close_layer(layers, i, targets.get(i, {}) if i in pruned else {})
             if self.control.should_stop:
                 break
         for b in batches:
             b.hidden, b.layer_inputs = None, None
-        head = model.get_output_embeddings() if prune_head else None
-        self.state.achieved_sparsity = zero_fractions(model, layers, targets, head)
-        self._finish()
+        if self._stream is None:  # a streamed run measures it layer by layer, and ends after the last shard
+            head = model.get_output_embeddings() if prune_head else None
+            self.state.achieved_sparsity = zero_fractions(model, layers, targets, head)
+            self._finish()
+
+    def _open_layer(self, layers: nn.ModuleList, i: int, finished: bool = False) -> nn.Module:
+        """Decoder layer `i`, with its weights: in memory already, or loaded by a streamed run (from the input
+        checkpoint, or from the output shards for a layer `finished` before a resume)."""
+        if self._stream is not None:
+            self._stream.load_layer(i, finished)
+        return layers[i]
+
+    def _close_layer(self, layers: nn.ModuleList, i: int, targets: dict[str, Target] | None) -> None:
+        """A streamed run writes the finished layer `i` to its output shard (unless `targets` is None: a layer replayed
+        after a resume) and frees its weights; in memory, nothing."""
+        if self._stream is not None:
+            self._stream.release_layer(i, targets)
 
     def _prune_layer(self, layer, i, modules: dict[str, Target], batches, device, backup) -> dict[str, dict]:
         """Collect the statistics of one layer's targets on the dense layer and solve them. The experts of a mixture
@@ -779,8 +856,8 @@ class OneShotPruner:
         return out
 
     def _save_checkpoint(self, model, layer_index, targets) -> str | None:
-        if not self.state.is_world_process_zero or not self.config.output_dir:
-            return None
+        if not self.state.is_world_process_zero or not self.config.output_dir or self._stream is not None:
+            return None  # a streamed run's output shards are its checkpoints
         weights = self._layer_weights(model, self._unsaved_layers, targets)
         path = save_checkpoint(self.config.output_dir, layer_index, weights, self._unsaved_layers, self.state,
                                self.config)  # fmt: skip
