@@ -4,6 +4,10 @@
 hf-ssgr prune --model_name_or_path PATH --calibration CALIB --save_dir OUT [--method sparsegpt --sparsity 0.5 ...]
 hf-ssgr prune --config recipes/prune_sparsegpt_2of4.yaml --save_dir OUT      # flags override the YAML
 ```
+
+The model is streamed from its safetensors shards one decoder layer at a time (`OneShotPruner.prune_pretrained`), so
+a model larger than memory prunes; `--stream false` loads it whole (`prune()` then `save_pruned`). Both give the same
+weights.
 """
 
 from __future__ import annotations
@@ -33,7 +37,23 @@ class PruneArguments:
     )
     save_dir: str = field(default=None, metadata={"help": "Where the pruned model is written (save_pretrained)."})
     torch_dtype: str = field(default="auto", metadata={"help": "dtype to load the model in: auto, bfloat16, float32."})
-    resume: bool = field(default=False, metadata={"help": "Resume from the latest checkpoint in --output_dir."})
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "In memory (--stream false): resume from the latest checkpoint in --output_dir. A streamed run "
+            "resumes by itself from the unfinished folder beside --save_dir."
+        },
+    )
+    stream: bool = field(
+        default=True,
+        metadata={
+            "help": "Stream the model from its safetensors shards one decoder layer at a time (host memory: the "
+            "embeddings, two layers and the activations), writing each pruned layer as it goes. false loads it whole."
+        },
+    )
+    restart: bool = field(
+        default=False, metadata={"help": "Streamed run: discard an unfinished run beside --save_dir, start over."}
+    )
 
 
 def make_parser() -> SsgrParser:
@@ -71,16 +91,23 @@ def main(argv: list[str]) -> int:
     model_path = resolve_model(args.model_name_or_path)
     check_model_path(model_path)
     calibration = load_calibration(args.calibration) if args.calibration else None
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     pruner = OneShotPruner(config)
-    pruner.prune(model, calibration, resume_from_checkpoint=True if args.resume else None)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError):
-        tokenizer = None
-        logger.warning("No tokenizer found next to %s; the pruned folder has none.", model_path)
-    save_pruned(model, args.save_dir, tokenizer=tokenizer, pruner=pruner, calibration=calibration,
-                base_model=model_path, command="hf-ssgr prune " + " ".join(argv))  # fmt: skip
+    command = "hf-ssgr prune " + " ".join(argv)
+    if args.stream:
+        if args.resume:
+            logger.info("--resume: a streamed run resumes by itself from the unfinished folder beside --save_dir.")
+        pruner.prune_pretrained(model_path, calibration, args.save_dir, dtype=dtype, restart=args.restart,
+                                base_model=model_path, command=command)  # fmt: skip
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        pruner.prune(model, calibration, resume_from_checkpoint=True if args.resume else None)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+        except (OSError, ValueError):
+            tokenizer = None
+            logger.warning("No tokenizer found next to %s; the pruned folder has none.", model_path)
+        save_pruned(model, args.save_dir, tokenizer=tokenizer, pruner=pruner, calibration=calibration,
+                    base_model=model_path, command=command)  # fmt: skip
     if pruner.state.is_world_process_zero:
         a, cov = pruner.state.achieved_sparsity, pruner.state.coverage
         print(

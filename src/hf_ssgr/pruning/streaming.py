@@ -166,6 +166,7 @@ class SourceCheckpoint:
         with init_empty_weights(include_buffers=False):
             model = AutoModelForCausalLM.from_config(config, dtype=self.dtype)
         model.config._name_or_path = path
+        model.tie_weights()  # as from_pretrained does (a skeleton built under init_empty_weights is not tied yet)
         model.eval()
         self.model = model
         self.conversions = get_model_conversion_mapping(model)
@@ -407,6 +408,8 @@ class StreamingRun:
         keys = [k for k in self.other_keys if k not in skip]
         if keys:
             self.source.load(keys)
+        if tied:
+            self.source.model.tie_weights()  # the loaded embeddings are lm_head's too, as after from_pretrained
 
     # ------------------------------------------------------------------------------------------------------------
     # Each layer
