@@ -338,3 +338,47 @@ def test_cli_prune_with_two_processes_writes_one_folder_equal_to_one_process(tmp
         torch.testing.assert_close(two[key], ref, rtol=1e-4, atol=2e-5)
     meta = json.load(open(tmp_path / "two" / "pruning_config.json"))
     assert len(meta["modules"]) == 14 and meta["calibration"]["rows"] == 6
+
+
+def test_two_nodes_stream_the_checkpoint_and_write_one_folder_equal_to_one_process(tmp_path):
+    """Two `torchrun --nnodes 2` launches (one process each, rendezvous on 127.0.0.1), as two machines would run them:
+    each process streams every layer from the shared checkpoint, the statistics are all-reduced, the solves dealt, and
+    process 0 writes the shards."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_ssgr.commands.cli import main
+
+    model_dir = tmp_path / "dense"
+    make_tiny_model("llama", num_layers=3).save_pretrained(model_dir)
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in make_calibration(ragged=True)))
+    args = ["prune", "--model_name_or_path", str(model_dir), "--calibration", str(calib), "--method", "sparsegpt"]
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launches = []
+    for rank in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "-m", "hf_ssgr.commands.cli", *args, "--save_dir", str(tmp_path / "two")]  # fmt: skip
+        launches.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for proc in launches:
+            outputs.append(proc.communicate(timeout=600))
+    finally:
+        for proc in launches:
+            proc.kill()
+    for proc, (_, err) in zip(launches, outputs):
+        assert proc.returncode == 0, err[-6000:]
+    # one world of two processes: only node 0's process wrote and reported (two worlds of one would both write)
+    assert sum(out.count("Pruned model written to") for out, _ in outputs) == 1
+    assert main([*args, "--save_dir", str(tmp_path / "one")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["calib.jsonl", "dense", "one", "two"]
+    two = AutoModelForCausalLM.from_pretrained(tmp_path / "two").state_dict()
+    one = AutoModelForCausalLM.from_pretrained(tmp_path / "one").state_dict()
+    assert two.keys() == one.keys()
+    for key, ref in one.items():
+        assert torch.equal(two[key] == 0, ref == 0), key
+        torch.testing.assert_close(two[key], ref, rtol=1e-4, atol=2e-5)
+    meta = json.loads((tmp_path / "two" / "pruning_config.json").read_text())
+    assert meta["calibration"]["rows"] == 6 and len(meta["modules"]) == 21
