@@ -40,8 +40,7 @@ Streamed (`streamed=True`, `OneShotPruner.prune_pretrained`): the skeleton is on
 one layer (W = the largest layer) and the terms above; the host holds the runtime, the resident weights (input
 embeddings, the final norm, and `lm_head` only when it is pruned; tied weights once), the current layer while it is
 loaded (its per-expert checkpoint tensors and their fused copy: two layers for a mixture of experts, one for a dense
-layer, plus the float32 copies of the layer's FP8 tensors when the checkpoint is stored in FP8, kept until the
-layer is converted) or written (its host copy and the serialised shard: two layers), and the activations when they
+layer, plus, when the checkpoint is stored in FP8, the float32 copy of the one tensor being dequantized) or written (its host copy and the serialised shard: two layers), and the activations when they
 are offloaded. Disk written: the output checkpoint only (every weight in the compute dtype: an FP8 checkpoint is
 written dequantized); nothing is backed up. With `world_size` processes (`torchrun`, one per GPU, `gpus_per_node`
 per node): every process streams every layer and holds the resident weights itself, the calibration rows are split
@@ -728,16 +727,15 @@ def estimate_prune_memory(
         resident = shape.embed + shape.final_norm + (shape.head if prune_lm_head else 0)
         terms["resident weights (embeddings)"] = resident * b
         load = largest.params * b * (2 if largest.experts else 1)
-        if shape.stored_fp8:
-            terms["FP8 dequantisation (float32 copies of a layer)"] = 4.0 * largest.linear_params
-            load += terms["FP8 dequantisation (float32 copies of a layer)"]
+        fp8_term = "FP8 dequantisation (float32 copy of one tensor)"
+        if shape.stored_fp8:  # each tensor is dequantized in float32, then cast at once to the compute dtype
+            terms[fp8_term] = 4.0 * max(lin.rows * lin.cols for kind in shape.kinds for lin in kind.linears)
+            load += terms[fp8_term]
         write = 2.0 * largest.params * b
-        terms["current layer (host: loading or writing)"] = max(load, write) - terms.get(
-            "FP8 dequantisation (float32 copies of a layer)", 0.0
-        )
+        terms["current layer (host: loading or writing)"] = max(load, write) - terms.get(fp8_term, 0.0)
         host += ["resident weights (embeddings)", "current layer (host: loading or writing)"]
         if shape.stored_fp8:
-            host.append("FP8 dequantisation (float32 copies of a layer)")
+            host.append(fp8_term)
     elif not model_on_device:
         terms["model weights on the host"] = shape.params * b
         host.append("model weights on the host")
