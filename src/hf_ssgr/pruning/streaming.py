@@ -325,6 +325,15 @@ class SourceCheckpoint:
         return {k: v.contiguous() for k, v in revert_weight_conversion(self.model, state_dict).items()}
 
 
+def free_parameters(module: nn.Module) -> None:
+    """Put `module`'s parameters back on the meta device (their memory is freed); its buffers (rotary frequencies,
+    which no checkpoint holds) stay as they are."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and p.device.type != "meta":
+                sub._parameters[name] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+
+
 def _check_loaded(module: nn.Module, prefix: str) -> None:
     missing = [prefix + n for n, p in module.named_parameters() if p.device.type == "meta"]
     if missing:
@@ -473,7 +482,7 @@ class StreamingRun:
         layer = self.layers[i]
         if targets is not None:
             self._write_layer(i, layer, targets)
-        layer.to("meta")
+        free_parameters(layer)
         release_host_memory()
 
     def _write_layer(self, i: int, layer: nn.Module, targets: dict) -> None:
