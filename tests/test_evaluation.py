@@ -217,6 +217,8 @@ def test_fake_model_canned_replies_give_known_metrics(tmp_path):
     gsm, gp = report["ssgr_gsm8k"], report["ssgr_gpqa_diamond"]
     assert gsm.num_problems == 3 and gsm.num_samples == 4
     assert gsm.pass_at_1 == pytest.approx((2 / 4 + 1 / 4 + 0) / 3)
+    assert gsm.problem_ids == ["0", "1", "2"] and gsm.pass_at_1_per_problem == [0.5, 0.25, 0.0]
+    assert gsm.pass_at_1_se == pytest.approx(statistics.stdev([0.5, 0.25, 0.0]) / math.sqrt(3))
     assert gsm.pass_at_k == pytest.approx(2 / 3)
     assert gsm.truncated == pytest.approx(1 / 12)
     expected_lengths = []

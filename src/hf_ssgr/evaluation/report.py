@@ -7,20 +7,26 @@ import json
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..utils import write_json_atomically
 from .registry import BENCHMARKS
+from .stats import Comparison, format_accuracy, paired_bootstrap, standard_error
 
-__all__ = ["TaskResult", "EvalReport", "plot_accuracy", "plot_length_distributions"]
+__all__ = ["TaskResult", "EvalReport", "Comparison", "plot_accuracy", "plot_length_distributions"]
 
 FILTER = "k_samples"  # the lm-eval filter whose results the report reads
 
 
 @dataclass
 class TaskResult:
-    """Metrics of one task. Accuracies are fractions in [0, 1]; lengths are in tokens."""
+    """Metrics of one task. Accuracies are fractions in [0, 1]; lengths are in tokens.
+
+    `pass_at_1_per_problem[i]` is the pass@1 of the problem `problem_ids[i]` (its k samples' correctness averaged);
+    they give `pass_at_1_se` and the paired comparisons of `EvalReport.compare`. Reports saved before problem ids were
+    recorded have none: they still load, but cannot be compared.
+    """
 
     task: str
     title: str
@@ -35,6 +41,19 @@ class TaskResult:
     lengths: list[int] = field(default_factory=list)  # every reply's length, for distributions
     pass_at_1_per_problem: list[float] = field(default_factory=list)
     problem_levels: list[str] = field(default_factory=list)  # the difficulty level of each problem, when known
+    problem_ids: list[str] = field(default_factory=list)  # lm-eval's doc_id of each problem, in the same order
+
+    @property
+    def pass_at_1_se(self) -> float | None:
+        """Standard error of pass@1 across problems: with p_i the pass@1 of problem i (its k samples averaged) over n
+        problems, SE = stdev(p_i) / sqrt(n), the sample standard deviation (n - 1). `None` without per-problem
+        results (an older report) or with fewer than two problems."""
+        return standard_error(self.pass_at_1_per_problem)
+
+    @property
+    def pass_at_1_with_se(self) -> str:
+        """pass@1 as `acc (SE)` in percent, e.g. `62.5 (4.1)`."""
+        return format_accuracy(self.pass_at_1, self.pass_at_1_se)
 
     def per_level(self) -> dict[str, float]:
         """pass@1 per difficulty level (from `pass_at_1_per_problem` and `problem_levels`)."""
@@ -67,6 +86,63 @@ class EvalReport:
     def average_pass_at_1(self) -> float:
         return statistics.fmean(r.pass_at_1 for r in self.tasks.values()) if self.tasks else float("nan")
 
+    @property
+    def pass_at_1_se(self) -> dict[str, float | None]:
+        """The standard error of each task's pass@1 (see `TaskResult.pass_at_1_se`)."""
+        return {t: r.pass_at_1_se for t, r in self.tasks.items()}
+
+    @property
+    def average_pass_at_1_se(self) -> float | None:
+        """The standard error of `average_pass_at_1`, the mean over T tasks of independent problems:
+        sqrt(sum_t SE_t^2) / T. `None` when a task has no SE."""
+        ses = list(self.pass_at_1_se.values())
+        if not ses or any(se is None for se in ses):
+            return None
+        return math.sqrt(math.fsum(se * se for se in ses)) / len(ses)
+
+    def compare(
+        self, other: EvalReport, resamples: int = 10000, seed: int = 0, confidence: float = 0.95
+    ) -> dict[str, Comparison]:
+        """This model's pass@1 minus `other`'s, paired on the problems both were evaluated on (matched by problem
+        id), per shared task and on average ("average": the mean of the per-task differences).
+
+        The interval (95% by default) is the percentile interval of a paired bootstrap over problems: `resamples`
+        resamples (10000 by default) of each task's problems with replacement, drawn with `seed` (0 by default), so
+        the same call gives the same interval. The verdict is "better" / "worse" when the interval excludes 0 (above
+        / below it), "no detectable difference" when it contains 0.
+
+        Raises `ValueError` when the reports share no task, a shared task shares no problem, or a report holds no
+        per-problem results (saved by an older version: evaluate again to compare).
+        """
+        shared = [t for t in self.tasks if t in other.tasks]
+        if not shared:
+            raise ValueError(
+                f"No task in common with {other.model} (this: {list(self.tasks)}, other: {list(other.tasks)})."
+            )
+        diffs = {}
+        for t in shared:
+            a, b = self.tasks[t], other.tasks[t]
+            for rep in (self, other):
+                r = rep.tasks[t]
+                if not r.problem_ids or len(r.problem_ids) != len(r.pass_at_1_per_problem):
+                    raise ValueError(
+                        f"{rep.model} holds no per-problem results for {t!r} (a report saved without problem ids, "
+                        "by an older version of hf-ssgr): evaluate it again to compare it."
+                    )
+            theirs = dict(zip(b.problem_ids, b.pass_at_1_per_problem))
+            d = [p - theirs[i] for i, p in zip(a.problem_ids, a.pass_at_1_per_problem) if i in theirs]
+            if not d:
+                raise ValueError(f"{self.model} and {other.model} share no problem of {t!r}.")
+            diffs[t] = d
+        return paired_bootstrap(diffs, resamples=resamples, seed=seed, confidence=confidence)
+
+    @property
+    def has_per_problem_results(self) -> bool:
+        """Whether every task holds per-problem results with problem ids (what `compare` needs)."""
+        return bool(self.tasks) and all(
+            r.problem_ids and len(r.problem_ids) == len(r.pass_at_1_per_problem) for r in self.tasks.values()
+        )
+
     def recovery(self, baseline: EvalReport) -> dict[str, float]:
         """pass@1 as a percentage of the baseline's (the dense model), per task shared by both, and on average."""
         shared = [t for t in self.tasks if t in baseline.tasks]
@@ -83,13 +159,13 @@ class EvalReport:
 
     # -- printing -----------------------------------------------------------------------------------------------------
     def table(self, baseline: EvalReport | None = None) -> str:
-        """A Markdown table: pass@1 and pass@k (%), mean/median response length, truncation, generation time; with a
+        """A Markdown table: pass@1 (%) with its standard error as `acc (SE)`, pass@k (%), mean/median response length, truncation, generation time; with a
         baseline, also its pass@1 and the recovery."""
         k = self.settings.get("num_samples", "k")
         head = [
             "task",
             "problems",
-            f"pass@1 (avg of {k})",
+            f"pass@1 (SE) (avg of {k})",
             f"pass@{k}",
             "mean len",
             "median len",
@@ -104,7 +180,7 @@ class EvalReport:
             row = [
                 r.title,
                 str(r.num_problems),
-                f"{100 * r.pass_at_1:.1f}",
+                r.pass_at_1_with_se,
                 f"{100 * r.pass_at_k:.1f}",
                 f"{r.mean_length:.0f}",
                 f"{r.median_length:.0f}",
@@ -113,12 +189,14 @@ class EvalReport:
             ]
             if baseline is not None:
                 b = baseline.tasks.get(t)
-                row += [f"{100 * b.pass_at_1:.1f}" if b else "", _fmt_pct(rec.get(t))]
+                row += [b.pass_at_1_with_se if b else "", _fmt_pct(rec.get(t))]
             rows.append(row)
         if len(self.tasks) > 1:
-            row = ["average", "", f"{100 * self.average_pass_at_1:.1f}", "", "", "", "", ""]
+            row = ["average", "", format_accuracy(self.average_pass_at_1, self.average_pass_at_1_se)]
+            row += ["", "", "", "", ""]
             if baseline is not None:
-                row += [f"{100 * baseline.average_pass_at_1:.1f}", _fmt_pct(rec["average"])]
+                avg = format_accuracy(baseline.average_pass_at_1, baseline.average_pass_at_1_se)
+                row += [avg, _fmt_pct(rec["average"])]
             rows.append(row)
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -129,14 +207,25 @@ class EvalReport:
 
     # -- persistence --------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "settings": self.settings, "tasks": {t: asdict(r) for t, r in self.tasks.items()}}
+        """The report as plain data; each task also carries `pass_at_1_se` (recomputed on loading, not read back),
+        and the report `average_pass_at_1` / `average_pass_at_1_se`."""
+        tasks = {t: {**asdict(r), "pass_at_1_se": r.pass_at_1_se} for t, r in self.tasks.items()}
+        return {
+            "model": self.model,
+            "settings": self.settings,
+            "average_pass_at_1": self.average_pass_at_1,
+            "average_pass_at_1_se": self.average_pass_at_1_se,
+            "tasks": tasks,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        """Reads what `to_dict` wrote, and the reports of older versions (without problem ids or standard errors)."""
+        names = {f.name for f in fields(TaskResult)}
         return cls(
             model=data["model"],
             settings=dict(data.get("settings", {})),
-            tasks={t: TaskResult(**r) for t, r in data["tasks"].items()},
+            tasks={t: TaskResult(**{k: v for k, v in r.items() if k in names}) for t, r in data["tasks"].items()},
         )
 
     def save(self, path: str) -> str:
@@ -179,6 +268,7 @@ class EvalReport:
                 lengths=[int(n) for n in lengths],
                 pass_at_1_per_problem=[float(s["pass@1"]) for s in samples if "pass@1" in s],
                 problem_levels=[str(s.get("doc", {}).get("level", "")) for s in samples if "pass@1" in s],
+                problem_ids=[str(s.get("doc_id", i)) for i, s in enumerate(samples) if "pass@1" in s],
             )
         return cls(model=model, tasks=tasks, settings=dict(settings or {}))
 

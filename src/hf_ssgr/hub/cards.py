@@ -114,8 +114,8 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
             {
                 "title": r.title,
                 "problems": r.num_problems,
-                "pruned": _fmt(r.pass_at_1),
-                "dense": _fmt(b.pass_at_1) if b else "n/a",
+                "pruned": r.pass_at_1_with_se,  # acc (SE)
+                "dense": b.pass_at_1_with_se if b else "n/a",
                 "recovery": (f"{100 * r.pass_at_1 / b.pass_at_1:.1f}%" if b and b.pass_at_1 else "n/a"),
                 "pruned_length": _fmt(r.mean_length, pct=False),
                 "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
