@@ -151,6 +151,16 @@ def test_run_writes_everything_and_resumes_without_recomputing(one_process_run, 
     assert sorted(os.listdir(out / "eval")) == ["dense.json", "ssgr__wanda-50.json", "text__wanda-50.json"]
     report = (out / "report.md").read_text()
     assert "| dense |" in report and "ssgr__wanda-50" in report and "pass@1 by difficulty level" in report
+    dense = result["dense"]["ssgr_tiny_arith"]
+    assert "avg pass@1 (SE)" in report and f"| dense | – | – | {dense.pass_at_1_with_se} |" in report
+    assert dense.pass_at_1_se is not None and "(" in dense.pass_at_1_with_se
+    # every calibration against the text one and against the dense model, with the interval and verdict
+    c = result["pruned"]["ssgr__wanda-50"].compare(result["pruned"]["text__wanda-50"])["average"]
+    row = f"| ssgr__wanda-50 | text__wanda-50 | {100 * c.difference:+.1f} | [{100 * c.low:+.1f}, {100 * c.high:+.1f}]"
+    assert row + f" | 6 | {c.verdict} |" in report
+    for name in ("ssgr__wanda-50", "text__wanda-50"):
+        assert f"| {name} | dense | " in report
+    assert "| text__wanda-50 | text__wanda-50 |" not in report and "10000 resamples, seed 0" in report
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "lengths.png").stat().st_size > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"]["policies"] == ["text", "ssgr"] and "torch" in manifest["versions"]

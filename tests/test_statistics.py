@@ -161,3 +161,26 @@ def test_model_card_shows_pass_at_1_with_se(tmp_path):
     dense = report("dense", ssgr_gsm8k=[1.0, 0.5, 1.0, 0.5])
     _, rows, _ = _evaluation(pruned, dense)
     assert rows[0]["pruned"] == "50.0 (10.2)" and rows[0]["dense"] == "75.0 (14.4)"
+
+
+def test_run_report_comparisons_need_per_problem_results():
+    from hf_ssgr.recipes import _comparisons
+
+    dense = report("dense", ssgr_gsm8k=[1.0, 1.0, 1.0, 0.5])
+    reports = {"text__w": report("text__w", ssgr_gsm8k=[0.0, 0.25, 0.0, 0.0]),
+               "ssgr__w": report("ssgr__w", ssgr_gsm8k=[1.0, 0.75, 1.0, 0.5])}  # fmt: skip
+    lines = _comparisons(dense, reports, resamples=1000)
+    rows = {tuple(line.split(" | ")[:2]): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {
+        ("| model", "against"),
+        ("| text__w", "dense"),
+        ("| ssgr__w", "text__w"),
+        ("| ssgr__w", "dense"),
+    }
+    assert rows["| ssgr__w", "text__w"] == "| ssgr__w | text__w | +75.0 | [+50.0, +100.0] | 4 | better |"
+    assert rows["| ssgr__w", "dense"].startswith("| ssgr__w | dense | -6.2 |")
+    assert rows["| ssgr__w", "dense"].endswith("| no detectable difference |")
+    assert rows["| text__w", "dense"].endswith("| 4 | worse |")
+    old = dataclasses.replace(reports["text__w"], tasks={"ssgr_gsm8k": task("ssgr_gsm8k", [0.0] * 4, ids=[])})
+    lines = _comparisons(dense, {**reports, "text__w": old})
+    assert lines[0].startswith("No paired comparisons: a report holds no per-problem results")

@@ -323,18 +323,19 @@ class _Run:
             head = ["model", "calibration", "pruning"]
             for t in tasks:
                 title = dense_report.tasks[t].title
-                head += [f"{title} pass@1", f"{title} mean len"]
-            head += ["avg pass@1", "recovery"]
+                head += [f"{title} pass@1 (SE)", f"{title} mean len"]
+            head += ["avg pass@1 (SE)", "recovery"]
             rows = [["dense", "–", "–"] + [x for t in tasks for x in _cells(dense_report.tasks[t])]
-                    + [f"{100 * dense_report.average_pass_at_1:.1f}", "100%"]]  # fmt: skip
+                    + [_average(dense_report), "100%"]]  # fmt: skip
             for name, rep in reports.items():
                 policy, variant = name.split("__")
                 rec = rep.recovery(dense_report)["average"]
                 rows.append([name, policy, variant] + [x for t in tasks for x in _cells(rep.tasks[t])]
-                            + [f"{100 * rep.average_pass_at_1:.1f}", f"{rec:.1f}%"])  # fmt: skip
+                            + [_average(rep), f"{rec:.1f}%"])  # fmt: skip
             lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
             lines += ["| " + " | ".join(r) + " |" for r in rows]
-            lines.append("")
+            lines += ["", "pass@1 in percent, its standard error across problems in parentheses.", ""]
+            lines += _comparisons(dense_report, reports)
             per_level = {n: r.tasks[t].per_level() for n, r in [("dense", dense_report), *reports.items()]
                          for t in tasks if r.tasks[t].per_level()}  # fmt: skip
             if per_level:
@@ -357,7 +358,42 @@ class _Run:
 
 
 def _cells(r) -> list[str]:
-    return [f"{100 * r.pass_at_1:.1f}", f"{r.mean_length:.0f}"]
+    return [r.pass_at_1_with_se, f"{r.mean_length:.0f}"]
+
+
+def _average(report) -> str:
+    from .evaluation.stats import format_accuracy
+
+    return format_accuracy(report.average_pass_at_1, report.average_pass_at_1_se)
+
+
+def _comparisons(dense_report, reports: dict[str, Any], resamples: int = 10000, seed: int = 0) -> list[str]:
+    """The report's paired comparisons: every calibration against the `text` calibration of the same pruning and
+    against the dense model, on average pass@1, with a 95% paired-bootstrap interval over problems. Nothing when a
+    report holds no per-problem results (saved by an older version)."""
+    pairs = []
+    for name, rep in reports.items():
+        policy, variant = name.split("__")
+        text = reports.get(f"text__{variant}")
+        if policy != "text" and text is not None:
+            pairs.append((name, rep, f"text__{variant}", text))
+        pairs.append((name, rep, "dense", dense_report))
+    if not pairs:
+        return []
+    if not all(r.has_per_problem_results and o.has_per_problem_results for _, r, _, o in pairs):
+        return ["No paired comparisons: a report holds no per-problem results (evaluate it again to compare).", ""]
+    lines = [
+        f"Paired comparisons of average pass@1 on the problems both models share: the difference in points, its 95%"
+        f" interval from a paired bootstrap over problems ({resamples} resamples, seed {seed}), and the verdict.",
+        "",
+        "| model | against | difference | 95% interval | problems | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rep, other_name, other in pairs:
+        c = rep.compare(other, resamples=resamples, seed=seed)["average"]
+        lines.append(f"| {name} | {other_name} | {100 * c.difference:+.1f} | [{100 * c.low:+.1f}, {100 * c.high:+.1f}]"
+                     f" | {c.n_problems} | {c.verdict} |")  # fmt: skip
+    return lines + [""]
 
 
 def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
