@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass, field
 
 from ..pruning.config import PruningConfig
+from ..pruning.memory import SHAPES_DIR
 from .parser import CommandError, SsgrParser
 
 __all__ = ["PlanArguments", "make_parser", "main", "SHAPES", "load_model_config", "plan_rows"]
 
-SHAPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pruning", "shapes")
 # short name -> (shape file, display name); the file's `_name_or_path` is the Hub id it stands for
 SHAPES = {
     "r1-distill-qwen-7b": ("r1-distill-qwen-7b.json", "R1-Distill-Qwen-7B"),

@@ -68,7 +68,9 @@ number of processes; reading does not (each process reads every layer). Phases d
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -424,16 +426,6 @@ class _RateBasis:
     wanda_tokens: int = 0
 
 
-_QWEN2_7B = dict(
-    model_type="qwen2",
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    vocab_size=152064,
-    tie_word_embeddings=False,
-)
 _QWEN2_05B = dict(
     model_type="qwen2",
     hidden_size=896,
@@ -444,9 +436,16 @@ _QWEN2_05B = dict(
     vocab_size=151936,
     tie_word_embeddings=True,
 )
-_QWEN3_30B_A3B = dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-                      num_experts=128, num_experts_per_tok=8, num_hidden_layers=48, num_attention_heads=32,
-                      num_key_value_heads=4, head_dim=128, vocab_size=151936, tie_word_embeddings=False)  # fmt: skip
+SHAPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes")  # the shipped model shapes
+
+
+def _shape(file: str) -> dict:
+    with open(os.path.join(SHAPES_DIR, file), encoding="utf-8") as f:
+        return json.load(f)
+
+
+_QWEN2_7B = _shape("r1-distill-qwen-7b.json")
+_QWEN3_30B_A3B = _shape("qwen3-30b-a3b.json")
 
 RATE_BASES: dict[str, _RateBasis] = {
     # benchmarks/measured/h100_sparsegpt_7b_128x16k.json: mean of 28 layers, model and activations on the GPU
