@@ -39,6 +39,11 @@ class EvalConfig:
         Seed of GPQA's option shuffle (fixed per question).
     vllm_kwargs (`dict`, *optional*):
         Keyword arguments for `vllm.LLM` (e.g. `tensor_parallel_size`).
+    ppl_seqlen (`int`, *optional*):
+        Window length of the perplexity corpora (`ssgr_wikitext2`, `ssgr_c4`, ...): non-overlapping windows of this
+        many tokens. Unset: 2048 (SparseGPT's), or the model's context length when shorter (`ssgr_tiny_text`: 64).
+    ppl_batch_size (`int`, *optional*, defaults to `1`):
+        Windows (or replies) per forward pass of the perplexity tasks.
     """
 
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"], metadata={"help": "Task or group names."})
@@ -53,8 +58,13 @@ class EvalConfig:
     data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "Local task data: {task: path}."})
     gpqa_seed: int = field(default=0, metadata={"help": "Seed of GPQA's option shuffle."})
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Arguments for vllm.LLM."})
+    ppl_seqlen: int | None = field(
+        default=None, metadata={"help": "Perplexity window in tokens (default: 2048, or the context length if shorter)."}
+    )
+    ppl_batch_size: int = field(default=1, metadata={"help": "Perplexity windows per forward pass."})
 
     def __post_init__(self):
+        from .perplexity import PERPLEXITY_TASKS
         from .registry import BENCHMARKS, list_tasks, resolve_tasks
 
         items = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
@@ -75,10 +85,16 @@ class EvalConfig:
         if isinstance(self.limit, float) and self.limit.is_integer() and self.limit > 1:
             self.limit = int(self.limit)
         self.data_files = dict(self.data_files or {})
-        unknown = sorted(set(self.data_files) - set(BENCHMARKS))
+        unknown = sorted(set(self.data_files) - set(BENCHMARKS) - set(PERPLEXITY_TASKS))
         if unknown:
             raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(list_tasks())}.")
         self.vllm_kwargs = dict(self.vllm_kwargs or {})
+        if self.ppl_seqlen is not None and (
+            not isinstance(self.ppl_seqlen, int) or isinstance(self.ppl_seqlen, bool) or self.ppl_seqlen < 2
+        ):
+            raise ValueError(f"ppl_seqlen={self.ppl_seqlen!r}: a perplexity window is an integer >= 2 tokens (or unset).")
+        if not isinstance(self.ppl_batch_size, int) or isinstance(self.ppl_batch_size, bool) or self.ppl_batch_size < 1:
+            raise ValueError(f"ppl_batch_size={self.ppl_batch_size!r} must be an integer >= 1.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

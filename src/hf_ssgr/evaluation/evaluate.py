@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from ..distributed import Distributed
 from ..utils import check_model_path, library_versions
 from .config import EvalConfig
-from .registry import resolve_tasks, tasks_path
+from .perplexity import PERPLEXITY_TASKS, run_perplexity
+from .registry import BENCHMARKS, resolve_tasks, tasks_path
 from .report import FILTER, EvalReport, TaskResult, plot_accuracy, plot_length_distributions
 
 logger = logging.getLogger("hf_ssgr")
@@ -54,6 +55,8 @@ def _settings(cfg: EvalConfig) -> dict:
         "seed": cfg.seed,
         "gpqa_seed": cfg.gpqa_seed,
         "data_files": {t: str(p) for t, p in cfg.data_files.items()},
+        "ppl_seqlen": cfg.ppl_seqlen,
+        "ppl_batch_size": cfg.ppl_batch_size,
         "versions": library_versions(),
     }
 
@@ -74,6 +77,8 @@ def evaluate(
     data_files: Mapping[str, str | list[str]] | None = None,
     gpqa_seed: int | None = None,
     vllm_kwargs: dict | None = None,
+    ppl_seqlen: int | None = None,
+    ppl_batch_size: int | None = None,
     config: EvalConfig | None = None,
     model_name: str | None = None,
     engine=None,
@@ -84,7 +89,7 @@ def evaluate(
     Args:
         model_or_path: a model object (with `tokenizer=`), a local folder, or a Hub id.
         tasks, num_samples, max_new_tokens, backend, limit, temperature, top_p, batch_size, seed, data_files,
-            gpqa_seed, vllm_kwargs: the settings of [`EvalConfig`] (see it for their defaults and meaning); each one
+            gpqa_seed, vllm_kwargs, ppl_seqlen, ppl_batch_size: the settings of [`EvalConfig`] (see it for their defaults and meaning); each one
             given here overrides the same field of `config`.
         config ([`EvalConfig`], *optional*): all the settings at once.
         model_name: the name the report carries (default: the path, or the model's).
@@ -95,6 +100,11 @@ def evaluate(
     Under `torchrun` / `accelerate launch` the problems are dealt across the processes (lm-eval's data parallelism;
     each process generates with its own copy of the model, or its own vLLM replica) and every process returns the
     same report. Generation seconds are then summed over the processes.
+
+    Perplexity tasks (`ssgr_wikitext2`, `ssgr_c4`, `ssgr_tiny_text`, `ssgr_tiny_traces`; see
+    `hf_ssgr.evaluation.perplexity`) run after the benchmarks, with transformers forward passes (also under
+    `backend="vllm"`, which loads the model with transformers for them), and land in `report.perplexity`; `limit`
+    keeps their first windows (or replies).
     """
     given = {k: v for k, v in locals().items() if k in _SETTINGS and v is not None}
     cfg = dataclasses.replace(config, **given) if config is not None else EvalConfig(**given)
@@ -119,24 +129,29 @@ def evaluate(
         vllm_kwargs=cfg.vllm_kwargs,
         engine=engine,
     )
-    metadata = {"data_files": cfg.data_files, "gpqa_seed": cfg.gpqa_seed, "max_gen_toks": cfg.max_new_tokens}
+    names = resolve_tasks(cfg.tasks)
+    ppl_tasks = [t for t in names if t in PERPLEXITY_TASKS]
+    bench_files = {t: p for t, p in cfg.data_files.items() if t in BENCHMARKS}
+    metadata = {"data_files": bench_files, "gpqa_seed": cfg.gpqa_seed, "max_gen_toks": cfg.max_new_tokens}
     manager = TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
     # An inline group: lm-eval merges each child's overrides into its registered YAML (a top-level dict would not).
     overrides = _task_overrides(cfg)
-    specs = [{"group": "hf_ssgr_evaluate", "task": [{"task": name, **overrides} for name in resolve_tasks(cfg.tasks)]}]
+    specs = [{"group": "hf_ssgr_evaluate", "task": [{"task": n, **overrides} for n in names if n not in ppl_tasks]}]
+    results = {"results": {}}
     try:
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=specs,
-            task_manager=manager,
-            limit=cfg.limit,
-            apply_chat_template=True,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=cfg.seed,
-            numpy_random_seed=cfg.seed,
-            torch_random_seed=cfg.seed,
-        )
+        if specs[0]["task"]:
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=specs,
+                task_manager=manager,
+                limit=cfg.limit,
+                apply_chat_template=True,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=cfg.seed,
+                numpy_random_seed=cfg.seed,
+                torch_random_seed=cfg.seed,
+            )
     finally:
         lm.close()
     name = model_name or (model_or_path if isinstance(model_or_path, str) else lm.model_name)
@@ -144,6 +159,9 @@ def evaluate(
     report = EvalReport.from_lm_eval(results, model=name, settings=_settings(cfg)) if results is not None else None
     dist = Distributed.current()
     report = dist.all_gather_object(report)[0]
+    if ppl_tasks:  # every process scores its share of the windows; all of them get the same numbers
+        report.perplexity = run_perplexity(lm.scoring_model(), lm.tokenizer, ppl_tasks, cfg.data_files,
+                                           cfg.ppl_seqlen, cfg.ppl_batch_size, cfg.limit, dist)  # fmt: skip
     if output_path and dist.is_main:
         report.save(output_path)
     return report

@@ -3,7 +3,9 @@
 `ReasoningLM` (registered with lm-eval as `hf-ssgr`) generates with the package's engines (transformers or vLLM) and
 returns `hf_ssgr.evaluation.registry.Reply` strings, so the task scoring knows each reply's exact length in tokens, whether it
 hit the length limit, and its share of generation time. Identical requests (lm-eval's `repeats`) are drawn as
-`num_samples` samples of one prompt, in one batched call. It only generates: loglikelihood tasks need `--model hf`.
+`num_samples` samples of one prompt, in one batched call. It also scores text with transformers forward passes
+(`loglikelihood`, `loglikelihood_rolling`, as lm-eval's `hf` model does), so stock loglikelihood tasks such as lm-eval's
+`wikitext` run with `--model hf-ssgr` too.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from collections import OrderedDict
 
 import lm_eval.models  # noqa: F401 - fill lm-eval's registry first: it imports its own models only while empty
 import torch
-from lm_eval.api.model import LM
+from lm_eval import utils as lm_eval_utils
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
 from tqdm.auto import tqdm
 
 from ..calibration.engines import TransformersEngine, make_engine, replica_env
@@ -30,7 +34,7 @@ __all__ = ["ReasoningLM"]
 
 
 @register_model("hf-ssgr")
-class ReasoningLM(LM):
+class ReasoningLM(TemplateLM):
     """Args:
     pretrained: a model (object, local folder or Hub id).
     tokenizer: its tokenizer (loaded from `pretrained` when it is a path).
@@ -201,15 +205,94 @@ class ReasoningLM(LM):
                 text = text.split(stop)[0]
         return Reply(text, num_tokens=len(ids), finish_reason=sample.finish_reason, seconds=seconds)
 
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
-            "The hf-ssgr model class only generates; run loglikelihood tasks with lm-eval's --model hf."
-        )
+    # -- scoring (loglikelihood tasks) -----------------------------------------------------------------------------
+    def scoring_model(self):
+        """The transformers model that scores text: the one given, or (vLLM backend, given a path) loaded from the path
+        on first use, on this process's GPU when there is one."""
+        if self.model is None:
+            if self.model_path is None:
+                raise ValueError("Scoring text needs a transformers model: pass the model object or its path.")
+            from transformers import AutoModelForCausalLM
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
-            "The hf-ssgr model class only generates; run loglikelihood tasks with lm-eval's --model hf."
-        )
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype="auto")
+        if self._dist.device.type == "cuda" and next(self.model.parameters()).device.type == "cpu":
+            self.model.to(self._dist.device)
+        return self.model
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context and the first rolling window condition on: BOS, or EOS without one (as `hf`)."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence one forward pass scores: the model's context length (lm-eval's rule)."""
+        config = getattr(self.scoring_model(), "config", None)
+        return resolve_max_length(config, self.tokenizer, default=2048)
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        """Token ids of `string` with the tokenizer's own special-token default (as `hf`), no second BOS."""
+        special = _add_special_kwargs(add_special_tokens, None)
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            special["add_special_tokens"] = False
+        return self.tokenizer.encode(string, **special)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        """`(sum of log p(continuation | context), whether every continuation token is the greedy one)` per
+        `(key, context_ids, continuation_ids)` request; a sequence longer than `max_length` + 1 loses its oldest
+        context tokens. Batches of `batch_size` right-padded sequences (one each without padding when 1)."""
+        import torch.nn.functional as F
+
+        model = self.scoring_model()
+        device = next(model.parameters()).device
+        limit = self.max_length
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        size = max(1, override_bs or self.batch_size)
+        out: list[tuple[float, bool]] = []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in tqdm(range(0, len(requests), size), desc="Scoring", disable=disable_tqdm):
+                    chunk = requests[start : start + size]
+                    seqs = [(list(ctx) + list(cont))[-(limit + 1) :][:-1] for _, ctx, cont in chunk]
+                    width = max(len(s) for s in seqs)
+                    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+                    mask = torch.zeros_like(ids)
+                    for i, s in enumerate(seqs):
+                        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+                    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+                    for i, ((_, _, cont), s) in enumerate(zip(chunk, seqs)):
+                        logp = F.log_softmax(logits[i, len(s) - len(cont) : len(s)].float(), dim=-1)
+                        target = torch.tensor(list(cont), device=logp.device)
+                        greedy = bool((logp.argmax(-1) == target).all())
+                        out.append((float(logp.gather(-1, target[:, None]).sum()), greedy))
+        finally:
+            model.train(was_training)
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Log-likelihood of each whole string, lm-eval's way (what its `wikitext` task asks for): the tokens, after
+        `prefix_token_id`, in disjoint windows of `max_length` predicted tokens, each conditioned on one token of
+        context before it; the windows' sums added up."""
+        limit = self.max_length
+        windows, owner = [], []
+        for i, (string,) in enumerate(req.args for req in requests):
+            rolling = lm_eval_utils.get_rolling_token_windows(
+                token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=limit, context_len=1
+            )
+            for ctx, cont in map(lm_eval_utils.make_disjoint_window, rolling):
+                windows.append((None, ctx, cont))
+                owner.append(i)
+        totals = [0.0] * len(requests)
+        for i, (logp, _) in zip(owner, self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)):
+            totals[i] += logp
+        return totals
 
     def close(self) -> None:
         if self._engine is not None and hasattr(self._engine, "close"):

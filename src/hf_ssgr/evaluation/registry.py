@@ -25,6 +25,7 @@ from typing import Any
 
 from ..calibration.prompts import PROMPT_SUFFIX
 from ..verification import strip_math_delimiters
+from .perplexity import PERPLEXITY_GROUPS, PERPLEXITY_TASKS
 from .scoring import pass_at_k, score_problem
 
 logger = logging.getLogger("hf_ssgr")
@@ -117,7 +118,8 @@ def tasks_path() -> str:
 
 
 def list_tasks() -> list[str]:
-    return sorted(BENCHMARKS) + sorted(TASK_GROUPS)
+    """Every task and group name `evaluate` takes: the lm-eval benchmarks, then the perplexity tasks."""
+    return sorted(BENCHMARKS) + sorted(TASK_GROUPS) + sorted(PERPLEXITY_TASKS) + sorted(PERPLEXITY_GROUPS)
 
 
 def resolve_tasks(tasks: str | list[str]) -> list[str]:
@@ -127,9 +129,9 @@ def resolve_tasks(tasks: str | list[str]) -> list[str]:
         raise ValueError(f"No task given: choose from {', '.join(list_tasks())}.")
     out: list[str] = []
     for name in names:
-        if name in TASK_GROUPS:
-            leaves = TASK_GROUPS[name]
-        elif name in BENCHMARKS:
+        if name in TASK_GROUPS or name in PERPLEXITY_GROUPS:
+            leaves = TASK_GROUPS.get(name) or PERPLEXITY_GROUPS[name]
+        elif name in BENCHMARKS or name in PERPLEXITY_TASKS:
             leaves = [name]
         else:
             raise ValueError(f"Unknown task {name!r}: valid tasks are {', '.join(list_tasks())}.")

@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..utils import write_json_atomically
+from .perplexity import PerplexityResult
 from .registry import BENCHMARKS
 from .stats import Comparison, format_accuracy, paired_bootstrap, standard_error
 
-__all__ = ["TaskResult", "EvalReport", "Comparison", "plot_accuracy", "plot_length_distributions"]
+__all__ = ["TaskResult", "EvalReport", "Comparison", "PerplexityResult", "plot_accuracy", "plot_length_distributions"]
 
 FILTER = "k_samples"  # the lm-eval filter whose results the report reads
 
@@ -68,12 +69,15 @@ class TaskResult:
 class EvalReport:
     """What `evaluate` measured: per-task metrics, the settings, and helpers to compare, print and save.
 
-    `EvalReport.load(path)` reads back what `save(path)` wrote.
+    `EvalReport.load(path)` reads back what `save(path)` wrote. `tasks` holds the accuracy benchmarks (higher is
+    better), `perplexity` the perplexity tasks (lower is better), apart: averages, recovery, comparisons and accuracy
+    plots read `tasks` only.
     """
 
     model: str
     tasks: dict[str, TaskResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    perplexity: dict[str, PerplexityResult] = field(default_factory=dict)
 
     # -- access -------------------------------------------------------------------------------------------------------
     def __getitem__(self, task: str) -> TaskResult:
@@ -160,7 +164,9 @@ class EvalReport:
     # -- printing -----------------------------------------------------------------------------------------------------
     def table(self, baseline: EvalReport | None = None) -> str:
         """A Markdown table: pass@1 (%) with its standard error as `acc (SE)`, pass@k (%), mean/median response length, truncation, generation time; with a
-        baseline, also its pass@1 and the recovery."""
+        baseline, also its pass@1 and the recovery. Perplexity tasks follow in a table of their own (`perplexity_table`)."""
+        if not self.tasks and self.perplexity:
+            return self.perplexity_table(baseline)
         k = self.settings.get("num_samples", "k")
         head = [
             "task",
@@ -200,6 +206,25 @@ class EvalReport:
             rows.append(row)
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
+        if self.perplexity:
+            lines += ["", self.perplexity_table(baseline)]
+        return "\n".join(lines)
+
+    def perplexity_table(self, baseline: EvalReport | None = None) -> str:
+        """A Markdown table of the perplexity tasks (lower is better): perplexity, scored tokens, windows (or
+        replies), window length; with a baseline, its perplexity and the ratio to it (no recovery: perplexity is not
+        an accuracy)."""
+        head = ["perplexity task", "perplexity ↓", "tokens scored", "windows / replies", "window"]
+        if baseline is not None:
+            head += ["baseline perplexity", "ratio to baseline"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for t, r in self.perplexity.items():
+            row = [r.title, f"{r.perplexity:.3f}", str(r.num_tokens), str(r.num_sequences),
+                   "per reply" if r.seqlen is None else str(r.seqlen)]  # fmt: skip
+            if baseline is not None:
+                b = baseline.perplexity.get(t)
+                row += [f"{b.perplexity:.3f}", f"{r.perplexity / b.perplexity:.3f}x"] if b else ["", ""]
+            lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -216,16 +241,21 @@ class EvalReport:
             "average_pass_at_1": self.average_pass_at_1,
             "average_pass_at_1_se": self.average_pass_at_1_se,
             "tasks": tasks,
+            "perplexity": {t: asdict(r) for t, r in self.perplexity.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
-        """Reads what `to_dict` wrote, and the reports of older versions (without problem ids or standard errors)."""
+        """Reads what `to_dict` wrote, and the reports of older versions (without problem ids, standard errors or
+        perplexity)."""
         names = {f.name for f in fields(TaskResult)}
+        ppl_names = {f.name for f in fields(PerplexityResult)}
         return cls(
             model=data["model"],
             settings=dict(data.get("settings", {})),
             tasks={t: TaskResult(**{k: v for k, v in r.items() if k in names}) for t, r in data["tasks"].items()},
+            perplexity={t: PerplexityResult(**{k: v for k, v in r.items() if k in ppl_names})
+                        for t, r in (data.get("perplexity") or {}).items()},  # fmt: skip
         )
 
     def save(self, path: str) -> str:

@@ -1,0 +1,269 @@
+"""Perplexity: the papers' non-overlapping windows and the traces protocol against a direct computation, the C4 cut,
+`evaluate()` with perplexity next to pass@1, reports, and `ReasoningLM` scoring as lm-eval's `hf` model does."""
+
+import gzip
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from testing_utils import make_char_tokenizer, make_tiny_model
+
+from hf_ssgr.evaluation.config import EvalConfig
+from hf_ssgr.evaluation.perplexity import (
+    PERPLEXITY_TASKS,
+    load_perplexity_text,
+    perplexity,
+    resolve_seqlen,
+    window_nll,
+)
+from hf_ssgr.evaluation.registry import resolve_tasks
+from hf_ssgr.evaluation.report import EvalReport
+
+DOCS = [f"Line {i}: the cat sat on mat number {i * 7 % 13}." if i % 4 else "" for i in range(60)]
+
+
+def _model_and_tok(context: int = 256):
+    tok = make_char_tokenizer()
+    model = make_tiny_model("llama", vocab_size=len(tok), max_position_embeddings=context, seed=3)
+    model.eval()
+    return model, tok
+
+
+def _jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+def _direct_window_ppl(model, ids: list[int], seqlen: int) -> tuple[float, list[float]]:
+    """The references' loop: window w = ids[w*seqlen:(w+1)*seqlen], mean cross-entropy of its last seqlen-1 tokens,
+    ppl = exp(sum_w loss_w * seqlen / (windows * seqlen))."""
+    losses = []
+    for w in range(len(ids) // seqlen):
+        x = torch.tensor(ids[w * seqlen : (w + 1) * seqlen])[None]
+        with torch.no_grad():
+            logits = model(x).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        losses.append(float(-logp.gather(-1, x[0, 1:, None]).mean()))
+    return math.exp(sum(loss * seqlen for loss in losses) / (len(losses) * seqlen)), losses
+
+
+def test_wikitext_windows_match_a_direct_computation_and_do_not_overlap(tmp_path):
+    model, tok = _model_and_tok()
+    path = _jsonl(tmp_path / "wiki.jsonl", [{"text": d} for d in DOCS])
+    text = load_perplexity_text("ssgr_wikitext2", path)
+    assert text == "\n\n".join(DOCS)  # the raw rows, blank ones included, joined with "\n\n"
+    ids = tok(text)["input_ids"]
+    seqlen = 48
+    seen = []
+    hook = model.model.register_forward_pre_hook(lambda m, a, kw: seen.extend(kw["input_ids"].tolist()), with_kwargs=True)
+    try:
+        res = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=seqlen, batch_size=3)
+    finally:
+        hook.remove()
+    windows = len(ids) // seqlen
+    assert res.num_sequences == windows and res.seqlen == seqlen
+    assert res.dropped_tokens == len(ids) - windows * seqlen > 0  # the tail is dropped, and counted
+    assert res.num_tokens == windows * (seqlen - 1)
+    # every window once, in order, back to back: exactly the first windows*seqlen tokens
+    assert [t for w in seen for t in w] == ids[: windows * seqlen]
+    assert all(len(w) == seqlen for w in seen)
+    expected, losses = _direct_window_ppl(model, ids, seqlen)
+    assert res.perplexity == pytest.approx(expected, rel=1e-5)
+    assert res.nll == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert 1 < res.perplexity < 2 * len(tok)  # a random model: near the vocabulary size, not 1, not huge
+
+
+def test_limit_keeps_the_first_windows_and_batching_changes_nothing(tmp_path):
+    model, tok = _model_and_tok()
+    path = _jsonl(tmp_path / "wiki.jsonl", [{"text": d} for d in DOCS])
+    ids = tok(load_perplexity_text("ssgr_wikitext2", path))["input_ids"]
+    one = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, limit=3)
+    assert one.num_sequences == 3
+    assert one.perplexity == pytest.approx(_direct_window_ppl(model, ids[: 3 * 32], 32)[0], rel=1e-5)
+    a = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, batch_size=1)
+    b = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, batch_size=5)
+    assert a.perplexity == pytest.approx(b.perplexity, rel=1e-5) and a.num_sequences == b.num_sequences
+
+
+def test_c4_takes_the_first_1100_documents_joined_by_spaces_and_256_windows(tmp_path):
+    model, tok = _model_and_tok()
+    docs = [f"doc{i} words" for i in range(1200)]
+    path = tmp_path / "c4-validation.00000-of-00008.json.gz"
+    with gzip.open(path, "wt") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d, "url": "u", "timestamp": "t"}) + "\n")
+    text = load_perplexity_text("ssgr_c4", str(path))
+    assert text == " ".join(docs[:1100])
+    seqlen = 8
+    res = perplexity(model, tok, "ssgr_c4", data_file=str(path), seqlen=seqlen, batch_size=64)
+    assert len(tok(text)["input_ids"]) > 256 * seqlen  # the cut, not the text, ends the stream
+    assert res.num_sequences == 256 and res.dropped_tokens == 0
+    ids = tok(text)["input_ids"][: 256 * seqlen]
+    assert res.perplexity == pytest.approx(_direct_window_ppl(model, ids, seqlen)[0], rel=1e-5)
+    assert "first 1100 documents" in res.protocol and "first 256 x seqlen tokens" in res.protocol
+
+
+def test_traces_score_the_reply_after_its_prompt(tmp_path):
+    from hf_ssgr.calibration.prompts import encode_prompt
+
+    model, tok = _model_and_tok()
+    rows = [
+        {"problem": "What is 2+3?", "response": "2+3=5\n</think>\n\\boxed{5}"},
+        {"problem": "What is 7*6?", "response": "7*6=42\n</think>\n\\boxed{42}", "finished": False},
+        {"problem": "What is 9-4?", "response": "9-4=5 so\n</think>\n\\boxed{5}"},
+    ]
+    path = _jsonl(tmp_path / "traces.jsonl", rows)
+    total, count = 0.0, 0
+    for r in rows:
+        prompt = encode_prompt(tok, r["problem"])
+        reply = tok(r["response"], add_special_tokens=False)["input_ids"]
+        reply += [tok.eos_token_id] if r.get("finished", True) else []  # a cut reply has no end to predict
+        x = torch.tensor(prompt + reply)[None]
+        with torch.no_grad():
+            logits = model(x).logits[0].float()
+        total += float(F.cross_entropy(logits[len(prompt) - 1 : -1], x[0, len(prompt) :], reduction="sum"))
+        count += len(reply)
+    for bs in (1, 2):
+        res = perplexity(model, tok, "ssgr_tiny_traces", data_file=path, batch_size=bs)
+        assert res.num_sequences == 3 and res.num_tokens == count and res.seqlen is None
+        assert res.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_window_length_rules():
+    model, _ = _model_and_tok(context=256)
+    assert resolve_seqlen(model, None) == 256  # min(2048, context length)
+    assert resolve_seqlen(make_tiny_model("llama", max_position_embeddings=4096), None) == 2048
+    assert resolve_seqlen(model, None, default=64) == 64  # a task's own default (ssgr_tiny_text)
+    assert resolve_seqlen(model, 100) == 100
+    with pytest.raises(ValueError, match="longer than the model's context length"):
+        resolve_seqlen(model, 512)
+    with pytest.raises(ValueError, match="ppl_seqlen"):
+        EvalConfig(tasks=["ssgr_wikitext2"], ppl_seqlen=1)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        window_nll(model, [1, 2, 3], seqlen=8)
+
+
+def test_task_names_groups_and_local_files_are_accepted():
+    assert resolve_tasks(["ssgr_tiny_arith", "ssgr_perplexity"]) == ["ssgr_tiny_arith", "ssgr_wikitext2", "ssgr_c4"]
+    cfg = EvalConfig(tasks="ssgr_tiny_perplexity", data_files={"ssgr_wikitext2": "w.jsonl"})
+    assert resolve_tasks(cfg.tasks) == ["ssgr_tiny_text", "ssgr_tiny_traces"]
+    with pytest.raises(ValueError, match="valid tasks are .*ssgr_wikitext2"):
+        EvalConfig(tasks=["wikitext3"])
+    assert PERPLEXITY_TASKS["ssgr_c4"].hub_data_files == "en/c4-validation.00000-of-00008.json.gz"
+
+
+def test_an_offline_hub_corpus_says_how_to_pass_a_local_file():
+    model, tok = _model_and_tok()
+    with pytest.raises(RuntimeError, match="data_files=.*ssgr_wikitext2"):
+        perplexity(model, tok, "ssgr_wikitext2")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluate() and reports
+
+
+def _gsm_file(tmp_path):
+    return _jsonl(tmp_path / "gsm.jsonl", [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(3)])
+
+
+def test_evaluate_runs_perplexity_next_to_pass_at_1_and_keeps_it_apart(tmp_path):
+    from hf_ssgr.evaluation.evaluate import evaluate
+
+    model, tok = _model_and_tok()
+    wiki = _jsonl(tmp_path / "wiki.jsonl", [{"text": d} for d in DOCS])
+    out = tmp_path / "eval.json"
+    report = evaluate(
+        model, tok, tasks=["ssgr_gsm8k", "ssgr_wikitext2"], num_samples=1, max_new_tokens=4, ppl_seqlen=64,
+        data_files={"ssgr_gsm8k": _gsm_file(tmp_path), "ssgr_wikitext2": wiki}, output_path=str(out),
+    )  # fmt: skip
+    assert list(report.tasks) == ["ssgr_gsm8k"] and list(report.perplexity) == ["ssgr_wikitext2"]
+    ids = tok(load_perplexity_text("ssgr_wikitext2", wiki))["input_ids"]
+    assert report.perplexity["ssgr_wikitext2"].perplexity == pytest.approx(_direct_window_ppl(model, ids, 64)[0], rel=1e-5)
+    # never averaged with pass@1, no recovery from it
+    assert report.average_pass_at_1 == report["ssgr_gsm8k"].pass_at_1
+    assert set(report.recovery(report)) == {"ssgr_gsm8k", "average"}
+    table = report.table(baseline=report)
+    assert "perplexity ↓" in table and "ratio to baseline" in table and "1.000x" in table
+    assert report.settings["ppl_seqlen"] == 64
+    loaded = EvalReport.load(str(out))
+    assert loaded.perplexity == report.perplexity
+    assert loaded.to_dict() == json.loads(json.dumps(report.to_dict()))
+    # a report written before perplexity existed still loads
+    old = report.to_dict()
+    old.pop("perplexity")
+    assert EvalReport.from_dict(old).perplexity == {}
+
+
+def test_evaluate_with_perplexity_only_and_the_cli(tmp_path, capsys):
+    from hf_ssgr.commands.evaluate import main
+
+    model, tok = _model_and_tok()
+    path = str(tmp_path / "m")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    wiki = _jsonl(tmp_path / "wiki.jsonl", [{"text": d} for d in DOCS])
+    out = tmp_path / "ppl.json"
+    assert main(["--model", path, "--tasks", "ssgr_wikitext2", "--ppl_seqlen", "32", "--limit", "4",
+                 "--data_files", json.dumps({"ssgr_wikitext2": wiki}), "--output", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "WikiText-2" in printed and "perplexity ↓" in printed and "pass@1" not in printed
+    rep = EvalReport.load(str(out))
+    assert rep.tasks == {} and rep.perplexity["ssgr_wikitext2"].num_sequences == 4
+
+
+def test_tiny_tasks_on_the_embedded_reasoner():
+    """The quickstart's perplexity: the embedded model's held-out text and its own greedy traces."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ssgr.tiny_reasoner import MODEL_PATH
+
+    model, tok = AutoModelForCausalLM.from_pretrained(MODEL_PATH), AutoTokenizer.from_pretrained(MODEL_PATH)
+    text = perplexity(model, tok, "ssgr_tiny_text")
+    traces = perplexity(model, tok, "ssgr_tiny_traces")
+    assert text.seqlen == 64 and text.num_sequences > 500
+    assert traces.num_sequences == 200  # 40 held-out problems per level
+    # its own greedy replies are near-certain to it; plain text (10% of its training) is not
+    assert 1.0 < traces.perplexity < 1.2 < 3 < text.perplexity < 20
+    noisy = AutoModelForCausalLM.from_pretrained(MODEL_PATH)
+    with torch.no_grad():
+        for p in noisy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert perplexity(noisy, tok, "ssgr_tiny_traces").perplexity > traces.perplexity
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ReasoningLM as an lm-eval scorer
+
+
+def test_reasoning_lm_scores_like_lm_evals_hf_model():
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from hf_ssgr.evaluation.lm_eval_model import ReasoningLM
+
+    model, tok = _model_and_tok(context=64)
+    ours = ReasoningLM(model, tokenizer=tok, batch_size=4)
+    ref = HFLM(pretrained=model, tokenizer=tok, batch_size=4)
+    texts = ["short text", " ".join(DOCS)[:300], "x" * 130]  # several windows of 64 for the last two
+    rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
+    mine, theirs = ours.loglikelihood_rolling(rolling), ref.loglikelihood_rolling(rolling)
+    assert mine == pytest.approx(theirs, rel=1e-4)
+    # direct: the first window conditions on the prefix token, each later one on the token before it
+    ids = tok.encode(texts[2])
+    seq = [ours.prefix_token_id] + ids
+    total = 0.0
+    for start in range(0, len(ids), 64):
+        ctx = seq[start : start + 64 + 1][:-1] if start == 0 else seq[start : start + 64]
+        x = torch.tensor(ctx)[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(x).logits[0].float(), -1)
+        target = ids[start : start + 64]
+        total += float(logp[-len(target) :].gather(-1, torch.tensor(target)[:, None]).sum())
+    assert mine[2] == pytest.approx(total, rel=1e-4)
+    pairs = [Instance("loglikelihood", {}, ("The cat", " sat"), 0), Instance("loglikelihood", {}, ("", "mat"), 1)]
+    for (a, ga), (b, gb) in zip(ours.loglikelihood(pairs), ref.loglikelihood(pairs)):
+        assert a == pytest.approx(b, rel=1e-4) and ga == gb
