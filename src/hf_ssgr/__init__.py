@@ -26,6 +26,7 @@ _EXPORTS = {
     "save_pruned": "hub.upload",
     "push_to_hub": "hub.upload",
     "push_calibration_to_hub": "hub.upload",
+    "quantize_pretrained": "hub.quantize",
     "PrunerCallback": "pruning.callbacks",
     "PrunerState": "pruning.callbacks",
     "PrunerControl": "pruning.callbacks",

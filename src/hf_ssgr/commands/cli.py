@@ -7,6 +7,7 @@ hf-ssgr evaluate --model ./pruned --tasks ssgr_tiny_arith --num_samples 4 --outp
 hf-ssgr analyze --dense tiny --model_a A/ --model_b B/ --output heatmap.png
 hf-ssgr plan --model_name_or_path deepseek-r1 --num_samples 128 --seq_len 4096 --gpus 1,8 --gpu_memory_gb 80,141
 hf-ssgr push --model ./pruned --repo_id me/model --report eval.json --baseline dense.json
+hf-ssgr quantize ./pruned ./pruned-fp8 --scheme fp8                 # compressed-tensors FP8_DYNAMIC, data-free
 hf-ssgr run recipes/quickstart.yaml [--output_dir DIR]      # calibrate -> prune -> evaluate -> report, resumable
 hf-ssgr tasks-path                                          # the lm-eval tasks folder, for lm_eval --include_path
 ```
@@ -34,6 +35,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "pass@1 over k samples on the reasoning benchmarks"),
     "analyze": ("analyze", "reconstruction error along the dense model's reasoning (heatmap)"),
     "push": ("push", "upload a pruned folder to the Hub"),
+    "quantize": ("quantize", "export a pruned folder as compressed-tensors FP8 (data-free)"),
     "plan": ("plan", "device/host peak memory, disk and estimated time of a prune, before renting"),
     "run": ("run", "a whole recipe: calibrate -> prune -> evaluate -> report"),
     "tasks-path": ("tasks_path", "the folder of the shipped lm-eval tasks"),

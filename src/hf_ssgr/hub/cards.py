@@ -176,6 +176,8 @@ def model_card(
     tags = ["pruning", "sparsity", "reasoning", method, "hf-ssgr"]
     if meta.get("sparsity_type") not in (None, "unstructured"):
         tags.append("semi-structured-sparsity")
+    if meta.get("quantization"):
+        tags += ["fp8", "compressed-tensors"]
     data = ModelCardData(
         model_name=name,
         base_model=base if on_hub else None,
@@ -213,6 +215,7 @@ def model_card(
         recipe=recipe,
         solver_warnings={k: len(v) for k, v in (meta.get("solver_warnings") or {}).items() if v},
         dampening=(meta.get("config") or {}).get("dampening"),
+        quantization=meta.get("quantization"),
     )
 
 

@@ -27,8 +27,15 @@ logger = logging.getLogger("hf_ssgr")
 __all__ = ["save_pruned", "push_to_hub", "push_calibration_to_hub"]
 
 
-def _write_checkpoint(folder, model, tokenizer, meta, card) -> None:
-    model.save_pretrained(folder, safe_serialization=True)
+def write_checkpoint_files(folder, model, tokenizer, meta, card, compressor=None) -> None:
+    """Write the weights, tokenizer, `pruning_config.json` and card into `folder`; with a compressed-tensors
+    `compressor` (a quantized model), its `quantization_config` goes into `config.json` too."""
+    if compressor is not None:
+        from .quantize import save_quantized_weights
+
+        save_quantized_weights(model, compressor, folder)
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     with open(os.path.join(folder, PRUNING_CONFIG_NAME), "w", encoding="utf-8") as f:
@@ -59,11 +66,16 @@ def save_pruned(
     command: str | None = None,
     recipe: str | None = None,
     pruner=None,
+    quantization: str | None = None,
 ) -> str:
     """Save a pruned model with its tokenizer, `pruning_config.json` and a model card; returns the folder.
 
     Pass the `OneShotPruner` as `pruner=` (its config and per-module metrics are used), or `config=` and
     `module_metrics=`. `report` / `baseline` (`EvalReport`s) add the evaluation to the card.
+
+    `quantization="fp8"` exports the weights as compressed-tensors FP8 (`FP8_DYNAMIC`, data-free; see
+    `hf_ssgr.hub.quantize`) from a copy of `model`, which stays as it was; `pruning_config.json` and the card record
+    the pruning, then the quantization.
 
     With several processes only the main one writes; every process returns once the folder is complete.
     """
@@ -74,11 +86,27 @@ def save_pruned(
         return save_dir
     config, module_metrics = _pruning_of(pruner, config, module_metrics)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
+    model, compressor = _quantized(model, meta, quantization)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
     try:
-        return write_folder_atomically(save_dir, lambda tmp: _write_checkpoint(tmp, model, tokenizer, meta, card))
+        return write_folder_atomically(
+            save_dir, lambda tmp: write_checkpoint_files(tmp, model, tokenizer, meta, card, compressor)
+        )
     finally:
         wait_for_everyone()
+
+
+def _quantized(model, meta: dict, quantization: str | None):
+    """`(model, None)` without quantization; else a quantized copy and its compressor, with the quantization recorded
+    in `meta` (after the pruning)."""
+    if quantization is None:
+        return model, None
+    from .quantize import quantized_copy
+
+    twin, compressor, record = quantized_copy(model, quantization)
+    meta["steps"] = ["pruning", "quantization"]
+    meta["quantization"] = record
+    return twin, compressor
 
 
 def _is_main_process() -> bool:
@@ -131,8 +159,12 @@ def push_to_hub(
     command: str | None = None,
     recipe: str | None = None,
     commit_message: str | None = None,
+    quantization: str | None = None,
 ):
     """Upload a pruned model, its tokenizer, `pruning_config.json` and its model card in one commit.
+
+    `quantization="fp8"` uploads the compressed-tensors FP8 export instead of the compute-dtype weights (see
+    `save_pruned`).
 
     Returns the `CommitInfo` (with `pr_url` when `create_pr=True`), or `None` on processes other than the main one.
     Without a token, or with a repo the token cannot write, it raises before uploading anything.
@@ -146,11 +178,12 @@ def push_to_hub(
     token = _resolve_token(token)
     config, module_metrics = _pruning_of(pruner, config, module_metrics)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
+    model, compressor = _quantized(model, meta, quantization)
     card = model_card(meta, report, baseline, model_name=repo_id.split("/")[-1], command=command, recipe=recipe)
     api = HfApi(token=token)
     _create_repo(api, repo_id, "model", private)
     with tempfile.TemporaryDirectory(prefix="hf_ssgr_push_") as tmp:
-        _write_checkpoint(tmp, model, tokenizer, meta, card)
+        write_checkpoint_files(tmp, model, tokenizer, meta, card, compressor)
         if report is not None:
             report.save(os.path.join(tmp, "eval_results.json"))
         if baseline is not None:
@@ -160,7 +193,8 @@ def push_to_hub(
             repo_type="model",
             folder_path=tmp,
             commit_message=commit_message
-            or f"Upload {meta.get('method')} pruned model ({sparsity_description(meta)})",
+            or f"Upload {meta.get('method')} pruned model ({sparsity_description(meta)})"
+            + (f", {quantization} quantized" if quantization else ""),
             create_pr=create_pr,
         )
     logger.info("Uploaded %s to %s", sparsity_description(meta), getattr(info, "commit_url", repo_id))
