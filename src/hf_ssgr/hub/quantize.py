@@ -41,13 +41,20 @@ _FP8 = torch.float8_e4m3fn
 
 
 def check_scheme(scheme: str) -> str:
-    """The compressed-tensors preset of `scheme`; a `ValueError` naming the supported schemes otherwise."""
+    """The compressed-tensors preset of `scheme`; a `ValueError` naming the supported schemes otherwise, an
+    `ImportError` naming the extra to install when compressed-tensors is missing."""
     preset = QUANTIZATION_SCHEMES.get(str(scheme).lower())
     if preset is None:
         raise ValueError(
             f"Unsupported quantization scheme {scheme!r}: the supported scheme is 'fp8' (compressed-tensors FP8_DYNAMIC: "
             "FP8 E4M3 weights with per-output-channel scales, dynamic per-token FP8 activations)."
         )
+    try:
+        import compressed_tensors  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "Quantized export needs compressed-tensors: pip install 'hf-ssgr[quant]' (compressed-tensors>=0.17)."
+        ) from err
     return preset
 
 
