@@ -59,7 +59,8 @@ def test_wikitext_windows_match_a_direct_computation_and_do_not_overlap(tmp_path
     ids = tok(text)["input_ids"]
     seqlen = 48
     seen = []
-    hook = model.model.register_forward_pre_hook(lambda m, a, kw: seen.extend(kw["input_ids"].tolist()), with_kwargs=True)
+    record = lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist())  # noqa: E731
+    hook = model.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
         res = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=seqlen, batch_size=3)
     finally:
@@ -167,7 +168,8 @@ def test_an_offline_hub_corpus_says_how_to_pass_a_local_file():
 
 
 def _gsm_file(tmp_path):
-    return _jsonl(tmp_path / "gsm.jsonl", [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(3)])
+    rows = [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(3)]
+    return _jsonl(tmp_path / "gsm.jsonl", rows)
 
 
 def test_evaluate_runs_perplexity_next_to_pass_at_1_and_keeps_it_apart(tmp_path):
@@ -182,7 +184,8 @@ def test_evaluate_runs_perplexity_next_to_pass_at_1_and_keeps_it_apart(tmp_path)
     )  # fmt: skip
     assert list(report.tasks) == ["ssgr_gsm8k"] and list(report.perplexity) == ["ssgr_wikitext2"]
     ids = tok(load_perplexity_text("ssgr_wikitext2", wiki))["input_ids"]
-    assert report.perplexity["ssgr_wikitext2"].perplexity == pytest.approx(_direct_window_ppl(model, ids, 64)[0], rel=1e-5)
+    expected = _direct_window_ppl(model, ids, 64)[0]
+    assert report.perplexity["ssgr_wikitext2"].perplexity == pytest.approx(expected, rel=1e-5)
     # never averaged with pass@1, no recovery from it
     assert report.average_pass_at_1 == report["ssgr_gsm8k"].pass_at_1
     assert set(report.recovery(report)) == {"ssgr_gsm8k", "average"}

@@ -42,8 +42,8 @@ class EvalConfig:
     ppl_seqlen (`int`, *optional*):
         Window length of the perplexity corpora (`ssgr_wikitext2`, `ssgr_c4`, ...): non-overlapping windows of this
         many tokens. Unset: 2048 (SparseGPT's), or the model's context length when shorter (`ssgr_tiny_text`: 64).
-    ppl_batch_size (`int`, *optional*, defaults to `1`):
-        Windows (or replies) per forward pass of the perplexity tasks.
+    ppl_batch_size (`int`, *optional*):
+        Windows (or replies) per forward pass of the perplexity tasks; unset: as many as fit in 4096 tokens.
     """
 
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"], metadata={"help": "Task or group names."})
@@ -59,9 +59,11 @@ class EvalConfig:
     gpqa_seed: int = field(default=0, metadata={"help": "Seed of GPQA's option shuffle."})
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Arguments for vllm.LLM."})
     ppl_seqlen: int | None = field(
-        default=None, metadata={"help": "Perplexity window in tokens (default: 2048, or the context length if shorter)."}
+        default=None, metadata={"help": "Perplexity window in tokens (default 2048, or the context length if shorter)."}
     )
-    ppl_batch_size: int = field(default=1, metadata={"help": "Perplexity windows per forward pass."})
+    ppl_batch_size: int | None = field(
+        default=None, metadata={"help": "Perplexity windows per forward pass (default: up to 4096 tokens)."}
+    )
 
     def __post_init__(self):
         from .perplexity import PERPLEXITY_TASKS
@@ -92,8 +94,9 @@ class EvalConfig:
         if self.ppl_seqlen is not None and (
             not isinstance(self.ppl_seqlen, int) or isinstance(self.ppl_seqlen, bool) or self.ppl_seqlen < 2
         ):
-            raise ValueError(f"ppl_seqlen={self.ppl_seqlen!r}: a perplexity window is an integer >= 2 tokens (or unset).")
-        if not isinstance(self.ppl_batch_size, int) or isinstance(self.ppl_batch_size, bool) or self.ppl_batch_size < 1:
+            raise ValueError(f"ppl_seqlen={self.ppl_seqlen!r}: a perplexity window is an integer >= 2 (or unset).")
+        batch = self.ppl_batch_size
+        if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
             raise ValueError(f"ppl_batch_size={self.ppl_batch_size!r} must be an integer >= 1.")
 
     def to_dict(self) -> dict[str, Any]:

@@ -89,8 +89,8 @@ def evaluate(
     Args:
         model_or_path: a model object (with `tokenizer=`), a local folder, or a Hub id.
         tasks, num_samples, max_new_tokens, backend, limit, temperature, top_p, batch_size, seed, data_files,
-            gpqa_seed, vllm_kwargs, ppl_seqlen, ppl_batch_size: the settings of [`EvalConfig`] (see it for their defaults and meaning); each one
-            given here overrides the same field of `config`.
+            gpqa_seed, vllm_kwargs, ppl_seqlen, ppl_batch_size: the settings of [`EvalConfig`] (see it for their
+            defaults and meaning); each one given here overrides the same field of `config`.
         config ([`EvalConfig`], *optional*): all the settings at once.
         model_name: the name the report carries (default: the path, or the model's).
         engine: a ready generation engine (an object with `generate(prompts, num_samples, seed)` returning

@@ -4,8 +4,8 @@
 returns `hf_ssgr.evaluation.registry.Reply` strings, so the task scoring knows each reply's exact length in tokens, whether it
 hit the length limit, and its share of generation time. Identical requests (lm-eval's `repeats`) are drawn as
 `num_samples` samples of one prompt, in one batched call. It also scores text with transformers forward passes
-(`loglikelihood`, `loglikelihood_rolling`, as lm-eval's `hf` model does), so stock loglikelihood tasks such as lm-eval's
-`wikitext` run with `--model hf-ssgr` too.
+(`loglikelihood`, `loglikelihood_rolling`, as lm-eval's `hf` model does), so stock loglikelihood tasks such as
+lm-eval's `wikitext` run with `--model hf-ssgr` too.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_PPL_SEQLEN = 2048
+TOKENS_PER_PASS = 4096  # the default batch: windows (or replies) per forward pass up to this many tokens
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,9 @@ def load_perplexity_text(task: str, data_file: str | list[str] | None = None) ->
     docs = []
     for row in rows:
         if spec.text_column not in row:
-            raise ValueError(f"{spec.title} rows from {origin} need a '{spec.text_column}' column; found {sorted(row)}.")
+            raise ValueError(
+                f"{spec.title} rows from {origin} need a '{spec.text_column}' column; found {sorted(row)}."
+            )
         docs.append(str(row[spec.text_column] or ""))
         if spec.max_docs is not None and len(docs) == spec.max_docs:
             break
@@ -242,9 +245,12 @@ def load_perplexity_traces(task: str, data_file: str | list[str] | None = None) 
     out = []
     for i, row in enumerate(rows):
         if "problem" not in row or "response" not in row:
-            raise ValueError(f"{spec.title} rows from {origin} need 'problem' and 'response' columns; found {sorted(row)}.")
-        out.append({"problem": str(row["problem"]), "response": str(row["response"]),
-                    "finished": row.get("finished") is not False, "problem_id": str(row.get("problem_id", i))})  # fmt: skip
+            raise ValueError(
+                f"{spec.title} rows from {origin} need 'problem' and 'response' columns; found {sorted(row)}."
+            )
+        finished = row.get("finished") is not False  # absent (None in a file where other rows set it): finished
+        out.append({"problem": str(row["problem"]), "response": str(row["response"]), "finished": finished,
+                    "problem_id": str(row.get("problem_id", i))})  # fmt: skip
     if not out:
         raise ValueError(f"{spec.title}: no rows were read from {origin}.")
     return out
@@ -317,7 +323,12 @@ def _sequence_nll(model, batch, targets_from: Sequence[int], lengths: Sequence[i
 
 
 def window_nll(
-    model, input_ids: Sequence[int], seqlen: int, batch_size: int = 1, max_windows: int | None = None, dist=None
+    model,
+    input_ids: Sequence[int],
+    seqlen: int,
+    batch_size: int | None = None,
+    max_windows: int | None = None,
+    dist=None,
 ) -> tuple[float, int, int, int]:
     """The papers' windows: `input_ids` cut into non-overlapping windows of `seqlen` tokens (the first `max_windows`
     of them; the tail shorter than a window dropped), each scored on its last seqlen - 1 tokens.
@@ -338,6 +349,7 @@ def window_nll(
     dropped = ids.numel() - windows * seqlen
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     mine = list(range(rank, used, world))
+    batch_size = batch_size or max(1, TOKENS_PER_PASS // seqlen)
     device = _device(model)
     total = 0.0
     with torch.no_grad():
@@ -363,8 +375,11 @@ def _trace_ids(tokenizer, row: dict) -> tuple[list[int], list[int]]:
     return prompt, reply
 
 
-def trace_nll(model, tokenizer, rows: Sequence[dict], batch_size: int = 1, dist=None) -> tuple[float, int, int]:
-    """Each row's reply scored after its prompt (one sequence per row, right-padded in batches of `batch_size`).
+def trace_nll(
+    model, tokenizer, rows: Sequence[dict], batch_size: int | None = None, dist=None
+) -> tuple[float, int, int]:
+    """Each row's reply scored after its prompt (one sequence per row, right-padded in batches of `batch_size`;
+    by default as many as fit in 4096 tokens).
 
     Returns `(nll_sum, scored_tokens, sequences)`; with `dist` the rows are dealt across processes and gathered."""
     import torch
@@ -380,6 +395,7 @@ def trace_nll(model, tokenizer, rows: Sequence[dict], batch_size: int = 1, dist=
             raise ValueError(f"Trace {i} has an empty reply: nothing to score.")
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     mine = list(range(rank, len(pairs), world))
+    batch_size = batch_size or max(1, TOKENS_PER_PASS // max(len(p) + len(r) for p, r in pairs))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = _device(model)
     total = 0.0
@@ -411,7 +427,7 @@ def perplexity(
     task: str,
     data_file: str | list[str] | None = None,
     seqlen: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     limit: int | float | None = None,
     dist=None,
 ) -> PerplexityResult:
@@ -424,7 +440,8 @@ def perplexity(
         data_file: a local copy of the task's data (a `text` column for corpora; `problem` and `response` for
             traces) instead of the Hub or the generator.
         seqlen: the window length (corpora); default min(2048, the model's context length).
-        batch_size: windows (or replies) per forward pass.
+        batch_size: windows (or replies) per forward pass; default: as many as fit in 4096 tokens (2 windows of
+            2048, 64 of the tiny text's 64). Batching changes the numbers only by float rounding.
         limit: only the first `limit` windows (or replies), or that fraction: for quick checks, recorded.
         dist: a `Distributed`, to deal the windows across processes.
     """
@@ -435,7 +452,8 @@ def perplexity(
     try:
         if spec.kind == "corpus":
             seqlen = resolve_seqlen(model, seqlen, spec.default_seqlen)
-            ids = tokenizer(load_perplexity_text(task, data_file))["input_ids"]  # the tokenizer's defaults, as the papers
+            # tokenized once with the tokenizer's defaults, as the references do (a Llama tokenizer adds one BOS)
+            ids = tokenizer(load_perplexity_text(task, data_file))["input_ids"]
             if spec.max_windows is not None:  # C4: the stream is cut to its first 256 x seqlen tokens
                 ids = ids[: spec.max_windows * seqlen]
             cap = _limited(len(ids) // seqlen, limit) if len(ids) >= seqlen else None
@@ -465,7 +483,7 @@ def perplexity(
 
 def run_perplexity(
     model, tokenizer, tasks: Sequence[str], data_files: Mapping[str, Any] | None = None, seqlen: int | None = None,
-    batch_size: int = 1, limit: int | float | None = None, dist=None,
+    batch_size: int | None = None, limit: int | float | None = None, dist=None,
 ) -> dict[str, PerplexityResult]:  # fmt: skip
     """`perplexity` for each task, in order; what `evaluate()` calls."""
     data_files = dict(data_files or {})

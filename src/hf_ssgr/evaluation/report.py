@@ -164,7 +164,8 @@ class EvalReport:
     # -- printing -----------------------------------------------------------------------------------------------------
     def table(self, baseline: EvalReport | None = None) -> str:
         """A Markdown table: pass@1 (%) with its standard error as `acc (SE)`, pass@k (%), mean/median response length, truncation, generation time; with a
-        baseline, also its pass@1 and the recovery. Perplexity tasks follow in a table of their own (`perplexity_table`)."""
+        baseline, also its pass@1 and the recovery. Perplexity tasks follow in a table of their own
+        (`perplexity_table`)."""
         if not self.tasks and self.perplexity:
             return self.perplexity_table(baseline)
         k = self.settings.get("num_samples", "k")
