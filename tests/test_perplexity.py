@@ -227,7 +227,7 @@ def test_tiny_tasks_on_the_embedded_reasoner():
     model, tok = AutoModelForCausalLM.from_pretrained(MODEL_PATH), AutoTokenizer.from_pretrained(MODEL_PATH)
     text = perplexity(model, tok, "ssgr_tiny_text")
     traces = perplexity(model, tok, "ssgr_tiny_traces")
-    assert text.seqlen == 64 and text.num_sequences > 500
+    assert text.seqlen == 64 and text.num_sequences > 250
     assert traces.num_sequences == 200  # 40 held-out problems per level
     # its own greedy replies are near-certain to it; plain text (10% of its training) is not
     assert 1.0 < traces.perplexity < 1.2 < 3 < text.perplexity < 20
@@ -270,3 +270,30 @@ def test_reasoning_lm_scores_like_lm_evals_hf_model():
     pairs = [Instance("loglikelihood", {}, ("The cat", " sat"), 0), Instance("loglikelihood", {}, ("", "mat"), 1)]
     for (a, ga), (b, gb) in zip(ours.loglikelihood(pairs), ref.loglikelihood(pairs)):
         assert a == pytest.approx(b, rel=1e-4) and ga == gb
+
+
+def test_run_report_shows_perplexity_beside_pass_at_1_and_out_of_the_average(tmp_path):
+    from hf_ssgr.evaluation.perplexity import PerplexityResult
+    from hf_ssgr.evaluation.report import TaskResult
+    from hf_ssgr.recipes import RunConfig, _Run
+
+    def report(name, acc, ppl):
+        tasks = {"ssgr_tiny_arith": TaskResult("ssgr_tiny_arith", "Tiny arithmetic (held out)", 4, 2, acc, acc, 30.0,
+                                               30.0, 0.0, 1.0, [30] * 8, [acc] * 4, ["1"] * 4, list("abcd"))}  # fmt: skip
+        res = {t: PerplexityResult(t, PERPLEXITY_TASKS[t].title, v, math.log(v), 100, 10, 64, 0, "windows of 64")
+               for t, v in zip(["ssgr_tiny_text", "ssgr_tiny_traces"], ppl)}  # fmt: skip
+        return EvalReport(name, tasks, {"num_samples": 2}, res)
+
+    cfg = RunConfig(model="tiny", output_dir=str(tmp_path), source="tiny-arith", text_source="tiny-text",
+                    policies=["text"], tasks=["ssgr_tiny_arith", "ssgr_tiny_perplexity"])  # fmt: skip
+    run = _Run.__new__(_Run)
+    run.cfg, run.out, run.manifest = cfg, str(tmp_path), {"steps": {}}
+    path = tmp_path / "report.md"
+    run._write_report(report("dense", 0.75, [6.5, 1.02]), {"text__wanda-50": report("p", 0.5, [9.25, 1.5])}, str(path))
+    text = path.read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert head.endswith("| avg pass@1 (SE) | recovery | Tiny text ppl ↓ | Tiny traces (held out) ppl ↓ |")
+    row = next(line for line in text.splitlines() if line.startswith("| text__wanda-50 |"))
+    assert row.endswith("| 66.7% | 9.250 | 1.500 |")  # recovery from pass@1 only; the perplexities as measured
+    assert "| dense | – | – |" in text and "| 6.500 | 1.020 |" in text
+    assert "Tiny text perplexity (lower is better; not in the average or the recovery): windows of 64." in text

@@ -359,16 +359,20 @@ class _Run:
                 title = dense_report.tasks[t].title
                 head += [f"{title} pass@1 (SE)", f"{title} mean len"]
             head += ["avg pass@1 (SE)", "recovery"]
+            ppl = list(dense_report.perplexity)  # lower is better: shown beside pass@1, never averaged with it
+            head += [f"{dense_report.perplexity[t].title} ppl ↓" for t in ppl]
             rows = [["dense", "–", "–"] + [x for t in tasks for x in _cells(dense_report.tasks[t])]
-                    + [_average(dense_report), "100%"]]  # fmt: skip
+                    + [_average(dense_report), "100%"] + _ppl_cells(dense_report, ppl)]  # fmt: skip
             for name, rep in reports.items():
                 policy, variant = name.split("__")
-                rec = rep.recovery(dense_report)["average"]
+                rec = rep.recovery(dense_report)["average"] if tasks else float("nan")
                 rows.append([name, policy, variant] + [x for t in tasks for x in _cells(rep.tasks[t])]
-                            + [_average(rep), f"{rec:.1f}%"])  # fmt: skip
+                            + [_average(rep), f"{rec:.1f}%"] + _ppl_cells(rep, ppl))  # fmt: skip
             lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
             lines += ["| " + " | ".join(r) + " |" for r in rows]
             lines += ["", "pass@1 in percent, its standard error across problems in parentheses.", ""]
+            lines += [f"{dense_report.perplexity[t].title} perplexity (lower is better; not in the average or the "
+                      f"recovery): {dense_report.perplexity[t].protocol}." for t in ppl] + ([""] if ppl else [])  # fmt: skip
             lines += _comparisons(dense_report, reports)
             per_level = {n: r.tasks[t].per_level() for n, r in [("dense", dense_report), *reports.items()]
                          for t in tasks if r.tasks[t].per_level()}  # fmt: skip
@@ -398,6 +402,10 @@ def variant_name(prune: PruningConfig, quantization: str = "none") -> str:
 
 def _cells(r) -> list[str]:
     return [r.pass_at_1_with_se, f"{r.mean_length:.0f}"]
+
+
+def _ppl_cells(report, tasks: list[str]) -> list[str]:
+    return [f"{report.perplexity[t].perplexity:.3f}" if t in report.perplexity else "n/a" for t in tasks]
 
 
 def _average(report) -> str:
