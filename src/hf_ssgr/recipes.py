@@ -83,7 +83,8 @@ class RunConfig:
             calibration; a configuration without its own `seed` takes the recipe's.
         quantize: a quantization step after pruning: the schemes each pruned model is also exported and evaluated
             with (`none` keeps the unquantized model; `fp8`: compressed-tensors FP8_DYNAMIC, data-free). Default
-            `[none]`.
+            `[none]`. A quantized variant's folder always holds its weights: it is evaluated from there, as a user
+            loads it.
         tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation
             (`EvalConfig` fields).
         evaluate: evaluate the dense model and every pruned one (false: prune only).
@@ -300,23 +301,26 @@ class _Run:
             return EvalReport.load(eval_path) if self.cfg.evaluate else None
         dense, tok = self.dense()
         t = time.perf_counter()
+        command = f"hf-ssgr run {self.cfg.description or 'recipe'}"
+        if quantization != "none":
+            # the export is always written, and evaluated as a user loads it (transformers or vLLM from the folder)
+            if not os.path.exists(os.path.join(folder, "config.json")):
+                model, pruner = self.pruned(policy, calibration, prune)
+                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration,
+                            base_model=self.cfg.model, command=command, quantization=quantization)  # fmt: skip
+                self.step_done(f"prune/{name}", time.perf_counter() - t)
+            return self.evaluate(folder, tok, name) if self.cfg.evaluate else None
         if self.cfg.save_models and os.path.exists(os.path.join(folder, "config.json")):
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dense.dtype)
         else:
             model, pruner = self.pruned(policy, calibration, prune)
-            command = f"hf-ssgr run {self.cfg.description or 'recipe'}"
             if self.cfg.save_models:
-                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration, base_model=self.cfg.model,
-                            command=command, quantization=None if quantization == "none" else quantization)  # fmt: skip
-            meta = pruning_metadata(model, prune, pruner.state.module_metrics, calibration, self.cfg.model)
-            if quantization != "none":  # evaluated as transformers loads the export: FP8 weights, FP8 activations
-                from .hub.quantize import quantized_copy
-
-                model, _, record = quantized_copy(model, quantization)
-                meta.update(steps=["pruning", "quantization"], quantization=record)
-            if not self.cfg.save_models:  # every process holds the same weights
+                save_pruned(model, folder, tokenizer=tok, pruner=pruner, calibration=calibration,
+                            base_model=self.cfg.model, command=command)  # fmt: skip
+            else:  # every process holds the same weights
+                meta = pruning_metadata(model, prune, pruner.state.module_metrics, calibration, self.cfg.model)
                 self.write(lambda: write_json_atomically(meta_path, meta, default=str))
             self.step_done(f"prune/{name}", time.perf_counter() - t)
         report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
