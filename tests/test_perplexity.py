@@ -297,3 +297,28 @@ def test_run_report_shows_perplexity_beside_pass_at_1_and_out_of_the_average(tmp
     assert row.endswith("| 66.7% | 9.250 | 1.500 |")  # recovery from pass@1 only; the perplexities as measured
     assert "| dense | – | – |" in text and "| 6.500 | 1.020 |" in text
     assert "Tiny text perplexity (lower is better; not in the average or the recovery): windows of 64." in text
+
+
+def test_model_card_shows_perplexity_apart_and_in_the_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hf_ssgr.evaluation.perplexity import PerplexityResult
+    from hf_ssgr.hub.cards import model_card
+
+    def report(name, ppl):
+        res = {"ssgr_wikitext2": PerplexityResult("ssgr_wikitext2", "WikiText-2", ppl, math.log(ppl), 287_000, 140,
+                                                  2048, 1000, PERPLEXITY_TASKS["ssgr_wikitext2"].protocol(2048))}  # fmt: skip
+        return EvalReport(name, {}, {"num_samples": 4}, res)
+
+    card = model_card({"base_model": "org/dense", "method": "wanda"}, report("pruned", 7.26), report("dense", 5.47))
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    results = loaded.data.eval_results
+    assert [(r.metric_type, r.metric_value, r.dataset_type, r.dataset_config) for r in results] == [
+        ("perplexity", 7.26, "Salesforce/wikitext", "wikitext-2-raw-v1")
+    ]
+    body = loaded.text
+    assert "### Perplexity" in body and "| WikiText-2 | 5.470 | 7.260 | 1.327x | 287000 |" in body
+    assert "non-overlapping windows of 2048 tokens" in body
+    head = next(line for line in body.splitlines() if line.startswith("| corpus |"))
+    assert "recovery" not in head and "pass@1" not in head

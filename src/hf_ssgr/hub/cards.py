@@ -125,6 +125,34 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
     return results, rows, datasets_used
 
 
+def _perplexity(report, baseline) -> tuple[list, list[dict]]:
+    """The model-index entries (metric `perplexity`, lower is better) and the table rows of the perplexity tasks."""
+    from huggingface_hub import EvalResult
+
+    from ..evaluation.perplexity import PERPLEXITY_TASKS
+
+    results, rows = [], []
+    for task, r in (report.perplexity if report is not None else {}).items():
+        spec = PERPLEXITY_TASKS.get(task)
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=spec.dataset_id if spec and spec.dataset_id else task,
+                dataset_name=r.title,
+                dataset_config=spec.config if spec else None,
+                dataset_split=spec.split if spec and spec.dataset_id else None,
+                metric_type="perplexity",
+                metric_name="perplexity" + (f" (windows of {r.seqlen} tokens)" if r.seqlen else ""),
+                metric_value=round(r.perplexity, 3),
+            )
+        )
+        b = baseline.perplexity.get(task) if baseline is not None else None
+        rows.append({"title": r.title, "pruned": f"{r.perplexity:.3f}", "dense": f"{b.perplexity:.3f}" if b else "n/a",
+                     "ratio": f"{r.perplexity / b.perplexity:.3f}x" if b else "n/a", "tokens": r.num_tokens,
+                     "protocol": r.protocol})  # fmt: skip
+    return results, rows
+
+
 def _calibration_datasets(calib: dict | None) -> list[str]:
     """The Hub datasets a calibration drew from (its registered sources' components), first to last."""
     from ..calibration.sources import find_source, get_source
@@ -172,6 +200,8 @@ def model_card(
             "generation": {**calib["generation"], "model": public_name(calib["generation"].get("model"))},
         }
     eval_results, eval_rows, datasets_used = _evaluation(report, baseline)
+    ppl_results, ppl_rows = _perplexity(report, baseline)
+    eval_results += ppl_results
     datasets_used = _calibration_datasets(calib) + datasets_used
     tags = ["pruning", "sparsity", "reasoning", method, "hf-ssgr"]
     if meta.get("sparsity_type") not in (None, "unstructured"):
@@ -209,6 +239,7 @@ def model_card(
         calibration=calib,
         versions=meta.get("versions", {}),
         eval_rows=eval_rows,
+        ppl_rows=ppl_rows,
         has_baseline=baseline is not None,
         eval_settings=settings,
         command=command or _command(meta),
