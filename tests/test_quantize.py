@@ -289,3 +289,33 @@ def test_recipe_quantization_step_prunes_once_and_exports_both(tmp_path, monkeyp
     path.write_text(yaml.safe_dump({**recipe, "quantize": ["none", "int4"]}))
     with pytest.raises(ValueError, match=r"quantize: unsupported scheme\(s\) \['int4'\]"):
         RunConfig.from_yaml(str(path))
+
+
+def test_push_to_hub_uploads_the_fp8_export_in_one_commit(monkeypatch, pruned, tmp_path):
+    """push_to_hub(quantization="fp8") uploads the same folder save_pruned writes (the Hub's two calls recorded)."""
+    from huggingface_hub import HfApi
+
+    from hf_ssgr.hub.upload import push_to_hub
+
+    model, pruner = pruned
+    commits = []
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, *a, **k: None)
+
+    def upload_folder(api, repo_id, folder_path, commit_message=None, **kw):
+        files = {n: open(os.path.join(folder_path, n), "rb").read() for n in os.listdir(folder_path)}
+        commits.append((commit_message, files))
+        return None
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    push_to_hub(model, make_char_tokenizer(), "me/tiny-2of4-fp8", pruner=pruner, quantization="fp8")
+    ((message, files),) = commits
+    assert message.endswith(", fp8 quantized")
+    assert json.loads(files["config.json"])["quantization_config"]["quant_method"] == "compressed-tensors"
+    assert json.loads(files[PRUNING_CONFIG_NAME])["quantization"]["preset"] == "FP8_DYNAMIC"
+    (tmp_path / "model.safetensors").write_bytes(files["model.safetensors"])
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert stored["model.layers.1.mlp.down_proj.weight"].dtype == FP8
+    with pytest.raises(ValueError, match="Unsupported quantization scheme"):
+        push_to_hub(model, make_char_tokenizer(), "me/x", pruner=pruner, quantization="fp4")
+    assert len(commits) == 1
