@@ -322,3 +322,35 @@ def test_model_card_shows_perplexity_apart_and_in_the_model_index(tmp_path):
     assert "non-overlapping windows of 2048 tokens" in body
     head = next(line for line in body.splitlines() if line.startswith("| corpus |"))
     assert "recovery" not in head and "pass@1" not in head
+
+
+def test_stock_lm_eval_wikitext_task_runs_with_hf_ssgr_as_with_hf(tmp_path):
+    """`lm_eval --model hf-ssgr --tasks wikitext` (lm-eval's own task, on a local file here) gives `hf`'s numbers."""
+    import os
+
+    import lm_eval
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    import hf_ssgr.evaluation.lm_eval_model  # noqa: F401 - registers hf-ssgr
+
+    model, tok = _model_and_tok(context=64)
+    path = str(tmp_path / "m")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    page = " = Title = \n The cat sat on the mat , and 3 @.@ 5 dogs ran . \n" * 4
+    wiki = _jsonl(tmp_path / "wiki.jsonl", [{"page": page.replace("cat", f"cat {i}")} for i in range(3)])
+    local = {"dataset_path": "json", "dataset_name": None,
+             "dataset_kwargs": {"data_files": {s: wiki for s in ("train", "validation", "test")}}}  # fmt: skip
+    folder = os.path.join(os.path.dirname(lm_eval.tasks.__file__), "wikitext")
+    results = {}
+    for name, args in (("hf-ssgr", {}), ("hf", {"device": "cpu", "dtype": "float32"})):
+        out = lm_eval.simple_evaluate(
+            model=name, model_args={"pretrained": path, **args},
+            tasks=[{"group": "local", "task": [{"task": "wikitext", **local}]}],
+            task_manager=TaskManager(include_path=folder, include_defaults=False), bootstrap_iters=0,
+        )  # fmt: skip
+        results[name] = out["results"]["wikitext"]
+    for metric in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
+        assert results["hf-ssgr"][metric] == pytest.approx(results["hf"][metric], rel=1e-4)
+    assert 1 < results["hf-ssgr"]["byte_perplexity,none"] < 1000
