@@ -453,7 +453,7 @@ def perplexity(
         if spec.kind == "corpus":
             seqlen = resolve_seqlen(model, seqlen, spec.default_seqlen)
             # tokenized once with the tokenizer's defaults, as the references do (a Llama tokenizer adds one BOS)
-            ids = tokenizer(load_perplexity_text(task, data_file))["input_ids"]
+            ids = tokenizer(load_perplexity_text(task, data_file), verbose=False)["input_ids"]  # longer than a window
             if spec.max_windows is not None:  # C4: the stream is cut to its first 256 x seqlen tokens
                 ids = ids[: spec.max_windows * seqlen]
             cap = _limited(len(ids) // seqlen, limit) if len(ids) >= seqlen else None
