@@ -354,3 +354,26 @@ def test_stock_lm_eval_wikitext_task_runs_with_hf_ssgr_as_with_hf(tmp_path):
     for metric in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
         assert results["hf-ssgr"][metric] == pytest.approx(results["hf"][metric], rel=1e-4)
     assert 1 < results["hf-ssgr"]["byte_perplexity,none"] < 1000
+
+
+def test_windows_dealt_across_processes_add_up_to_one_process():
+    """Under torchrun each process scores windows rank, rank + world, ...; the gathered sums are one process's."""
+
+    class Dist:
+        def __init__(self, rank, others):
+            self.rank, self.world_size, self.others, self.sent = rank, 2, others, None
+
+        def all_gather_object(self, obj):
+            self.sent = obj
+            return [obj, *self.others] if self.rank == 0 else [*self.others, obj]
+
+    model, tok = _model_and_tok()
+    ids = tok("\n\n".join(DOCS))["input_ids"]
+    single = window_nll(model, ids, 40, batch_size=2)
+    second = Dist(1, [0.0])
+    window_nll(model, ids, 40, batch_size=2, dist=second)  # its own share only reaches the gather
+    first = Dist(0, [second.sent])
+    both = window_nll(model, ids, 40, batch_size=3, dist=first)
+    assert both[1:] == single[1:]  # scored tokens, windows, dropped tail
+    assert both[0] == pytest.approx(single[0], rel=1e-6)
+    assert 0 < second.sent < single[0] and first.sent + second.sent == pytest.approx(single[0], rel=1e-6)
