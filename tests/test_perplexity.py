@@ -149,6 +149,9 @@ def test_window_length_rules():
 
 
 def test_task_names_groups_and_local_files_are_accepted():
+    import hf_ssgr
+
+    assert hf_ssgr.perplexity is perplexity and hf_ssgr.PerplexityResult.__name__ == "PerplexityResult"
     assert resolve_tasks(["ssgr_tiny_arith", "ssgr_perplexity"]) == ["ssgr_tiny_arith", "ssgr_wikitext2", "ssgr_c4"]
     cfg = EvalConfig(tasks="ssgr_tiny_perplexity", data_files={"ssgr_wikitext2": "w.jsonl"})
     assert resolve_tasks(cfg.tasks) == ["ssgr_tiny_text", "ssgr_tiny_traces"]

@@ -23,6 +23,8 @@ _EXPORTS = {
     "EvalConfig": "evaluation.config",
     "EvalReport": "evaluation.report",
     "TaskResult": "evaluation.report",
+    "PerplexityResult": "evaluation.perplexity",
+    "perplexity": "evaluation.perplexity",
     "save_pruned": "hub.upload",
     "push_to_hub": "hub.upload",
     "push_calibration_to_hub": "hub.upload",
