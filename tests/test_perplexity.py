@@ -83,7 +83,7 @@ def test_limit_keeps_the_first_windows_and_batching_changes_nothing(tmp_path):
     path = _jsonl(tmp_path / "wiki.jsonl", [{"text": d} for d in DOCS])
     ids = tok(load_perplexity_text("ssgr_wikitext2", path))["input_ids"]
     one = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, limit=3)
-    assert one.num_sequences == 3
+    assert one.num_sequences == 3 and one.protocol.endswith(f"limited to the first 3 of {len(ids) // 32} windows")
     assert one.perplexity == pytest.approx(_direct_window_ppl(model, ids[: 3 * 32], 32)[0], rel=1e-5)
     a = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, batch_size=1)
     b = perplexity(model, tok, "ssgr_wikitext2", data_file=path, seqlen=32, batch_size=5)

@@ -459,11 +459,15 @@ def perplexity(
             cap = _limited(len(ids) // seqlen, limit) if len(ids) >= seqlen else None
             nll, tokens, count, dropped = window_nll(model, ids, seqlen, batch_size, cap, dist)
             protocol = spec.protocol(seqlen)
+            available = len(ids) // seqlen
         else:
             rows = load_perplexity_traces(task, data_file)
+            available = len(rows)
             rows = rows[: _limited(len(rows), limit)]
             nll, tokens, count = trace_nll(model, tokenizer, rows, batch_size, dist)
             seqlen, dropped, protocol = None, 0, spec.protocol()
+        if count < available:  # `limit`: a partial measurement says so wherever the protocol is shown
+            protocol += f"; limited to the first {count} of {available} {'windows' if seqlen else 'replies'}"
     finally:
         model.train(was_training)
     mean = nll / tokens
