@@ -1,5 +1,5 @@
 """What an evaluation measured: [`TaskResult`] per task and [`EvalReport`] per model, with recovery against a dense
-baseline, Markdown tables, JSON round trips, and plots that stay readable for a handful of models or for twenty."""
+baseline, Markdown tables and JSON round trips; the plots live in `plots` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from typing import Any
 
 from ..utils import write_json_atomically
 from .perplexity import PerplexityResult
+from .plots import plot_accuracy, plot_length_distributions, plot_per_level
 from .registry import BENCHMARKS
 from .stats import Comparison, format_accuracy, paired_bootstrap, standard_error
 
-__all__ = ["TaskResult", "EvalReport", "Comparison", "PerplexityResult", "plot_accuracy", "plot_length_distributions"]
+__all__ = ["TaskResult", "EvalReport", "Comparison", "PerplexityResult", "plot_accuracy", "plot_length_distributions",
+           "plot_per_level"]  # fmt: skip
 
 FILTER = "k_samples"  # the lm-eval filter whose results the report reads
 
@@ -310,112 +312,3 @@ def _fmt_pct(value: float | None) -> str:
 
 def _pct(value: float, base: float) -> float:
     return float("nan") if base == 0 else 100.0 * value / base
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# evaluate
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Plots
-
-
-def _reports(reports) -> dict[str, EvalReport]:
-    if isinstance(reports, EvalReport):
-        return {reports.model: reports}
-    if isinstance(reports, Mapping):
-        return dict(reports)
-    return {r.model: r for r in reports}
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError("Plots need matplotlib: pip install 'hf-ssgr[plot]'.") from err
-    return plt
-
-
-def plot_accuracy(reports, path: str, metric: str = "pass_at_1", title: str | None = None) -> str:
-    """Horizontal bars, one panel per benchmark and one bar per model (dense and pruned variants), each labelled with
-    its value; the first model's value (the dense model, by convention) is drawn as a dashed line across its panel.
-    `reports` is a mapping `label -> EvalReport` (or a list, labelled by model). Readable for a handful of models or
-    for twenty. Writes `path` (PNG, SVG or PDF) and returns it."""
-    plt = _pyplot()
-    reports = _reports(reports)
-    if not reports:
-        raise ValueError("No report to plot.")
-    tasks = list(dict.fromkeys(t for r in reports.values() for t in r.tasks))
-    labels = list(reports)
-    height = max(2.2, 0.9 + 0.28 * len(labels))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.2 + 3.4 * len(tasks), height), sharey=True, squeeze=False)
-    ys = list(range(len(labels)))[::-1]  # the first model on top
-    for ax, task in zip(axes[0], tasks):
-        values = [100 * getattr(reports[lab].tasks[task], metric) if task in reports[lab].tasks else float("nan")
-                  for lab in labels]  # fmt: skip
-        bars = ax.barh(ys, values, height=0.7, color=[f"C{i % 10}" for i in range(len(labels))])
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        if len(labels) > 1 and values[0] == values[0]:
-            ax.axvline(values[0], color="0.4", linestyle="--", linewidth=0.8)
-        ax.set_xlim(0, 110)
-        ax.set_title(BENCHMARKS[task].title if task in BENCHMARKS else task, fontsize=9)
-        ax.set_xlabel(f"{metric.replace('_at_', '@')} (%)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(axis="x", color="0.9", linewidth=0.6)
-        ax.set_axisbelow(True)
-    axes[0][0].set_yticks(ys)
-    axes[0][0].set_yticklabels(labels)
-    fig.suptitle(title or "Accuracy per benchmark", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
-
-
-def plot_length_distributions(reports, path: str, task: str | None = None, bins: int = 30) -> str:
-    """Response length (tokens) per model, over one task or all of them (SSGR Fig. 5): overlaid histograms for up to
-    four models, and for more a box per model (quartiles, whiskers at the 5th and 95th percentiles, the mean as a
-    dot), which stays readable where twenty histograms would not."""
-    plt = _pyplot()
-    reports = _reports(reports)
-    series = {}
-    for label, report in reports.items():
-        chosen = [report.tasks[task]] if task else list(report.tasks.values())
-        if task and task not in report.tasks:
-            raise ValueError(f"{label} has no task {task!r} (it has {list(report.tasks)}).")
-        series[label] = [n for r in chosen for n in r.lengths]
-    if not any(series.values()):
-        raise ValueError("The reports hold no per-reply lengths (they are recorded by evaluate(); log_samples).")
-    series = {k: v for k, v in series.items() if v}
-    name = f"Response lengths{' — ' + BENCHMARKS[task].title if task in BENCHMARKS else ''}"
-    if len(series) <= 4:
-        top = max(max(v) for v in series.values())
-        step = max(1, math.ceil((top + 1) / bins))  # lengths are integers: bins of whole tokens, all the same width
-        edges = [i * step - 0.5 for i in range(math.ceil((top + 1) / step) + 1)]
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        for label, values in series.items():
-            ax.hist(values, bins=edges, histtype="step", linewidth=1.5,
-                    label=f"{label} (mean {statistics.fmean(values):.0f})")  # fmt: skip
-        ax.set_xlabel("response length (tokens)")
-        ax.set_ylabel("replies")
-        ax.legend(fontsize=8, frameon=False)
-    else:
-        labels = list(series)
-        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(labels)))
-        ys = list(range(len(labels)))[::-1]
-        ax.boxplot([series[lab] for lab in labels], positions=ys, vert=False, whis=(5, 95), widths=0.6,
-                   showfliers=False, showmeans=True,
-                   meanprops={"marker": "o", "markersize": 3, "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
-        ax.set_yticks(ys)
-        ax.set_yticklabels([f"{lab} (mean {statistics.fmean(series[lab]):.0f})" for lab in labels], fontsize=7)
-        ax.set_xlabel("response length (tokens)\nbox: quartiles, whiskers: 5th–95th percentile, dot: mean", fontsize=8)
-        ax.grid(axis="x", color="0.9", linewidth=0.6)
-        ax.set_axisbelow(True)
-    ax.set_title(name, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
