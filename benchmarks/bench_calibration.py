@@ -111,7 +111,7 @@ class SimulatedEngine:
         self.by_prompt = {}
         self.cursor = {}
 
-    def generate(self, prompts, num_samples, seed):
+    def generate(self, prompts, num_samples, seed, sample_seeds=None):
         out = []
         for prompt in prompts:
             key = tuple(prompt)

@@ -140,7 +140,7 @@ class ScriptedEngine:
                 return p
         raise AssertionError("prompt does not contain a known problem")
 
-    def generate(self, prompts, num_samples, seed):
+    def generate(self, prompts, num_samples, seed, sample_seeds=None):
         from hf_ssgr.calibration.engines import Sample
 
         if self.fail_after is not None and self.calls >= self.fail_after:

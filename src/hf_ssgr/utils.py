@@ -1,14 +1,26 @@
 """Small pieces every wing shares: atomic file and folder writes, library versions, the embedded model's names and the
-name of `pruning_config.json`."""
+name of `pruning_config.json`.
+
+Temporary folders (a folder being saved `.NAME.tmp-*`, an old copy being replaced `.NAME.old-*`, pruning backups
+`hf_ssgr_backup_*`, temporary rollout stores `hf_ssgr_rollouts_*`) carry their owner in their name, `PID@HOST`. A run
+killed before removing them leaves them behind; the next run on the same host removes those whose process is gone
+(`remove_stale_folders`), and a destination left absent by a kill between the two renames of `move_folder_into_place`
+is put back from its hidden old copy on the next save or load (`recover_folder`). Folders of other hosts, of live
+processes and of versions that did not record their owner are never removed: they are named in a warning instead."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger("hf_ssgr")
 
 __all__ = [
     "PRUNING_CONFIG_NAME",
@@ -22,6 +34,10 @@ __all__ = [
     "write_text_atomically",
     "write_json_atomically",
     "write_folder_atomically",
+    "move_folder_into_place",
+    "owned_temp_dir",
+    "remove_stale_folders",
+    "recover_folder",
 ]
 
 PRUNING_CONFIG_NAME = "pruning_config.json"
@@ -53,6 +69,8 @@ def resolve_model(name: str) -> str:
 
 def check_model_path(path: str) -> None:
     """Refuse, with a message that says so, a model path that is neither a local folder nor a reachable Hub id."""
+    if not os.path.exists(path):
+        recover_folder(path)  # a save killed between its two renames leaves the folder hidden
     if os.path.isdir(path):
         return
     if os.path.exists(path):
@@ -109,7 +127,8 @@ def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], 
     save_dir = os.path.abspath(os.fspath(save_dir))
     parent = os.path.dirname(save_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.tmp-", dir=parent)
+    recover_folder(save_dir)
+    tmp = owned_temp_dir(f".{os.path.basename(save_dir)}.tmp-", parent)
     try:
         write(tmp)
         move_folder_into_place(tmp, save_dir)
@@ -125,7 +144,7 @@ def move_folder_into_place(src: str, save_dir: str) -> str:
     save_dir = os.path.abspath(save_dir)
     parent = os.path.dirname(save_dir)
     if os.path.exists(save_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(save_dir)}.old-", dir=parent)
+        old = owned_temp_dir(f".{os.path.basename(save_dir)}.old-", parent)
         os.rmdir(old)
         os.replace(save_dir, old)
         os.replace(src, save_dir)
@@ -133,6 +152,93 @@ def move_folder_into_place(src: str, save_dir: str) -> str:
     else:
         os.replace(src, save_dir)
     return save_dir
+
+
+_OWNER = re.compile(r"(\d+)@(.+)-[A-Za-z0-9_]+")  # PID@HOST-<mkdtemp's random letters>
+
+
+def owned_temp_dir(prefix: str, parent: str | None = None) -> str:
+    """`tempfile.mkdtemp` with this process's `PID@HOST` after `prefix`, so a later run can tell whether the process
+    that made it is gone (`remove_stale_folders`)."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{socket.gethostname()}-", dir=parent)
+
+
+def _owner_gone(name: str, prefix: str) -> bool | None:
+    """Whether the process that made the folder `name` (`prefix` + `PID@HOST-...`) has ended: `True` or `False` for a
+    process of this host, `None` when that cannot be known (another host, or no owner recorded)."""
+    m = _OWNER.fullmatch(name[len(prefix) :])
+    if m is None or m.group(2) != socket.gethostname():
+        return None
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+def remove_stale_folders(parent: str, prefix: str, what: str) -> list[str]:
+    """Remove the folders `parent/prefix*` whose owning process (recorded by `owned_temp_dir`) has ended on this host,
+    logging each; warn about the others whose owner is unknown (made by another host or an earlier version), with their
+    paths. Folders of live processes are left alone. Returns the removed paths.
+
+    Args:
+        parent (`str`): the folder to look in.
+        prefix (`str`): the names' prefix, e.g. `"hf_ssgr_backup_"`.
+        what (`str`): what they are, for the messages (e.g. `"pruning backup"`).
+    """
+    removed, unknown = [], []
+    try:
+        names = sorted(n for n in os.listdir(parent) if n.startswith(prefix))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        if not os.path.isdir(path):
+            continue
+        gone = _owner_gone(name, prefix)
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            logger.info("Removed %s, a %s left by an ended run.", path, what)
+        elif gone is None:
+            unknown.append(path)
+    if unknown:
+        logger.warning(
+            "%d %s folder(s) of runs that may have been interrupted (made on another host or by an earlier version, "
+            "so hf-ssgr cannot tell whether they are in use): %s. Delete them once no run uses them.",
+            len(unknown), what, ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""),
+        )  # fmt: skip
+    return removed
+
+
+def recover_folder(path: str | os.PathLike) -> bool:
+    """Clean up after saves of the folder `path` killed part way, before saving or loading it: put back its hidden old
+    copy (`.NAME.old-*`) when a kill between the two renames of `move_folder_into_place` left `path` absent, and
+    remove the partial `.NAME.tmp-*` and old `.NAME.old-*` folders of ended processes. Returns whether it put a copy
+    back (warned)."""
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.dirname(path), os.path.basename(path)
+    if not base or not os.path.isdir(parent):
+        return False
+    recovered = False
+    old_prefix = f".{base}.old-"
+    if not os.path.exists(path):
+        olds = [n for n in sorted(os.listdir(parent)) if n.startswith(old_prefix) and _owner_gone(n, old_prefix)]
+        if olds:
+            os.replace(os.path.join(parent, olds[-1]), path)
+            recovered = True
+            logger.warning(
+                "%s was absent: a save that replaced it was interrupted between moving the old copy aside and moving "
+                "the new one in. Its old copy %s was put back.", path, os.path.join(parent, olds[-1]),
+            )  # fmt: skip
+    remove_stale_folders(parent, f".{base}.tmp-", f"partial save of {base}")
+    remove_stale_folders(parent, old_prefix, f"replaced copy of {base}")
+    return recovered
 
 
 def dataclass_from_dict(cls, data: dict):

@@ -31,18 +31,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..distributed import Distributed
+from ..utils import owned_temp_dir, remove_stale_folders
 from ..verification import QualityConfig, verify_reply
 from .config import CalibrationConfig
-from .engines import make_engine, replica_env
+from .engines import make_engine, replica_env, sample_seed
 from .policies import Policy
 from .prompts import encode_prompt
 from .sources import get_source, load_problems, load_texts
-from .store import RolloutStore, VerifiedSample, model_fingerprint
+from .store import SAMPLING, RolloutStore, VerifiedSample, model_fingerprint
 
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = ["CalibrationConfig", "CalibrationReport", "SSGRCalibrator", "CALIBRATION_COLUMNS"]
 
+TEMP_STORE_PREFIX = "hf_ssgr_rollouts_"  # the temporary store of a run without rollouts_dir
 CALIBRATION_COLUMNS = [
     "input_ids", "prompt_length", "problem_id", "source", "policy", "num_generations", "correct_ratio",
     "response_tokens", "model",
@@ -332,6 +334,7 @@ class SSGRCalibrator:
             "model": _model_name(gen_model),
             "model_fingerprint": model_fingerprint(gen_model),
             "generation": cfg.generation_settings(),
+            "sampling": SAMPLING,
         }
         dist = self._dist = Distributed.current()
         self._engine_env: dict[str, str] = {}
@@ -342,19 +345,35 @@ class SSGRCalibrator:
         elif dist.device.type == "cuda" and next(gen_model.parameters()).device.type == "cpu":
             gen_model.to(dist.device)  # each process generates on its own GPU
         store_dir = cfg.rollouts_dir
-        if store_dir is None:  # one temporary store shared by every process
-            store_dir = dist.all_gather_object(tempfile.mkdtemp(prefix="hf_ssgr_rollouts_") if dist.is_main else None)[
-                0
-            ]
+        if store_dir is None:  # one temporary store shared by every process, removed at the end
+            store_dir = dist.all_gather_object(self._temporary_store() if dist.is_main else None)[0]
         store = RolloutStore(store_dir, meta, rank=dist.rank if dist.enabled else None)
         order = self._order(len(problems), rng)
         self._engine = None  # created on the first generation: a fully stored run never starts one
         try:
-            return self._generate_and_select(problems, order, store, models, rng, store_dir)
+            rows, counts = self._generate_and_select(problems, order, store, models, rng, store_dir)
         finally:
             if self._engine is not None and hasattr(self._engine, "close"):
                 self._engine.close()
             self._engine = None
+            if cfg.rollouts_dir is None:
+                self._remove_temporary_store(store_dir)
+        if cfg.rollouts_dir is None:
+            counts["rollouts_dir"] = None  # removed: set rollouts_dir to keep (and resume) the rollouts
+        return rows, counts
+
+    @staticmethod
+    def _temporary_store() -> str:
+        """A new temporary rollouts store, after removing those of ended runs on this host."""
+        remove_stale_folders(tempfile.gettempdir(), TEMP_STORE_PREFIX, "temporary rollouts store")
+        return owned_temp_dir(TEMP_STORE_PREFIX)
+
+    def _remove_temporary_store(self, store_dir: str) -> None:
+        """Remove the temporary store once every process is done with it (on an error, each removes it at once)."""
+        import shutil
+
+        if self._dist.is_main:
+            shutil.rmtree(store_dir, ignore_errors=True)
 
     def _generate_and_select(self, problems, order, store, models, rng, store_dir):
         """Visit the problems in `order` wave by wave: generate what each still needs, then select its row."""
@@ -426,10 +445,17 @@ class SSGRCalibrator:
                 self._engine = self._start_engine(models)
             seed = cfg.seed * 1_000_003 + sum(len(store.samples(p["problem_id"])) for p in group) + pos
             seed += dist.rank * 1_000_000_007
-            outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed)
+            # Each (problem, sample index) has its own seed: a resume draws what an uninterrupted run draws, whatever
+            # problems share the batch (the batch seed above only serves engines without per-sample seeds).
+            seeds = [self._sample_seeds(p["problem_id"], len(store.samples(p["problem_id"])), k) for p in group]
+            outs = self._engine.generate([prompts[p["problem_id"]] for p in group], k, seed, sample_seeds=seeds)
             for p, samples in zip(group, outs):
                 self._verify_and_store(p, prompts[p["problem_id"]], samples, store, models.gen_tok, quality, progress)
             active = [p for p in active if not self._decided(store.samples(p["problem_id"]), n)]
+
+    def _sample_seeds(self, problem_id: str, first: int, k: int) -> list[int]:
+        """The seeds of samples `first, ..., first + k - 1` of a problem."""
+        return [sample_seed(self.config.seed, problem_id, first + j) for j in range(k)]
 
     def _start_engine(self, models: _Models):
         cfg = self.config

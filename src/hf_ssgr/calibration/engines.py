@@ -5,11 +5,18 @@
   replica on its own devices or cores (`vllm_replica_env`), set through the environment its engine process starts
   with (`environment`).
 * `make_engine(name, ...)` builds either from the same arguments.
+
+Both draw each sample from its own seed when `generate` gets `sample_seeds` (one per prompt and sample, see
+`sample_seed`): a sample then depends on its (seed, problem, sample index) and not on which other prompts shared its
+batch, so a resumed run draws what an uninterrupted one draws (up to the floating-point differences between batch
+shapes; vLLM on CPU has no per-request seeds and warns).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,8 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
+logger = logging.getLogger("hf_ssgr")
+VLLM_COPY_PREFIX = "hf_ssgr_vllm_"  # the temporary copy of an in-memory model that vLLM loads
+
 __all__ = [
     "Sample",
+    "sample_seed",
     "TransformersEngine",
     "VLLMEngine",
     "make_engine",
@@ -61,6 +72,37 @@ class Sample:
     finish_reason: str
 
 
+def sample_seed(seed: int, problem_id: str, sample_idx: int) -> int:
+    """The seed of sample `sample_idx` of problem `problem_id` in a run seeded with `seed`: a 63-bit hash of the
+    three, so that each (problem, sample index) is drawn the same whatever batch it is generated in."""
+    digest = hashlib.sha256(f"{seed}/{problem_id}/{sample_idx}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _PerRowSampler:
+    """A logits processor that draws each row's next token with the row's own `torch.Generator`, after temperature
+    and nucleus (top-p) filtering as transformers' warpers do, and leaves only that token: greedy decoding then picks
+    it. So a row's draws depend on its own seed, not on the rows beside it."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.seeds, self.temperature, self.top_p = seeds, temperature, top_p
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs > self.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, chosen[:, None], 0.0)
+        return out
+
+
 def _eos_ids(tokenizer, model=None) -> list[int]:
     ids = set()
     for obj in (getattr(model, "generation_config", None), tokenizer):
@@ -98,8 +140,11 @@ class TransformersEngine:
         self.pad_id = pad
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], num_samples: int, seed: int) -> list[list[Sample]]:
-        """`num_samples` samples for each prompt; reproducible for a given `seed`."""
+    def generate(
+        self, prompts: list[list[int]], num_samples: int, seed: int, sample_seeds: list[list[int]] | None = None
+    ) -> list[list[Sample]]:
+        """`num_samples` samples for each prompt; reproducible for a given `seed`. With `sample_seeds` (one list of
+        `num_samples` seeds per prompt) each sample is drawn from its own generator instead, whatever its batch."""
         device = next(self.model.parameters()).device
         per_call = max(1, self.batch_size // max(num_samples, 1))
         results: list[list[Sample]] = []
@@ -115,16 +160,25 @@ class TransformersEngine:
                     ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
                     mask[i, width - len(p) :] = 1
                 torch.manual_seed(seed + start)
+                sampler = None
+                if sample_seeds is not None and self.temperature > 0:
+                    rows = [s for seeds in sample_seeds[start : start + per_call] for s in seeds]
+                    sampler = _PerRowSampler(rows, self.temperature, self.top_p)
+                sampled = self.temperature > 0 and sampler is None
+                copies = num_samples
+                if sampler is not None:  # greedy over the sampler's choice: one row per sample, made here
+                    ids, mask, copies = ids.repeat_interleave(num_samples, 0), mask.repeat_interleave(num_samples, 0), 1
                 out = self.model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
-                    do_sample=self.temperature > 0,
-                    temperature=self.temperature if self.temperature > 0 else None,
-                    top_p=self.top_p if self.temperature > 0 else None,
-                    top_k=0,
+                    do_sample=sampled,
+                    temperature=self.temperature if sampled else None,
+                    top_p=self.top_p if sampled else None,
+                    logits_processor=[sampler] if sampler is not None else None,
+                    top_k=0 if sampled else None,
                     max_new_tokens=self.max_new_tokens,
                     min_new_tokens=self.max_new_tokens if self.ignore_eos else None,
-                    num_return_sequences=num_samples,
+                    num_return_sequences=copies,
                     eos_token_id=self.eos_ids,
                     pad_token_id=self.pad_id,
                 )
@@ -182,32 +236,53 @@ class VLLMEngine:
         # vLLM's CPU backend cannot rewind a per-request generator when a prefill is chunked ("CPU Generator does not
         # use offset"), so on CPU sampling relies on the engine-level seed alone.
         self.per_request_seed = not current_platform.is_cpu()
+        self._warned_seeds = False
 
-    def generate(self, prompts: list[list[int]], num_samples: int, seed: int) -> list[list[Sample]]:
+    def generate(
+        self, prompts: list[list[int]], num_samples: int, seed: int, sample_seeds: list[list[int]] | None = None
+    ) -> list[list[Sample]]:
+        """`num_samples` samples for each prompt. With `sample_seeds` (one list of `num_samples` seeds per prompt)
+        each sample is its own request with its own seed (the prompt's prefix is cached), except on CPUs (warned)."""
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=num_samples,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_new_tokens,
-            seed=seed if self.per_request_seed else None,
-            ignore_eos=self.ignore_eos,
-        )
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        results = []
-        for out in outputs:
-            samples = []
-            for c in out.outputs:
-                ids = list(c.token_ids)
-                if c.finish_reason == "length":
-                    samples.append(Sample(ids, "length"))
-                else:
-                    if not ids or ids[-1] not in self.eos_ids:
-                        ids = ids + [self.eos_ids[0]]  # vLLM drops the stop token; keep the row's EOS as HF does
-                    samples.append(Sample(ids, "eos"))
-            results.append(samples)
-        return results
+        def params(n: int, request_seed: int | None) -> SamplingParams:
+            return SamplingParams(
+                n=n,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_new_tokens,
+                seed=request_seed if self.per_request_seed else None,
+                ignore_eos=self.ignore_eos,
+            )
+
+        if sample_seeds is None or not self.per_request_seed:
+            if sample_seeds is not None and not self._warned_seeds:
+                self._warned_seeds = True
+                logger.warning(
+                    "vLLM on CPU has no per-request seeds: samples are drawn from the engine's seed, so a resumed "
+                    "calibration does not draw what an uninterrupted one would. Use engine='transformers' for that."
+                )
+            outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params(num_samples, seed),
+                                        use_tqdm=False)  # fmt: skip
+            return [self._samples(out.outputs) for out in outputs]
+        requests = [{"prompt_token_ids": p} for p in prompts for _ in range(num_samples)]
+        per_request = [params(1, s) for seeds in sample_seeds for s in seeds]
+        outputs = self.llm.generate(requests, per_request, use_tqdm=False)
+        completions = [out.outputs[0] for out in outputs]
+        return [self._samples(completions[i * num_samples : (i + 1) * num_samples]) for i in range(len(prompts))]
+
+    def _samples(self, completions) -> list[Sample]:
+        """The `Sample`s of vLLM's completions of one prompt."""
+        samples = []
+        for c in completions:
+            ids = list(c.token_ids)
+            if c.finish_reason == "length":
+                samples.append(Sample(ids, "length"))
+            else:
+                if not ids or ids[-1] not in self.eos_ids:
+                    ids = ids + [self.eos_ids[0]]  # vLLM drops the stop token; keep the row's EOS as HF does
+                samples.append(Sample(ids, "eos"))
+        return samples
 
     def close(self) -> None:
         """Shut vLLM's engine processes down now rather than at interpreter exit."""
@@ -215,6 +290,11 @@ class VLLMEngine:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         self.llm = None
+        if getattr(self, "temporary_copy", None):
+            import shutil
+
+            shutil.rmtree(self.temporary_copy, ignore_errors=True)
+            self.temporary_copy = None
 
 
 def vllm_replica_env(local_rank: int, local_world_size: int, vllm_kwargs: dict | None) -> dict[str, str]:
@@ -282,10 +362,15 @@ def make_engine(engine: str, model, tokenizer, model_path: str | None, **kwargs)
         vllm_kwargs = kwargs.pop("vllm_kwargs", None) or {}
         kwargs.pop("batch_size", None)
         path = model_path
-        if path is None:  # an in-memory model: vLLM needs a folder
-            path = tempfile.mkdtemp(prefix="hf_ssgr_vllm_")
+        if path is None:  # an in-memory model: vLLM needs a folder (removed by close, or by a later run if killed)
+            from ..utils import owned_temp_dir, remove_stale_folders
+
+            remove_stale_folders(tempfile.gettempdir(), VLLM_COPY_PREFIX, "temporary model copy for vLLM")
+            path = owned_temp_dir(VLLM_COPY_PREFIX)
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
         with environment(kwargs.pop("env", None) or {}):  # read by vLLM's engine process at start
-            return VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
+            engine = VLLMEngine(path, tokenizer, **kwargs, **vllm_kwargs)
+        engine.temporary_copy = path if model_path is None else None
+        return engine
     raise ValueError(f"Unknown engine {engine!r}: choose 'transformers' or 'vllm'.")

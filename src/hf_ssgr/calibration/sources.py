@@ -257,6 +257,10 @@ def read_local(path: str):
     one `datasets.Dataset` (raw rows, not normalised)."""
     import datasets
 
+    from ..utils import recover_folder
+
+    if not os.path.exists(path):
+        recover_folder(path)  # a save_to_disk folder hidden by a save killed between its two renames
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such file or folder: {path}")
     if os.path.isdir(path):

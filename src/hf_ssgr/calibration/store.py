@@ -5,6 +5,10 @@ written and fsynced as soon as the chunk is verified. A run killed at any point 
 (a torn last line is dropped on reload); samples are keyed by `(problem_id, sample_idx)`, so nothing is duplicated.
 Reusing a store with another model or generation config is refused.
 
+`meta.json` records how samples were drawn (`"sampling"`, `SAMPLING`: one seed per (problem, sample index)). A store
+written by an earlier version (samples drawn with one seed per generation batch, no `"sampling"` key) is still read
+and reused; samples added to it are drawn the new way, which is warned about and recorded in its `meta.json`.
+
 A line is `{"problem_id", "prompt_ids", "samples": [...], "done"?}`; each sample is the JSON form of a
 [`VerifiedSample`] (`VerifiedSample.to_dict`).
 """
@@ -27,7 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hf_ssgr")
 
-__all__ = ["VerifiedSample", "RolloutStore", "model_fingerprint", "ROLLOUT_COLUMNS"]
+__all__ = ["VerifiedSample", "RolloutStore", "model_fingerprint", "ROLLOUT_COLUMNS", "SAMPLING"]
+
+SAMPLING = "per-sample-seed"  # how this version draws: sample j of problem p from its own seed (see engines.sample_seed)
 
 ROLLOUT_COLUMNS = [
     "problem_id",
@@ -134,7 +140,7 @@ class RolloutStore:
 
     META_NAME = "meta.json"
     # Recorded, not compared: a model is identified by its weights' fingerprint and config, not by where it lies.
-    INFO_KEYS = ("model",)
+    INFO_KEYS = ("model", "sampling")
 
     def __init__(self, path: str, meta: dict[str, Any], rank: int | None = None):
         self.path = path
@@ -156,11 +162,16 @@ class RolloutStore:
                     f"The rollout store {path} was made with another model or generation config (stored, now): {diff}. "
                     "Use another rollouts_dir, or delete the store to regenerate."
                 )
+            self._earlier_sampling = saved.get("sampling", "per-batch-seed (an earlier hf-ssgr)")
+            if self._earlier_sampling == meta.get("sampling"):
+                self._earlier_sampling = None
+            self._saved_meta = saved
         else:
             tmp = f"{meta_path}.{os.getpid()}.tmp"  # processes sharing the store may write it at the same time
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=2, sort_keys=True)
             os.replace(tmp, meta_path)
+            self._earlier_sampling = None
         self.meta = meta
         self.file = os.path.join(path, "rollouts.jsonl" if rank is None else f"rollouts-rank{rank}.jsonl")
         self._records: dict[str, dict[str, Any]] = {}
@@ -233,6 +244,8 @@ class RolloutStore:
 
     def append(self, problem_id: str, prompt_ids: list[int], samples: list[VerifiedSample], **extra) -> None:
         """Write one line (a chunk of new samples of a problem, plus `extra` keys such as `done`) and fsync it."""
+        if samples and self._earlier_sampling is not None:
+            self._record_mixed_sampling()
         rec = {"problem_id": problem_id, "prompt_ids": prompt_ids, "samples": [s.to_dict() for s in samples], **extra}
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with open(self.file, "a", encoding="utf-8") as f:
@@ -240,6 +253,22 @@ class RolloutStore:
             f.flush()
             os.fsync(f.fileno())
         self._merge(json.loads(line))
+
+    def _record_mixed_sampling(self) -> None:
+        """Warn, once, that new samples join samples drawn another way, and record it in `meta.json`."""
+        earlier, now = self._earlier_sampling, self.meta.get("sampling")
+        logger.warning(
+            "The rollout store %s holds samples drawn by an earlier version (sampling %r); the samples added now are "
+            "drawn with one seed per (problem, sample index) (%r), so this store is not what one uninterrupted run of "
+            "either version draws. Use a new rollouts_dir to regenerate everything the new way.", self.path, earlier, now
+        )  # fmt: skip
+        mixed = earlier if str(earlier).startswith("mixed:") else f"mixed: {earlier} then {now}"
+        meta_path = os.path.join(self.path, self.META_NAME)
+        tmp = f"{meta_path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({**self._saved_meta, "sampling": mixed}, f, indent=2, sort_keys=True)
+        os.replace(tmp, meta_path)
+        self._earlier_sampling = None
 
     def __len__(self) -> int:
         """The number of problems in the store."""

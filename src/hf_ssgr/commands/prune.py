@@ -64,6 +64,10 @@ def load_calibration(path: str):
     """A calibration Dataset from a `save_to_disk` folder or a JSON-lines / JSON / Parquet file."""
     import datasets
 
+    from ..utils import recover_folder
+
+    if not os.path.exists(path):
+        recover_folder(path)  # hidden by a save killed between its two renames: put back
     if not os.path.exists(path):
         raise CommandError(f"--calibration {path}: no such file or folder.")
     if os.path.isdir(path):

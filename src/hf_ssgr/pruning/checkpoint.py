@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..utils import PRUNING_CONFIG_NAME, write_folder_atomically
+from ..utils import PRUNING_CONFIG_NAME, owned_temp_dir, remove_stale_folders, write_folder_atomically
 from .callbacks import PRUNER_STATE_NAME, PrunerState
 from .config import PruningConfig
 
@@ -33,7 +33,10 @@ WEIGHTS_NAME = "model.safetensors"
 class WeightBackup:
     """The original weights modified so far, keyed by parameter name (a fused experts parameter whole), written to a
     temporary folder rather than kept in memory (the pruned weights of a 7B model are 13 GB), to put back if the run
-    fails. Removed when the run ends."""
+    fails. Removed when the run ends; the folders of killed runs (`hf_ssgr_backup_PID@HOST-*` in the temporary
+    directory) are removed by the next run on the host whose process is gone."""
+
+    PREFIX = "hf_ssgr_backup_"
 
     def __init__(self):
         self._dir: str | None = None
@@ -49,7 +52,8 @@ class WeightBackup:
         from safetensors.torch import save_file
 
         if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="hf_ssgr_backup_")
+            remove_stale_folders(tempfile.gettempdir(), self.PREFIX, "pruning backup")
+            self._dir = owned_temp_dir(self.PREFIX)
         path = os.path.join(self._dir, f"{len(self._files):06d}.safetensors")
         save_file({"weight": weight.detach().to("cpu").contiguous()}, path)
         self._files[name] = path

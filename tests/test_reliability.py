@@ -1,0 +1,205 @@
+"""Interrupted runs resume to what an uninterrupted run gives, errors say what is wrong and how to fix it, and nothing
+is left behind."""
+
+import json
+import os
+import pathlib
+
+import pytest
+from testing_utils import make_char_tokenizer, make_tiny_model
+
+from hf_ssgr import CalibrationConfig, SSGRCalibrator
+from hf_ssgr.calibration.store import RolloutStore
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
+
+
+def _calibrate(model, tok, store, **overrides):
+    kwargs = dict(policy="incorrect", num_samples=4, max_problems=4, num_generations=4, samples_per_round=2, early_stop=False,
+                  max_length=512, max_new_tokens=6, generation_batch_size=8, source_path=GSM8K,
+                  rollouts_dir=str(store))  # fmt: skip
+    kwargs.update(overrides)
+    cal = SSGRCalibrator(CalibrationConfig(**kwargs))
+    return cal.build(model, "GSM8K", tokenizer=tok), cal
+
+
+def _stored(store) -> dict:
+    meta = json.loads((store / "meta.json").read_text())
+    data = RolloutStore(str(store), meta).to_dataset()
+    return {(p, i): ids for p, i, ids in zip(data["problem_id"], data["sample_idx"], data["response_ids"])}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling per (problem, sample index)
+
+
+def test_a_crash_between_a_batchs_store_writes_resumes_to_the_same_draws(model, tok, tmp_path, monkeypatch):
+    """Killed after the first of a generation batch's store writes, the resumed run draws for the other problems of
+    the batch (now generated in a smaller batch) exactly what the uninterrupted run drew."""
+    whole, _ = _calibrate(model, tok, tmp_path / "whole")
+    expected = _stored(tmp_path / "whole")
+    assert len(expected) == 4 * 4
+
+    writes = []
+    original = RolloutStore.append
+
+    def crash_on_second_write(self, *args, **kwargs):
+        writes.append(args[0])
+        if len(writes) == 2:
+            raise KeyboardInterrupt("killed between two store writes of one batch")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RolloutStore, "append", crash_on_second_write)
+    with pytest.raises(KeyboardInterrupt):
+        _calibrate(model, tok, tmp_path / "resumed")
+    monkeypatch.setattr(RolloutStore, "append", original)
+    assert len(_stored(tmp_path / "resumed")) == 4  # one problem's four samples were written before the kill
+
+    resumed, _ = _calibrate(model, tok, tmp_path / "resumed")
+    assert _stored(tmp_path / "resumed") == expected
+    assert resumed["input_ids"] == whole["input_ids"] and resumed["problem_id"] == whole["problem_id"]
+
+
+def test_samples_do_not_depend_on_the_batch_they_are_drawn_in(model, tok):
+    from hf_ssgr.calibration.engines import TransformersEngine, sample_seed
+
+    engine = TransformersEngine(model, tok, temperature=0.8, top_p=0.9, max_new_tokens=8, batch_size=8)
+    prompts = [tok("What is 2+3?")["input_ids"], tok("Add 40 and 2, please.")["input_ids"]]
+    seeds = [[sample_seed(0, f"p{i}", j) for j in range(2)] for i in range(2)]
+    together = engine.generate(prompts, 2, 0, sample_seeds=seeds)
+    alone = engine.generate(prompts[1:], 2, 123, sample_seeds=seeds[1:])
+    assert [s.response_ids for s in together[1]] == [s.response_ids for s in alone[0]]
+    assert together[1][0].response_ids != together[1][1].response_ids  # two samples, two draws
+    assert sample_seed(0, "p1", 0) != sample_seed(1, "p1", 0) != sample_seed(0, "p1", 1)
+
+
+def test_an_earlier_store_is_reused_and_samples_added_to_it_are_warned_and_recorded(model, tok, tmp_path, caplog):
+    _calibrate(model, tok, tmp_path / "s", num_samples=1)
+    meta_path = tmp_path / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["sampling"]  # as an earlier version wrote it
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        _calibrate(model, tok, tmp_path / "s", num_samples=2)
+    assert "drawn by an earlier version" in caplog.text
+    assert json.loads(meta_path.read_text())["sampling"].startswith("mixed: per-batch-seed")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing left behind by killed runs
+
+KILLED_SAVE = """
+import os, signal, sys
+from hf_ssgr import utils
+replace, calls = os.replace, []
+def replace_then_die(src, dst):
+    calls.append(dst)
+    if len(calls) == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+os.replace = replace_then_die
+def write(folder):
+    with open(os.path.join(folder, "weights.txt"), "w") as f:
+        f.write("new")
+utils.write_folder_atomically(sys.argv[1], write)
+"""
+
+KILLED_BACKUP = """
+import os, signal, sys, tempfile, torch
+tempfile.tempdir = sys.argv[1]
+from hf_ssgr.pruning.checkpoint import WeightBackup
+backup = WeightBackup()
+backup["layer.weight"] = torch.ones(3)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _run_killed(code: str, *args: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+
+
+def _old_copy(tmp_path, name="model"):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "weights.txt").write_text("old")
+
+
+def test_a_kill_between_the_two_renames_is_recovered_on_the_next_load(tmp_path, caplog):
+    from hf_ssgr.utils import check_model_path
+
+    _old_copy(tmp_path)
+    _run_killed(KILLED_SAVE, tmp_path / "model", 2)  # killed after moving the old copy aside
+    assert not (tmp_path / "model").exists()
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == [".model.old", ".model.tmp"]
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        check_model_path(str(tmp_path / "model"))
+    assert (tmp_path / "model" / "weights.txt").read_text() == "old"
+    assert "was put back" in caplog.text and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_kill_between_the_two_renames_is_recovered_on_the_next_save(tmp_path):
+    from hf_ssgr.utils import write_folder_atomically
+
+    _old_copy(tmp_path)
+    _run_killed(KILLED_SAVE, tmp_path / "model", 2)
+    seen = []
+    write_folder_atomically(tmp_path / "model", lambda folder: seen.append(sorted(os.listdir(tmp_path / "model"))))
+    assert seen == [["weights.txt"]]  # the old copy was back in place while the new one was written
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_partial_save_of_a_killed_run_is_removed_and_a_live_ones_kept(tmp_path):
+    from hf_ssgr.utils import owned_temp_dir, write_folder_atomically
+
+    _old_copy(tmp_path)
+    _run_killed(KILLED_SAVE, tmp_path / "model", 1)  # killed before any rename: the partial copy stays hidden
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == [".model.tmp", "model"]
+    live = owned_temp_dir(".model.tmp-", str(tmp_path))  # a save in progress in this (live) process
+    write_folder_atomically(tmp_path / "model", lambda folder: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", os.path.basename(live)])
+
+
+def test_the_backup_of_a_killed_prune_is_removed_by_the_next_one(tmp_path, monkeypatch, caplog):
+    import tempfile
+
+    import torch
+
+    from hf_ssgr.pruning.checkpoint import WeightBackup
+
+    _run_killed(KILLED_BACKUP, tmp_path)
+    (left,) = list(tmp_path.iterdir())
+    assert left.name.startswith("hf_ssgr_backup_")
+    (tmp_path / "hf_ssgr_backup_abc123").mkdir()  # an earlier version's: no owner recorded
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    backup = WeightBackup()
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        backup["w"] = torch.zeros(2)
+    assert not left.exists()
+    assert "hf_ssgr_backup_abc123" in caplog.text and "Delete them once no run uses them" in caplog.text
+    backup.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["hf_ssgr_backup_abc123"]
+
+
+def test_the_temporary_rollouts_store_is_removed(model, tok, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / "hf_ssgr_rollouts_999999999@host-of-nobody"
+    stale.mkdir()  # another host's: left alone
+    _, cal = _calibrate(model, tok, None, rollouts_dir=None, num_samples=1, max_problems=1)
+    assert [p.name for p in tmp_path.iterdir()] == [stale.name]
+    assert cal.report.counts["rollouts_dir"] is None
