@@ -9,7 +9,7 @@ evaluation tasks. The output folder holds everything:
     pruned/<policy>/<variant>/    pruning_config.json (+ the weights with save_models: true); a quantized variant
                                   is `<variant>+fp8` (the pruned model exported as FP8, see `quantize`)
     eval/dense.json, eval/<policy>__<variant>.json
-    report.md, accuracy.png, lengths.png, manifest.json
+    report.md, accuracy.png, lengths.png, levels.png (tasks with difficulty levels), manifest.json
 
 Every step writes its result atomically and is skipped when its result is on disk, so re-running a recipe
 recomputes nothing that is finished, and an interrupted run continues where it stopped.
@@ -350,7 +350,7 @@ class _Run:
         return path
 
     def _write_report(self, dense_report, reports: dict[str, Any], path: str) -> None:
-        from .evaluation.evaluate import plot_accuracy, plot_length_distributions
+        from .evaluation.plots import plot_accuracy, plot_length_distributions, plot_per_level
 
         lines = [f"# {self.cfg.description or 'hf-ssgr run'}", ""]
         lines.append(f"Model `{self.cfg.model}`; calibration source `{self.cfg.source}` (text: `{self.cfg.text_source}`);"
@@ -391,9 +391,16 @@ class _Run:
                     )
                 lines.append("")
             everything = {"dense": dense_report, **reports}
-            plot_accuracy(everything, os.path.join(self.out, "accuracy.png"))
-            plot_length_distributions(everything, os.path.join(self.out, "lengths.png"))
-            lines += ["![accuracy](accuracy.png)", "", "![response lengths](lengths.png)", ""]
+            labels = {"dense": ("dense", None), **{n: tuple(n.split("__", 1)) for n in reports}}
+            if tasks:
+                plot_accuracy(everything, os.path.join(self.out, "accuracy.png"), labels=labels)
+                lines += ["![pass@1 by pruning configuration and calibration](accuracy.png)", ""]
+            if any(r.lengths for rep in everything.values() for r in rep.tasks.values()):
+                plot_length_distributions(everything, os.path.join(self.out, "lengths.png"), labels=labels)
+                lines += ["![response lengths](lengths.png)", ""]
+            if per_level:
+                plot_per_level(everything, os.path.join(self.out, "levels.png"), labels=labels)
+                lines += ["![pass@1 by difficulty level](levels.png)", ""]
         steps = self.manifest.get("steps", {})
         lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
         write_text_atomically(path, "\n".join(lines))
