@@ -47,7 +47,7 @@ def _stored(store) -> dict:
 def test_a_crash_between_a_batchs_store_writes_resumes_to_the_same_draws(model, tok, tmp_path, monkeypatch):
     """Killed after the first of a generation batch's store writes, the resumed run draws for the other problems of
     the batch (now generated in a smaller batch) exactly what the uninterrupted run drew."""
-    whole, _ = _calibrate(model, tok, tmp_path / "whole")
+    whole, whole_cal = _calibrate(model, tok, tmp_path / "whole")
     expected = _stored(tmp_path / "whole")
     assert len(expected) == 4 * 4
 
@@ -66,9 +66,20 @@ def test_a_crash_between_a_batchs_store_writes_resumes_to_the_same_draws(model, 
     monkeypatch.setattr(RolloutStore, "append", original)
     assert len(_stored(tmp_path / "resumed")) == 4  # one problem's four samples were written before the kill
 
-    resumed, _ = _calibrate(model, tok, tmp_path / "resumed")
+    resumed, cal = _calibrate(model, tok, tmp_path / "resumed")
     assert _stored(tmp_path / "resumed") == expected
     assert resumed["input_ids"] == whole["input_ids"] and resumed["problem_id"] == whole["problem_id"]
+
+    # the description reports the totals, as the uninterrupted run does, and what the resumed run generated
+    counts, whole_counts = json.loads(resumed.info.description)["counts"], whole_cal.report.counts
+    for key in ("responses_generated", "tokens_generated", "responses_correct", "responses_truncated",
+                "responses_wrong_format", "exhaustive_tokens_estimate", "generated_to_exhaustive_ratio"):  # fmt: skip
+        assert counts[key] == whole_counts[key], key
+    assert counts["responses_generated"] == 16 and whole_counts["responses_generated_this_run"] == 16
+    assert counts["responses_generated_this_run"] == 12  # four were read from the store
+    assert counts["tokens_generated_this_run"] == counts["tokens_generated"] - sum(
+        len(ids) for (pid, _), ids in expected.items() if pid == writes[0]
+    )
 
 
 def test_samples_do_not_depend_on_the_batch_they_are_drawn_in(model, tok):

@@ -63,7 +63,10 @@ class CalibrationReport:
         config (`dict`): `CalibrationConfig.to_dict()`.
         counts (`dict`): problems and responses at every filter; with rollouts also the generation cost
             (`responses_generated`, `tokens_generated`, `exhaustive_tokens_estimate`, `generated_to_exhaustive_ratio`)
-            and `rollouts_dir`.
+            and `rollouts_dir`. The response counts are totals over the rollouts of the problems the run went through,
+            whichever run generated them (so a resumed run reports what an uninterrupted one does);
+            `responses_generated_this_run` and `tokens_generated_this_run` count what this run generated, the rest
+            was read from the rollouts store.
         rows (`int`) / tokens (`int`): rows and tokens of the Dataset.
         seconds (`float`): the wall time of `build`.
     """
@@ -104,7 +107,8 @@ class CalibrationReport:
 
 @dataclass
 class _Progress:
-    """What a rollout run has selected and generated so far (this process's generation counts)."""
+    """What a rollout run has selected and generated so far (`tokens_generated` and `responses_generated`: this
+    process's generation in this run)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
@@ -405,16 +409,19 @@ class SSGRCalibrator:
             bar.set_postfix(problems=pos, generated_tokens=progress.tokens_generated, refresh=False)
         bar.close()
         self._gather_generation_counts(progress)
-        counts = self._cost_counts(progress, len(problems), store_dir)
+        went_through = [store.samples(problems[i]["problem_id"]) for i in order[:pos]]
+        counts = self._cost_counts(progress, went_through, len(problems), store_dir)
         logger.info(
-            "Calibration %s: %d rows from %d problems visited; generated %d responses / %d tokens (%.1f%% of the "
-            "exhaustive estimate).",
+            "Calibration %s: %d rows from %d problems visited; %d responses / %d tokens in all (%.1f%% of the "
+            "exhaustive estimate), of which this run generated %d responses / %d tokens.",
             cfg.policy,
             len(progress.rows),
             counts["problems_visited"],
+            counts["responses_generated"],
+            counts["tokens_generated"],
+            100 * counts["generated_to_exhaustive_ratio"],
             progress.responses_generated,
             progress.tokens_generated,
-            100 * counts["generated_to_exhaustive_ratio"],
         )
         return progress.rows, counts
 
@@ -475,7 +482,7 @@ class SSGRCalibrator:
 
     def _verify_and_store(self, problem, prompt_ids, samples, store, gen_tok, quality, progress):
         """Verify one problem's new samples, count them, and append them to the store."""
-        cfg, counts = self.config, progress.counts
+        cfg = self.config
         pid = problem["problem_id"]
         have = len(store.samples(pid))
         new = []
@@ -485,10 +492,6 @@ class SSGRCalibrator:
             new.append(VerifiedSample.from_reply(have + j, s, text, v))
             progress.tokens_generated += len(s.response_ids)
             progress.responses_generated += 1
-            counts["responses_correct"] += v.correct
-            counts["responses_truncated"] += s.finish_reason == "length"
-            for flag in ("repetitive", "no_reasoning", "wrong_format"):
-                counts[f"responses_{flag}"] += getattr(v, flag)
         done = self._decided(store.samples(pid) + new, cfg.num_generations)
         store.append(pid, prompt_ids, new, done=done)
 
@@ -516,29 +519,35 @@ class SSGRCalibrator:
             bar.update(1)
 
     def _gather_generation_counts(self, progress: _Progress) -> None:
-        """Generation counts are per process: add them up (the selection counts are the same everywhere)."""
+        """This run's generation counts are per process: add them up (the selection counts are the same everywhere)."""
         dist = self._dist
         if not dist.enabled:
             return
-        local = {k: v for k, v in progress.counts.items() if k.startswith("responses_")}
-        parts = dist.all_gather_object((progress.tokens_generated, progress.responses_generated, local))
+        parts = dist.all_gather_object((progress.tokens_generated, progress.responses_generated))
         progress.tokens_generated = sum(p[0] for p in parts)
         progress.responses_generated = sum(p[1] for p in parts)
-        for key in {k for p in parts for k in p[2]}:
-            progress.counts[key] = sum(p[2].get(key, 0) for p in parts)
 
-    def _cost_counts(self, progress: _Progress, num_problems: int, store_dir: str) -> dict[str, Any]:
-        """The counts, plus the generation cost against sampling every problem fully."""
-        mean_len = progress.tokens_generated / max(progress.responses_generated, 1)
-        exhaustive = num_problems * self.config.num_generations * mean_len
+    def _cost_counts(self, progress: _Progress, went_through: list[list[VerifiedSample]], num_problems: int,
+                     store_dir: str) -> dict[str, Any]:  # fmt: skip
+        """The counts, with the responses of the problems the run went through (`went_through`: their samples, from
+        this run or read from the store) and the generation cost against sampling every problem fully."""
+        samples = [s for group in went_through for s in group]
+        tokens = sum(len(s.response_ids) for s in samples)
+        exhaustive = num_problems * self.config.num_generations * tokens / max(len(samples), 1)
         counts = dict(progress.counts)
         counts.update(
             {
+                "responses_correct": sum(bool(s.correct) for s in samples),
+                "responses_truncated": sum(s.finish_reason == "length" for s in samples),
+                **{f"responses_{flag}": sum(bool(getattr(s, flag)) for s in samples)
+                   for flag in ("repetitive", "no_reasoning", "wrong_format")},  # fmt: skip
                 "problems_in_source": num_problems,
-                "responses_generated": progress.responses_generated,
-                "tokens_generated": progress.tokens_generated,
+                "responses_generated": len(samples),
+                "tokens_generated": tokens,
+                "responses_generated_this_run": progress.responses_generated,
+                "tokens_generated_this_run": progress.tokens_generated,
                 "exhaustive_tokens_estimate": round(exhaustive),
-                "generated_to_exhaustive_ratio": progress.tokens_generated / exhaustive if exhaustive else 0.0,
+                "generated_to_exhaustive_ratio": tokens / exhaustive if exhaustive else 0.0,
                 "rollouts_dir": store_dir,
             }
         )
