@@ -229,6 +229,9 @@ def test_fake_model_canned_replies_give_known_metrics(tmp_path):
     assert gsm.mean_length == pytest.approx(statistics.fmean(expected_lengths))
     assert gsm.median_length == pytest.approx(statistics.median(expected_lengths))
     assert gsm.gen_seconds > 0
+    # one process: its generation wall time is the task's (the replies' shares add up to it)
+    assert gsm.gen_seconds_per_process == [pytest.approx(gsm.gen_seconds, rel=1e-9)]
+    assert gsm.gen_wall_seconds == gsm.gen_seconds_per_process[0]
     assert gp.pass_at_1 == pytest.approx((3 / 4 + 1 + 0) / 3)
     assert gp.pass_at_k == pytest.approx(2 / 3)
     assert gp.truncated == 0
@@ -480,3 +483,21 @@ def test_bad_input_errors(tmp_path):
         load_benchmark("ssgr_math500", str(tmp_path / "nope.jsonl"))
     with pytest.raises(ValueError, match="need the columns of Idavidrein/gpqa.*or question, options .*and answer"):
         load_benchmark("ssgr_gpqa_diamond", LOCAL["ssgr_math500"])
+
+
+def test_generation_wall_time_per_process_in_table_and_json_and_old_reports_load(tmp_path):
+    from hf_ssgr.evaluation.report import EvalReport
+
+    task = dict(task="ssgr_math500", title="MATH-500", num_problems=2, num_samples=1, pass_at_1=0.5, pass_at_k=0.5,
+                mean_length=10.0, median_length=10.0, truncated=0.0, gen_seconds=30.0)  # fmt: skip
+    old = EvalReport.from_dict({"model": "m", "tasks": {"ssgr_math500": task}})  # saved before per-process times
+    assert old["ssgr_math500"].gen_seconds_per_process == []
+    assert old["ssgr_math500"].gen_wall_seconds == 30.0
+    assert "| gen s |" in old.table() and "| 30.0 |" in old.table()
+    per_process = {**task, "gen_seconds_per_process": [12.0, 18.0]}
+    two = EvalReport.from_dict({"model": "m", "tasks": {"ssgr_math500": per_process}})
+    assert two["ssgr_math500"].gen_wall_seconds == 18.0
+    assert "gen s (per process)" in two.table() and "| 30.0 (12.0 + 18.0) |" in two.table()
+    saved = json.loads(open(two.save(str(tmp_path / "r.json"))).read())["tasks"]["ssgr_math500"]
+    assert saved["gen_seconds_per_process"] == [12.0, 18.0] and saved["gen_wall_seconds"] == 18.0
+    assert EvalReport.load(str(tmp_path / "r.json")).to_dict() == two.to_dict()

@@ -224,6 +224,11 @@ def test_run_under_torchrun_writes_one_run_like_one_process(one_process_run, tmp
         a, b = (json.loads((r / "eval" / f"{name}.json").read_text())["tasks"]["ssgr_tiny_arith"] for r in (one, two))
         assert b["num_problems"] == a["num_problems"] == 6 and len(b["lengths"]) == 12
         assert b["problem_levels"] == a["problem_levels"]
+        # generation wall time: each process's, summed into the task's (one process: its own)
+        assert len(a["gen_seconds_per_process"]) == 1 and len(b["gen_seconds_per_process"]) == 2
+        assert all(x > 0 for x in b["gen_seconds_per_process"])
+        assert sum(b["gen_seconds_per_process"]) == pytest.approx(b["gen_seconds"], rel=1e-6)
+        assert b["gen_wall_seconds"] == max(b["gen_seconds_per_process"])
 
 
 @require_module("lm_eval")

@@ -99,7 +99,8 @@ def evaluate(
 
     Under `torchrun` / `accelerate launch` the problems are dealt across the processes (lm-eval's data parallelism;
     each process generates with its own copy of the model, or its own vLLM replica) and every process returns the
-    same report. Generation seconds are then summed over the processes.
+    same report. Each task's `gen_seconds` is then the generation wall time summed over the processes, and
+    `gen_seconds_per_process` each process's own (their maximum, `gen_wall_seconds`, is the elapsed time).
 
     Perplexity tasks (`ssgr_wikitext2`, `ssgr_c4`, `ssgr_tiny_text`, `ssgr_tiny_traces`; see
     `hf_ssgr.evaluation.perplexity`) run after the benchmarks, with transformers forward passes (also under
@@ -158,7 +159,11 @@ def evaluate(
     # Several processes: lm-eval gathered every process's scores on process 0, which shares the report with the rest.
     report = EvalReport.from_lm_eval(results, model=name, settings=_settings(cfg)) if results is not None else None
     dist = Distributed.current()
+    per_process = dist.all_gather_object(dict(lm.gen_seconds_by_task))  # every process's generation wall time
     report = dist.all_gather_object(report)[0]
+    if report is not None:
+        for t, r in report.tasks.items():
+            r.gen_seconds_per_process = [p.get(t, 0.0) for p in per_process]
     if ppl_tasks:  # every process scores its share of the windows; all of them get the same numbers
         report.perplexity = run_perplexity(lm.scoring_model(), lm.tokenizer, ppl_tasks, cfg.data_files,
                                            cfg.ppl_seqlen, cfg.ppl_batch_size, cfg.limit, dist)  # fmt: skip

@@ -90,6 +90,8 @@ class ReasoningLM(TemplateLM):
         # process 0 through the methods below.
         self._dist = Distributed.current()
         self._rank, self._world_size, self._device = self._dist.rank, self._dist.world_size, self._dist.device
+        # this process's generation wall time per task (seconds), gathered by evaluate() into each task's report
+        self.gen_seconds_by_task: dict[str, float] = {}
 
     # -- processes ---------------------------------------------------------------------------------------------------
     def all_gather(self, tensor):
@@ -187,6 +189,7 @@ class ReasoningLM(TemplateLM):
                     t0 = time.perf_counter()
                     samples = engine.generate(prompts, n, seed)
                     seconds = time.perf_counter() - t0
+                    self.gen_seconds_by_task[_task] = self.gen_seconds_by_task.get(_task, 0.0) + seconds
                     tokens = sum(len(s.response_ids) for per in samples for s in per) or 1
                     for ctx, per in zip(chunk, samples):
                         for idx, s in zip(contexts[ctx], per):

@@ -26,6 +26,9 @@ FILTER = "k_samples"  # the lm-eval filter whose results the report reads
 class TaskResult:
     """Metrics of one task. Accuracies are fractions in [0, 1]; lengths are in tokens.
 
+    `gen_seconds` is the task's generation wall time summed over the processes (what RAC reports as evaluation
+    time), `gen_seconds_per_process` each process's share (empty in reports saved before it was recorded).
+
     `pass_at_1_per_problem[i]` is the pass@1 of the problem `problem_ids[i]` (its k samples' correctness averaged);
     they give `pass_at_1_se` and the paired comparisons of `EvalReport.compare`. Reports saved before problem ids were
     recorded have none: they still load, but cannot be compared.
@@ -45,6 +48,13 @@ class TaskResult:
     pass_at_1_per_problem: list[float] = field(default_factory=list)
     problem_levels: list[str] = field(default_factory=list)  # the difficulty level of each problem, when known
     problem_ids: list[str] = field(default_factory=list)  # lm-eval's doc_id of each problem, in the same order
+    gen_seconds_per_process: list[float] = field(default_factory=list)  # generation wall time of each process
+
+    @property
+    def gen_wall_seconds(self) -> float:
+        """The elapsed generation time of the task: the slowest process's generation wall time when the processes
+        ran side by side (`gen_seconds_per_process`), else `gen_seconds` (one process, or an older report)."""
+        return max(self.gen_seconds_per_process) if self.gen_seconds_per_process else self.gen_seconds
 
     @property
     def pass_at_1_se(self) -> float | None:
@@ -165,8 +175,9 @@ class EvalReport:
 
     # -- printing -----------------------------------------------------------------------------------------------------
     def table(self, baseline: EvalReport | None = None) -> str:
-        """A Markdown table: pass@1 (%) with its standard error as `acc (SE)`, pass@k (%), mean/median response length, truncation, generation time; with a
-        baseline, also its pass@1 and the recovery. Perplexity tasks follow in a table of their own
+        """A Markdown table: pass@1 (%) with its standard error as `acc (SE)`, pass@k (%), mean/median response
+        length, truncation, generation wall time (summed over the processes, and each process's when there are
+        several); with a baseline, also its pass@1 and the recovery. Perplexity tasks follow in a table of their own
         (`perplexity_table`)."""
         if not self.tasks and self.perplexity:
             return self.perplexity_table(baseline)
@@ -179,7 +190,7 @@ class EvalReport:
             "mean len",
             "median len",
             "truncated",
-            "gen s",
+            "gen s (per process)" if any(len(r.gen_seconds_per_process) > 1 for r in self.tasks.values()) else "gen s",
         ]
         if baseline is not None:
             head += ["baseline pass@1", "recovery"]
@@ -194,7 +205,7 @@ class EvalReport:
                 f"{r.mean_length:.0f}",
                 f"{r.median_length:.0f}",
                 f"{100 * r.truncated:.1f}%",
-                "n/a" if math.isnan(r.gen_seconds) else f"{r.gen_seconds:.1f}",
+                _fmt_seconds(r),
             ]
             if baseline is not None:
                 b = baseline.tasks.get(t)
@@ -235,9 +246,10 @@ class EvalReport:
 
     # -- persistence --------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain data; each task also carries `pass_at_1_se` (recomputed on loading, not read back),
-        and the report `average_pass_at_1` / `average_pass_at_1_se`."""
-        tasks = {t: {**asdict(r), "pass_at_1_se": r.pass_at_1_se} for t, r in self.tasks.items()}
+        """The report as plain data; each task also carries `pass_at_1_se` and `gen_wall_seconds` (recomputed on
+        loading, not read back), and the report `average_pass_at_1` / `average_pass_at_1_se`."""
+        tasks = {t: {**asdict(r), "pass_at_1_se": r.pass_at_1_se, "gen_wall_seconds": r.gen_wall_seconds}
+                 for t, r in self.tasks.items()}  # fmt: skip
         return {
             "model": self.model,
             "settings": self.settings,
@@ -304,6 +316,14 @@ class EvalReport:
                 problem_ids=[str(s.get("doc_id", i)) for i, s in enumerate(samples) if "pass@1" in s],
             )
         return cls(model=model, tasks=tasks, settings=dict(settings or {}))
+
+
+def _fmt_seconds(r: TaskResult) -> str:
+    """Generation seconds summed over the processes, and each process's in parentheses when there are several."""
+    if math.isnan(r.gen_seconds):
+        return "n/a"
+    per = r.gen_seconds_per_process
+    return f"{r.gen_seconds:.1f}" + (f" ({' + '.join(f'{x:.1f}' for x in per)})" if len(per) > 1 else "")
 
 
 def _fmt_pct(value: float | None) -> str:
