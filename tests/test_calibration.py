@@ -345,7 +345,8 @@ def test_mixed_round_sizes_generate_nothing_extra(model, tok, scripted, tmp_path
     first = scripted.samples_generated
     assert first == 13
     ds, cal = build(model, tok, generation_batch_size=64, **kwargs)  # one wave holds it next to fresh problems
-    assert cal.report.counts["responses_generated"] == scripted.samples_generated - first
+    assert cal.report.counts["responses_generated_this_run"] == scripted.samples_generated - first
+    assert cal.report.counts["responses_generated"] == scripted.samples_generated  # the total, the resumed ones too
     rollouts = RolloutStore(str(tmp_path / "store"), json.load(open(tmp_path / "store" / "meta.json"))).to_dataset()
     assert len(rollouts) == scripted.samples_generated
     per_problem = {}
