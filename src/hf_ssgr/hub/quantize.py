@@ -24,6 +24,7 @@ import copy
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import torch
@@ -81,7 +82,8 @@ def quantization_plan(model: nn.Module) -> dict[str, list[str]]:
 
     `targets`: the decoder layers' `nn.Linear`s that are not routers. `ignore`: every other `nn.Linear` (lm_head,
     routers, anything outside the decoder layers), so that compressed-tensors and vLLM leave them alone.
-    `experts`: fused experts modules, which the scheme cannot express. Refuses, with the list, target shapes that the
+    `experts`: fused experts modules, which the scheme cannot express (ignored through a `re:` pattern of their
+    name, which also matches the per-expert names vLLM checks). Refuses, with the list, target shapes that the
     FP8 GEMMs cannot take (a dimension that is not a multiple of 16)."""
     from ..pruning.experts import is_experts_module
     from ..pruning.modeling import find_decoder_layers
@@ -113,7 +115,8 @@ def quantization_plan(model: nn.Module) -> dict[str, list[str]]:
         )
     if not targets:
         raise ValueError("The model's decoder layers hold no nn.Linear for the fp8 scheme to quantize. Nothing was written.")
-    ignore = list(dict.fromkeys(other + routers + experts))
+    # vLLM asks about an experts module through its unfused names (`...mlp.experts.0.gate_proj`): a prefix pattern
+    ignore = list(dict.fromkeys(other + routers + [f"re:{re.escape(n)}($|\\..*)" for n in experts]))
     return {"targets": targets, "ignore": ignore, "experts": experts, "routers": routers}
 
 
