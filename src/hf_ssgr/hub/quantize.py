@@ -194,7 +194,7 @@ def quantize_model(model: nn.Module, scheme: str = "fp8"):
         "quantized_modules": len(plan["targets"]),
         "quantized_params": sum(zeros_before[n].numel() for n in plan["targets"]),
         "kept": {
-            "compute_dtype": str(next(p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != _FP8)),
+            "compute_dtype": str(next(p.dtype for p in model.parameters() if p.dtype != _FP8)).removeprefix("torch."),
             "lm_head_embeddings_norms": True,
             "routers": plan["routers"],
             "experts": plan["experts"],
