@@ -116,6 +116,7 @@ def test_export_config_pruning_config_and_card(exported):
     q = meta["quantization"]
     assert q["scheme"] == "fp8" and q["preset"] == "FP8_DYNAMIC" and q["calibration"] == "none (data-free)"
     assert q["quantized_modules"] == 14 and q["new_zeros"] == 0 and q["kept"]["experts"] == []
+    assert q["kept"]["compute_dtype"] == "float32"
     assert q["weight_bytes"]["after"] < q["weight_bytes"]["before"]
     card = ModelCard.load(os.path.join(out, "README.md"))
     assert {"fp8", "compressed-tensors"} <= set(card.data.tags)
