@@ -183,6 +183,51 @@ def test_run_writes_everything_and_resumes_without_recomputing(one_process_run, 
     assert again["pruned"]["ssgr__wanda-50"].to_dict() == result["pruned"]["ssgr__wanda-50"].to_dict()
 
 
+def test_decode_budgets_are_checked():
+    base = {"model": "tiny", "output_dir": "x", "tasks": ["ssgr_tiny_arith"], "max_new_tokens": 64}
+    assert RunConfig(**base, decode_budgets=[32, 16]).decode_budgets == [32, 16]
+    assert RunConfig(**base).decode_budgets == []
+    for bad in ([64], [16, 16]):
+        with pytest.raises(ValueError, match="list each other budget once"):
+            RunConfig(**base, decode_budgets=bad)
+    for bad in ([0], ["8k"], [True]):
+        with pytest.raises(ValueError, match="positive integers"):
+            RunConfig(**base, decode_budgets=bad)
+    with pytest.raises(ValueError, match="accuracy task"):
+        RunConfig(**{**base, "tasks": ["ssgr_tiny_perplexity"]}, decode_budgets=[16])
+
+
+@require_module("lm_eval")
+def test_decode_budgets_evaluate_every_model_at_each_limit_and_resume(tmp_path, monkeypatch):
+    path = _small_recipe(tmp_path)
+    result = run_recipe(path, policies=["text"], decode_budgets=[8], limit=3)
+    out = tmp_path / "run"
+    assert sorted(os.listdir(out / "eval")) == ["dense.json", "dense@8.json", "text__wanda-50.json",
+                                                "text__wanda-50@8.json"]  # fmt: skip
+    for name in ("dense", "text__wanda-50"):
+        short, full = result["budgets"][name][8], result["pruned"].get(name) or result["dense"]
+        assert short.settings["max_new_tokens"] == 8 and full.settings["max_new_tokens"] == 64
+        assert all(1 <= n <= 8 for n in short["ssgr_tiny_arith"].lengths)
+        assert max(full["ssgr_tiny_arith"].lengths) > 8  # the full budget is not cut at 8
+        assert short["ssgr_tiny_arith"].gen_seconds > 0 and len(short["ssgr_tiny_arith"].gen_seconds_per_process) == 1
+        assert list(short.tasks) == ["ssgr_tiny_arith"] and not short.perplexity
+    report = (out / "report.md").read_text()
+    assert "Decode budgets" in report and "gen min (Σ processes)" in report
+    short = result["budgets"]["dense"][8]["ssgr_tiny_arith"]
+    row = f"| dense | 8 | {short.pass_at_1_with_se} | {short.pass_at_1_with_se} | {100 * short.truncated:.1f}% | "
+    assert row + f"{short.gen_seconds / 60:.2f} |" in report
+    assert "| dense | 64 | " in report and "| text__wanda-50 | 8 | " in report
+    # a second run reads every budget's report back and recomputes nothing
+    import hf_ssgr.evaluation.evaluate
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a finished evaluation")
+
+    monkeypatch.setattr(hf_ssgr.evaluation.evaluate, "evaluate", boom)
+    again = run_recipe(path, policies=["text"], decode_budgets=[8], limit=3)
+    assert again["budgets"]["text__wanda-50"][8].to_dict() == result["budgets"]["text__wanda-50"][8].to_dict()
+
+
 def _files(root) -> list[str]:
     """Every file under `root` but the rollout stores (one file per process)."""
     found = (os.path.join(d, f) for d, _, names in os.walk(root) if "rollouts" not in d for f in names)

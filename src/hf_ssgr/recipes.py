@@ -25,7 +25,9 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +89,10 @@ class RunConfig:
             loads it.
         tasks / eval_data_files / num_samples / max_new_tokens / limit / backend / eval_batch_size: evaluation
             (`EvalConfig` fields).
+        decode_budgets: shorter (or longer) generation limits at which every model is also evaluated on the
+            accuracy tasks (RAC Table 8: `[8192, 4096]` next to `max_new_tokens: 32768`); each lands in
+            `eval/<name>@<budget>.json`, and report.md shows a row per model and budget with pass@1 and generation
+            time.
         evaluate: evaluate the dense model and every pruned one (false: prune only).
         save_models: keep the pruned weights on disk (else only their pruning_config.json).
         seed: seed of calibration sampling and evaluation.
@@ -108,6 +114,7 @@ class RunConfig:
     eval_data_files: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 4
     max_new_tokens: int = 32768
+    decode_budgets: list[int] = field(default_factory=list)
     limit: int | None = None
     backend: str = "hf"
     eval_batch_size: int = 16
@@ -155,6 +162,31 @@ class RunConfig:
             seed=self.seed,
             data_files=self.eval_data_files,
         )
+        self.decode_budgets = self._decode_budgets()
+
+    def _decode_budgets(self) -> list[int]:
+        """The checked `decode_budgets`: positive integers, each once, none equal to `max_new_tokens`, and an
+        accuracy task to run them on."""
+        budgets = list(self.decode_budgets or [])
+        if not budgets:
+            return []
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
+            raise ValueError(f"decode_budgets must be positive integers (max_new_tokens values), got {budgets}.")
+        if len(set(budgets)) != len(budgets) or self.max_new_tokens in budgets:
+            raise ValueError(
+                f"decode_budgets {budgets} repeats a budget or max_new_tokens ({self.max_new_tokens}), which every "
+                "model is evaluated at anyway: list each other budget once."
+            )
+        if not self.evaluate or not self.accuracy_tasks:
+            raise ValueError("decode_budgets needs evaluate: true and an accuracy task (not only perplexity) in tasks.")
+        return budgets
+
+    @property
+    def accuracy_tasks(self) -> list[str]:
+        """The evaluation's accuracy tasks (its perplexity tasks left out): what the decode budgets run."""
+        from .evaluation.registry import PERPLEXITY_TASKS, resolve_tasks
+
+        return [t for t in resolve_tasks(self.eval_config.tasks) if t not in PERPLEXITY_TASKS]
 
     def _calibration(self, name: str) -> CalibrationSpec:
         """The calibration named `name` in `policies`: a policy (`ssgr`), a policy on another source
@@ -220,6 +252,7 @@ class _Run:
         self.manifest.setdefault("steps", {})
         self._model = self._tok = None
         self._last_pruned = None  # (policy, variant, model, pruner): reused by the quantized variants of one prune
+        self.budget_reports: dict[str, dict[int, Any]] = {}  # name -> decode budget -> EvalReport
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
     def write(self, fn) -> None:
@@ -274,31 +307,45 @@ class _Run:
                        counts=calibrator.report.counts)  # fmt: skip
         return ds
 
+    def eval_path(self, name: str, budget: int | None = None) -> str:
+        """Where a model's report is: `eval/<name>.json`, or `eval/<name>@<budget>.json` at a decode budget."""
+        return os.path.join(self.out, "eval", f"{name}.json" if budget is None else f"{name}@{budget}.json")
+
+    def eval_done(self, name: str) -> bool:
+        """Whether the model's reports, at `max_new_tokens` and at every decode budget, are on disk."""
+        return all(os.path.exists(self.eval_path(name, b)) for b in [None, *self.cfg.decode_budgets])
+
     def evaluate(self, model, tok, name: str):
+        """The model's report at `max_new_tokens` (every task), after its reports at the decode budgets (accuracy
+        tasks only, kept in `budget_reports`); each is read from disk when it is there (then `model` may be None)."""
+        for budget in self.cfg.decode_budgets:
+            config = dataclasses.replace(self.cfg.eval_config, max_new_tokens=budget, tasks=self.cfg.accuracy_tasks)
+            self.budget_reports.setdefault(name, {})[budget] = self._evaluate(model, tok, name, config, budget)
+        return self._evaluate(model, tok, name, self.cfg.eval_config, None)
+
+    def _evaluate(self, model, tok, name: str, config: EvalConfig, budget: int | None):
         from .evaluation.evaluate import EvalReport, evaluate
 
-        path = os.path.join(self.out, "eval", f"{name}.json")
+        path = self.eval_path(name, budget)
         if os.path.exists(path):
             return EvalReport.load(path)
         t = time.perf_counter()
-        report = evaluate(model, tok, config=self.cfg.eval_config, model_name=name)
+        report = evaluate(model, tok, config=config, model_name=name)
         self.write(lambda: report.save(path))  # every process holds the same report
-        self.step_done(f"eval/{name}", time.perf_counter() - t)
+        self.step_done(f"eval/{name}" + (f"@{budget}" if budget is not None else ""), time.perf_counter() - t)
         return report
 
     def prune_and_evaluate(self, policy: str, calibration, prune: PruningConfig, quantization: str = "none"):
-        from .evaluation.evaluate import EvalReport
         from .hub.metadata import pruning_metadata
         from .hub.upload import save_pruned
 
         variant = variant_name(prune, quantization)
         name = f"{policy}__{variant}"
         folder = os.path.join(self.out, "pruned", policy, variant)
-        eval_path = os.path.join(self.out, "eval", f"{name}.json")
         meta_path = os.path.join(folder, PRUNING_CONFIG_NAME)
-        done_eval = not self.cfg.evaluate or os.path.exists(eval_path)
+        done_eval = not self.cfg.evaluate or self.eval_done(name)
         if os.path.exists(meta_path) and done_eval:
-            return EvalReport.load(eval_path) if self.cfg.evaluate else None
+            return self.evaluate(None, None, name) if self.cfg.evaluate else None  # read from disk
         dense, tok = self.dense()
         t = time.perf_counter()
         command = f"hf-ssgr run {self.cfg.description or 'recipe'}"
@@ -378,6 +425,7 @@ class _Run:
             lines += [f"{dense_report.perplexity[t].title} perplexity (lower is better; not in the average or the "
                       f"recovery): {dense_report.perplexity[t].protocol}." for t in ppl] + ([""] if ppl else [])  # fmt: skip
             lines += _comparisons(dense_report, reports)
+            lines += _budget_lines(self.cfg.max_new_tokens, {"dense": dense_report, **reports}, self.budget_reports)
             per_level = {n: r.tasks[t].per_level() for n, r in [("dense", dense_report), *reports.items()]
                          for t in tasks if r.tasks[t].per_level()}  # fmt: skip
             if per_level:
@@ -425,6 +473,45 @@ def _average(report) -> str:
     return format_accuracy(report.average_pass_at_1, report.average_pass_at_1_se)
 
 
+def _budget_lines(max_new_tokens: int, reports: dict[str, Any], budgets: dict[str, dict[int, Any]]) -> list[str]:
+    """The decode-budget table (RAC Table 8): a row per model and generation limit (`max_new_tokens` first, then the
+    decode budgets, longest first) with each accuracy task's pass@1 (SE), their average, the share of truncated
+    replies, and the generation wall time in minutes, summed over the processes (and the slowest process's)."""
+    if not budgets:
+        return []
+    from .evaluation.stats import format_accuracy
+
+    first = next(iter(budgets.values()))
+    tasks = list(next(iter(first.values())).tasks)
+    titles = [next(iter(first.values())).tasks[t].title for t in tasks]
+    head = ["model", "max new tokens", *[f"{t} pass@1 (SE)" for t in titles], "avg pass@1 (SE)", "truncated",
+            "gen min (Σ processes)", "gen min (elapsed)"]  # fmt: skip
+    lines = [
+        "Decode budgets: every model evaluated at each generation limit on the accuracy tasks; generation wall time "
+        "in minutes, summed over the processes and the slowest process's (elapsed).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for name, full in reports.items():
+        at = {max_new_tokens: full, **budgets.get(name, {})}
+        for budget in sorted(at, reverse=True):
+            rep = at[budget]
+            results = [rep.tasks[t] for t in tasks if t in rep.tasks]
+            avg = format_accuracy(rep.average_pass_at_1, rep.average_pass_at_1_se)
+            truncated = statistics.fmean(r.truncated for r in results)
+            total = math.fsum(r.gen_seconds for r in results) / 60
+            elapsed = math.fsum(r.gen_wall_seconds for r in results) / 60
+            cells = [name, str(budget), *[rep.tasks[t].pass_at_1_with_se if t in rep.tasks else "n/a" for t in tasks],
+                     avg, f"{100 * truncated:.1f}%", _minutes(total), _minutes(elapsed)]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _minutes(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
 def _comparisons(dense_report, reports: dict[str, Any], resamples: int = 10000, seed: int = 0) -> list[str]:
     """The report's paired comparisons: every calibration against the `text` calibration of the same pruning and
     against the dense model, on average pass@1, with a 95% paired-bootstrap interval over problems. Nothing when a
@@ -455,7 +542,8 @@ def _comparisons(dense_report, reports: dict[str, Any], resamples: int = 10000, 
 
 
 def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
-    """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport}}`.
+    """Run (or resume) a recipe; returns `{"report": path, "dense": EvalReport, "pruned": {name: EvalReport},
+    "budgets": {name: {decode budget: EvalReport}}}`.
 
     Under `torchrun` / `accelerate launch` every process runs it and returns the same result (see the module's
     docstring)."""
@@ -469,14 +557,8 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
     t0 = time.perf_counter()
     dense_report = None
     if cfg.evaluate:
-        path = os.path.join(cfg.output_dir, "eval", "dense.json")
-        if not os.path.exists(path):
-            model, tok = run.dense()
-            dense_report = run.evaluate(model, tok, "dense")
-        else:
-            from .evaluation.evaluate import EvalReport
-
-            dense_report = EvalReport.load(path)
+        model, tok = run.dense() if not run.eval_done("dense") else (None, None)  # None: read from disk
+        dense_report = run.evaluate(model, tok, "dense")
     reports = {}
     jobs = [(p, c, q) for p in cfg.policies for c in cfg.prune for q in cfg.quantize]
     bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model", disable=not run.dist.is_main)
@@ -486,9 +568,7 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             variant = variant_name(prune, quantization)
             name = f"{spec.name}__{variant}"
             done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, variant, PRUNING_CONFIG_NAME))
-            if not (
-                done and (not cfg.evaluate or os.path.exists(os.path.join(cfg.output_dir, "eval", f"{name}.json")))
-            ):
+            if not (done and (not cfg.evaluate or run.eval_done(name))):
                 calibration = calibration if calibration is not None else run.calibration(spec)
             rep = run.prune_and_evaluate(spec.name, calibration, prune, quantization)
             if rep is not None:
@@ -499,4 +579,4 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
     report_path = run.write_report(dense_report, reports)
     run.manifest["total_seconds_last_run"] = round(time.perf_counter() - t0, 1)
     run.save_manifest()
-    return {"report": report_path, "dense": dense_report, "pruned": reports}
+    return {"report": report_path, "dense": dense_report, "pruned": reports, "budgets": run.budget_reports}
