@@ -22,8 +22,8 @@ __all__ = [
 ]
 
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
-_MODULE_METRIC_KEYS = ("sparsity", "error", "error_tokens", "tokens", "damping", "damping_raised", "fallback",
-                       "starved", "seconds")  # fmt: skip
+_MODULE_METRIC_KEYS = ("sparsity", "target_sparsity", "error", "error_tokens", "tokens", "damping", "damping_raised",
+                       "fallback", "starved", "seconds")  # fmt: skip
 
 
 def public_name(name: str | None) -> str | None:
@@ -120,11 +120,13 @@ def layer_sparsity_entry(layer, i: int, prefix: str, module_metrics: dict[str, d
     from ..pruning.targets import layer_candidates
 
     pruned_names = set(module_metrics or {})
-    errors = []
+    errors, allocated = [], None
     for name, m in (module_metrics or {}).items():
         match = _LAYER_RE.search(f".{name}")
         if match and int(match.group(1)) == i and m.get("error") is not None:
             errors.append(float(m["error"]))
+        if match and int(match.group(1)) == i and m.get("target_sparsity") is not None:
+            allocated = float(m["target_sparsity"])  # a layer-wise run: the sparsity this layer was pruned at
     zeros = total = 0
     for t in layer_candidates(layer):
         if pruned_names and f"{prefix}.{i}.{t.name}" not in pruned_names:
@@ -132,11 +134,14 @@ def layer_sparsity_entry(layer, i: int, prefix: str, module_metrics: dict[str, d
         w = t.weight
         zeros += int((w == 0).sum())
         total += w.numel()
-    return {
+    entry = {
         "layer": i,
         "sparsity": zeros / total if total else 0.0,
         "reconstruction_error": statistics.fmean(errors) if errors else None,
     }
+    if allocated is not None:
+        entry["target_sparsity"] = allocated
+    return entry
 
 
 def pruning_metadata(
@@ -177,6 +182,10 @@ def pruning_metadata(
         # decoder layers and over the whole model
         "coverage": accounting["coverage"],
         "achieved_sparsity": accounting["achieved_sparsity"],
+        # a layer-wise run (OWL or an explicit list): the sparsity each pruned layer was given; their mean over
+        # layers is `sparsity`, while `achieved_sparsity` is over parameters
+        "sparsity_profile": cfg.get("sparsity_profile", "uniform"),
+        "layer_sparsities": {str(e["layer"]): e["target_sparsity"] for e in layers if "target_sparsity" in e} or None,
         "layers": layers,
         "modules": {
             n: {k: m.get(k) for k in _MODULE_METRIC_KEYS if k in m} for n, m in (module_metrics or {}).items()

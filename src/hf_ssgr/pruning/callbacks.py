@@ -67,6 +67,9 @@ class PrunerState:
             `coverage_of_decoder_layers`, and the weights left `uncovered` (see `hf_ssgr.pruning.targets.Coverage`).
         achieved_sparsity (`dict`): at the end, measured on the weights: the share of zeros over the `targets`, over
             every parameter of the `decoder_layers`, and over the whole `model`.
+        layer_sparsities (`dict`): with a layer-wise sparsity (OWL or an explicit list), each pruned decoder layer's
+            sparsity, keyed by its index as a string; kept in checkpoints so a resumed run uses the same allocation.
+        outlier_ratios (`dict`): with OWL, each pruned decoder layer's outlier ratio D_l (a share, not a percentage).
     """
 
     layer_index: int = -1
@@ -82,6 +85,8 @@ class PrunerState:
     finished: bool = False
     coverage: dict[str, Any] | None = None
     achieved_sparsity: dict[str, float] | None = None
+    layer_sparsities: dict[str, float] | None = None
+    outlier_ratios: dict[str, float] | None = None
 
     def save_to_json(self, json_path: str | os.PathLike) -> None:
         with open(json_path, "w", encoding="utf-8") as f:
@@ -304,16 +309,49 @@ class ProgressCallback(PrunerCallback):
 
 
 class MetricsLoggerCallback(PrunerCallback):
-    """Appends every log to `output_dir/metrics.jsonl`, one JSON object a line, on the main process."""
+    """Appends every log to `output_dir/metrics.jsonl`, one JSON object a line, on the main process. The first layer
+    a run logs drops the lines of that layer and later ones left by an earlier run (a run resumed from a checkpoint
+    prunes them again), so no layer is listed twice."""
 
     file_name = "metrics.jsonl"
+
+    def __init__(self):
+        self._trimmed = False
+
+    def on_prune_begin(self, config, state, control, **kwargs):
+        self._trimmed = False
 
     def on_log(self, config, state, control, **kwargs):
         if not config.output_dir or not state.is_world_process_zero:
             return
         os.makedirs(config.output_dir, exist_ok=True)
-        with open(os.path.join(config.output_dir, self.file_name), "a", encoding="utf-8") as f:
-            f.write(json.dumps(kwargs.get("logs", {}), sort_keys=True) + "\n")
+        path = os.path.join(config.output_dir, self.file_name)
+        logs = kwargs.get("logs", {})
+        if not self._trimmed and "layer" in logs:
+            self._trimmed = True
+            self._drop_layers_from(path, logs["layer"])
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(logs, sort_keys=True) + "\n")
+
+    @staticmethod
+    def _drop_layers_from(path: str, first: int) -> None:
+        """Rewrite `path` (atomically) without the lines of layers `first` and after."""
+        from ..utils import write_text_atomically
+
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+        kept = []
+        for line in lines:
+            try:
+                layer = json.loads(line).get("layer")
+            except (ValueError, AttributeError):  # a torn or foreign line: kept as it is
+                layer = None
+            if not isinstance(layer, int) or layer < first:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) != len(lines):
+            write_text_atomically(path, "".join(kept))
 
 
 class PrintMetricsCallback(PrunerCallback):

@@ -24,6 +24,7 @@ LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
 MOE_STATISTICS = ("routed", "all_tokens")
 STARVED_EXPERTS = ("all_tokens", "magnitude", "routed")
+SPARSITY_PROFILES = ("uniform", "owl")
 # Fields that change where or how often work happens but never the pruned weights.
 _NON_NUMERIC_FIELDS = (
     "moe_stats_memory_gb",
@@ -68,6 +69,23 @@ class PruningConfig:
     sparsity_type (`str`, *optional*, defaults to `"unstructured"`):
         `"unstructured"`, or `"N:M"` (for example `"2:4"` or `"4:8"`): N zeros in every M consecutive input weights of
         a row. `sparsity` must then equal N/M.
+    sparsity_profile (`str`, *optional*, defaults to `"uniform"`):
+        How the sparsity is spread over the pruned decoder layers: `"uniform"`, every layer at `sparsity`; `"owl"`,
+        outlier-weighted layer-wise sparsity (OWL, Yin et al. 2024, as llm-compressor's `sparsity_profile="owl"`):
+        before pruning, one pass of the dense model over the calibration rows measures each layer's outlier ratio
+        D_l, the share of the entries of the Wanda metric |W| · ‖X‖₂ over all the layer's pruned weights that exceed
+        `owl_m` times the layer's mean; the ratios are min-max scaled to [0, 2·`owl_lambda`] and shifted so the
+        layers' mean density is 1 − `sparsity`, and layer l is pruned at 1 − that density. Layers with more
+        outliers keep more weights; the mean over layers is `sparsity`. Unstructured sparsity only. See
+        `hf_ssgr.pruning.owl`.
+    owl_m (`float`, *optional*, defaults to `5.0`):
+        OWL outlier threshold M: an entry is an outlier when its metric exceeds M times the layer's mean (paper
+        default).
+    owl_lambda (`float`, *optional*, defaults to `0.08`):
+        OWL λ: the layers' sparsities span at most [sparsity − 2λ, sparsity + 2λ] (paper default 0.08).
+    layer_sparsities (`list[float]`, *optional*):
+        An explicit sparsity for each pruned decoder layer, in the order of the layers `layers` selects (one value
+        per layer, each in [0, 1)). `sparsity` must equal their mean. Unstructured sparsity only.
     layers (`str` or `list[int]`, *optional*, defaults to `"all"`):
         Decoder layers to prune: `"all"`, `"first_third"`, `"first_last_third"`, a list of indices, or a
         comma-separated string of indices such as `"0,1,5"`.
@@ -177,6 +195,18 @@ class PruningConfig:
     sparsity_type: str = field(
         default="unstructured", metadata={"help": "'unstructured' or 'N:M' (N zeros in every M weights), e.g. '2:4'."}
     )
+    sparsity_profile: str = field(
+        default="uniform",
+        metadata={"help": "Sparsity over layers: 'uniform' or 'owl' (outlier-weighted layer-wise, unstructured only)."},
+    )
+    owl_m: float = field(default=5.0, metadata={"help": "OWL: outlier threshold M (times the layer's mean metric)."})
+    owl_lambda: float = field(
+        default=0.08, metadata={"help": "OWL: lambda; the layers' sparsities span sparsity +- 2 lambda."}
+    )
+    layer_sparsities: list[float] | None = field(
+        default=None,
+        metadata={"help": "Explicit sparsity per pruned decoder layer (their mean must equal sparsity)."},
+    )
     layers: str = field(
         default="all",
         metadata={"help": "Decoder layers: 'all', 'first_third', 'first_last_third' or indices such as '0,1,5'."},
@@ -256,6 +286,7 @@ class PruningConfig:
                     f"block_size={self.block_size} is not a multiple of M={m} for sparsity_type={self.sparsity_type!r}:"
                     f" use a block_size divisible by {m}, e.g. {m * max(1, self.block_size // m)}."
                 )
+        self._check_layer_profile(nm)
         if self.block_size < 1:
             raise ValueError(f"block_size={self.block_size} must be a positive integer, e.g. 128.")
         if self.dampening < 0:
@@ -307,6 +338,56 @@ class PruningConfig:
         if self.save_every_n_layers < 1:
             raise ValueError(f"save_every_n_layers={self.save_every_n_layers} must be >= 1.")
 
+    def _check_layer_profile(self, nm: tuple[int, int] | None) -> None:
+        """Validate `sparsity_profile`, `owl_m`, `owl_lambda` and `layer_sparsities` (the length is checked against
+        the model's pruned layers when pruning starts)."""
+        if self.sparsity_profile not in SPARSITY_PROFILES:
+            raise ValueError(
+                f"sparsity_profile={self.sparsity_profile!r} is not known: choose one of "
+                f"{', '.join(SPARSITY_PROFILES)}."
+            )
+        if not float(self.owl_m) > 0 or not float(self.owl_lambda) >= 0:
+            raise ValueError(f"OWL needs owl_m > 0 and owl_lambda >= 0 (got {self.owl_m}, {self.owl_lambda}): "
+                             "the paper's defaults are owl_m=5, owl_lambda=0.08.")  # fmt: skip
+        self.owl_m, self.owl_lambda = float(self.owl_m), float(self.owl_lambda)
+        layerwise = self.sparsity_profile == "owl" or self.layer_sparsities is not None
+        if layerwise and nm is not None:
+            raise ValueError(
+                f"sparsity_type={self.sparsity_type!r} fixes N zeros in every M weights of every layer, so it cannot "
+                "vary by layer: use sparsity_type='unstructured' with sparsity_profile='owl' or layer_sparsities, or "
+                "sparsity_profile='uniform' without layer_sparsities for N:M."
+            )
+        if self.layer_sparsities is None:
+            return
+        if self.sparsity_profile == "owl":
+            raise ValueError("layer_sparsities and sparsity_profile='owl' both set each layer's sparsity: pass one.")
+        if isinstance(self.layer_sparsities, (int, float, str)):
+            self.layer_sparsities = [self.layer_sparsities]
+        try:
+            values = [float(v) for v in self.layer_sparsities]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"layer_sparsities={self.layer_sparsities!r} must be a list of numbers in [0, 1)."
+            ) from None
+        bad = [v for v in values if not 0.0 <= v < 1.0]
+        if not values or bad:
+            raise ValueError(
+                f"layer_sparsities={self.layer_sparsities!r}: every value must be in [0, 1) and the list non-empty"
+                + (f" ({bad[0]} is not)." if bad else ".")
+            )
+        self.layer_sparsities = values
+        mean = sum(values) / len(values)
+        if abs(mean - self.sparsity) > 1e-6:
+            raise ValueError(
+                f"layer_sparsities average {mean:.6g} over layers but sparsity={self.sparsity:g}: set "
+                f"sparsity={mean:.6g}, so that names, cards and reports state the overall sparsity."
+            )
+
+    @property
+    def layerwise(self) -> bool:
+        """Whether the sparsity varies by decoder layer (OWL or an explicit `layer_sparsities`)."""
+        return self.sparsity_profile == "owl" or self.layer_sparsities is not None
+
     @property
     def short_name(self) -> str:
         """A folder-safe name of what is pruned, shared by recipe folders, cards and reports: `sparsegpt-50`,
@@ -317,6 +398,10 @@ class PruningConfig:
             if self.nm
             else f"{self.method}-{round(100 * self.sparsity)}"
         )
+        if self.sparsity_profile == "owl":
+            tag += "-owl"
+        elif self.layer_sparsities is not None:
+            tag += "-layerwise"
         if self.layers != "all":
             tag += "-" + (self.layers if isinstance(self.layers, str) else "_".join(str(i) for i in self.layers))
         if self.token_mask != "all":

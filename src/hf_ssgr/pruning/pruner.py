@@ -21,6 +21,7 @@ summation order. One process is the same path with a world of one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -67,6 +68,7 @@ from .modeling import (
     module_device,
     resolve_targets,
 )
+from .owl import check_layer_sparsities, owl_layer_sparsities, wanda_outlier_ratio
 from .solvers import Solver, get_solver
 from .statistics import LayerStats, StopLayer, fp32_statistics
 from .targets import UNCOVERED_LIMIT, Target, compute_coverage, zero_fractions
@@ -241,6 +243,7 @@ class OneShotPruner:
         cfg = self.config
         self._model = model
         self.solver: Solver = get_solver(cfg.method)(cfg)
+        self._base_solver = self.solver  # the run's sparsity; a layer-wise run swaps in each layer's (`_layer_solver`)
         self._verified_experts: set[int] = set()  # experts modules whose output the pruner's reading reproduced
         self._starved: dict[str, int] = {}  # expert projections with fewer routed tokens than inputs: their count
         torch.manual_seed(cfg.seed)
@@ -251,9 +254,11 @@ class OneShotPruner:
 
         # A solver that needs no statistics reads calibration data only to measure the reconstruction error.
         rows = None
-        if self.solver.needs_data() or (calibration is not None and cfg.reconstruction_error):
+        owl = cfg.sparsity_profile == "owl"  # its outlier ratios need calibration data, whatever the method
+        if self.solver.needs_data() or owl or (calibration is not None and cfg.reconstruction_error):
             if calibration is None:
-                raise ValueError(f"method={cfg.method!r} needs calibration data: pass a Dataset with 'input_ids'.")
+                needs = "sparsity_profile='owl'" if owl else f"method={cfg.method!r}"
+                raise ValueError(f"{needs} needs calibration data: pass a Dataset with 'input_ids'.")
             rows = as_rows(calibration, need_prompt_length=cfg.token_mask != "all")
             self._check_rows(model, rows)
 
@@ -273,6 +278,8 @@ class OneShotPruner:
             world_size=self._dist.world_size,
             coverage=coverage.to_dict(),
         )
+        if cfg.layer_sparsities is not None:
+            self.state.layer_sparsities = check_layer_sparsities(cfg.layer_sparsities, pruned, layers_name)
         return layers, pruned, targets, prune_head, rows, num_run
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -392,6 +399,13 @@ class OneShotPruner:
         device = self._compute_device(layers)
         storage = torch.device("cpu") if self.config.offload_activations else device
         batches = self._prepare_batches(model, layers, rows, num_run, start_layer, device) if rows is not None else []
+        if self.config.sparsity_profile == "owl" and self.state.layer_sparsities is None:
+            if start_layer > 0:
+                raise ValueError(
+                    "The checkpoint to resume from holds no OWL allocation (layer_sparsities in pruner_state.json), "
+                    "so the finished layers' sparsities are unknown: start the run again without resuming."
+                )
+            self._owl_allocation(model, layers, targets, pruned, batches, device, storage)
         self._event("on_prune_begin")
         for i in range(start_layer, num_run):
             self._event("on_layer_begin", layer_index=i)
@@ -401,11 +415,13 @@ class OneShotPruner:
                 layer.to(device)
             modules = targets.get(i, {}) if i in pruned else {}
             layer_metrics = {}
+            self.solver = self._layer_solver(i)
             if modules:
                 layer_metrics = self._prune_layer(layer, i, modules, batches, device, backup)
             if batches:
                 self._propagate(layer, i, batches, device, storage)
                 layer.to(original_device)
+            self.solver = self._base_solver  # lm_head, and anything after the layers, at the run's sparsity
             if prune_head and i == num_run - 1:
                 layer_metrics.update(self._prune_lm_head(model, batches, device, backup))
             self._end_layer(model, i, layer_metrics, targets)
@@ -418,6 +434,75 @@ class OneShotPruner:
             head = model.get_output_embeddings() if prune_head else None
             self.state.achieved_sparsity = zero_fractions(model, layers, targets, head)
             self._finish()
+
+    def _layer_solver(self, i: int) -> Solver:
+        """The solver for decoder layer `i`: the run's, or, with a layer-wise sparsity, one at the layer's sparsity
+        (the same method and settings otherwise)."""
+        alloc = self.state.layer_sparsities
+        if not alloc or str(i) not in alloc:
+            return self._base_solver
+        cfg = self.config
+        layer_cfg = dataclasses.replace(cfg, sparsity=alloc[str(i)], sparsity_profile="uniform", layer_sparsities=None)
+        return get_solver(cfg.method)(layer_cfg)
+
+    def _owl_allocation(self, model, layers, targets, pruned, batches, device, storage) -> None:
+        """OWL: one pass of the dense layers over the calibration batches measures each pruned layer's outlier ratio
+        (`owl.wanda_outlier_ratio`, from squared input norms all-reduced across processes), then sets
+        `state.layer_sparsities` and re-captures the first layer's inputs for the pruning pass."""
+        cfg = self.config
+        if self._stream is not None:  # prune_streaming refuses OWL first; this guards the layer loading below
+            raise ValueError("sparsity_profile='owl' is not supported by prune_pretrained.")
+        owl_layers = [i for i in pruned if targets.get(i)]
+        ratios: dict[str, float] = {}
+        for i in range(max(owl_layers) + 1):
+            layer = layers[i]
+            original_device = module_device(layer)
+            layer.to(device)
+            if i in owl_layers:
+                ratios[str(i)] = self._owl_layer_ratio(layer, i, targets[i], batches, device, storage)
+            else:
+                self._propagate(layer, i, batches, device, storage)
+            layer.to(original_device)
+        sparsities = owl_layer_sparsities([ratios[str(i)] for i in owl_layers], cfg.sparsity, cfg.owl_lambda)
+        self.state.outlier_ratios = ratios
+        self.state.layer_sparsities = {str(i): s for i, s in zip(owl_layers, sparsities)}
+        logger.info("OWL (M=%g, lambda=%g) layer sparsities: %s", cfg.owl_m, cfg.owl_lambda,
+                    ", ".join(f"{i}: {s:.4f}" for i, s in self.state.layer_sparsities.items()))  # fmt: skip
+        pin = cfg.offload_activations and device.type == "cuda"
+        finite = capture_layer_inputs(model, layers, batches, self.state.num_layers, storage, pin)
+        self._raise_if_non_finite(finite, "the embeddings (input of decoder layer 0)")
+
+    def _owl_layer_ratio(self, layer, i, modules: dict[str, Target], batches, device, storage) -> float:
+        """Run dense layer `i` on every batch (its outputs become the next layer's inputs) while accumulating its
+        targets' squared input norms; return its outlier ratio. An expert that received no routed token has an
+        all-zero metric."""
+        cfg = self.config
+        stats = LayerStats(modules, False, True, cfg.chunk_size, False, cfg.gram_dtype, False, cfg.moe_statistics,
+                           self._verified_experts)  # fmt: skip
+        finite = []
+        with stats:
+            for b in batches:
+                stats.begin_batch(b.stat_mask, b.sample_index)
+                out = run_layer(layer, i, b, device)
+                finite.append(finite_flag(out, b))
+                b.hidden = out.to(storage)
+        stats.finalize()
+        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}")
+        self._reduce_stats(stats, f"decoder layer {i}")
+        weights, sq_norms = [], []
+        for name, t in modules.items():
+            if name in stats.leader:
+                sq = stats.module_stats(name).sq_norms
+            elif t.expert is not None:
+                sq = torch.zeros(t.shape[1])
+            else:
+                raise RuntimeError(
+                    f"{self._layers_name}.{i}.{name} was never called during the forward pass of its layer, so it has "
+                    "no statistics: exclude it from the targets."
+                )
+            weights.append(t.weight)
+            sq_norms.append(sq)
+        return wanda_outlier_ratio(weights, sq_norms, cfg.owl_m)
 
     def _open_layer(self, layers: nn.ModuleList, i: int, finished: bool = False) -> nn.Module:
         """Decoder layer `i`, with its weights: in memory already, or loaded by a streamed run (from the input
@@ -751,7 +836,7 @@ class OneShotPruner:
     def _solve_module(self, full, target: Target, stats, device, shared, magnitude: bool = False) -> dict:
         t0 = time.perf_counter()
         weight = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-        solver = get_solver("magnitude")(self.config) if magnitude else self.solver
+        solver = get_solver("magnitude")(self.solver.config) if magnitude else self.solver
         new, info = solver.solve(weight, stats, shared)
         target.write(new)
         return self._module_result(full, target, weight, stats, info, time.perf_counter() - t0, magnitude)
@@ -781,6 +866,8 @@ class OneShotPruner:
             "shape": list(final.shape),
             "error": None,
         }
+        if cfg.layerwise:
+            result["target_sparsity"] = self.solver.config.sparsity
         if target.expert is not None and stats is not None:
             result["tokens"] = self._starved.get(full, stats.count)  # the tokens routed to it
         if full in self._starved:

@@ -639,13 +639,9 @@ class StreamingRun:
             if generation is not None:
                 generation.save_pretrained(self.partial)
         if tokenizer is True:
-            from transformers import AutoTokenizer
+            from ..utils import load_tokenizer
 
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(self.source.path)
-            except (OSError, ValueError):
-                tokenizer = None
-                logger.warning("No tokenizer found next to %s; the pruned folder has none.", self.source.path)
+            tokenizer = load_tokenizer(self.source.path, required=False)  # a folder without one gets none, warned
         if tokenizer:
             tokenizer.save_pretrained(self.partial)
 
@@ -698,6 +694,12 @@ def prune_streaming(pruner, model_name_or_path: str, calibration, save_dir: str,
 
     if not save_dir:
         raise ValueError("prune_pretrained needs save_dir: the folder the pruned checkpoint is written to.")
+    if pruner.config.sparsity_profile == "owl":
+        raise ValueError(
+            "sparsity_profile='owl' needs a pass of the dense model over every layer before pruning, and "
+            "prune_pretrained loads each layer once: prune the model in memory with prune(), or pass an allocation "
+            "as layer_sparsities (e.g. pruner.state.layer_sparsities of an OWL run on the same model and data)."
+        )
     path = _local_checkpoint(model_name_or_path)
     if os.path.abspath(path) == os.path.abspath(save_dir):
         raise ValueError(f"save_dir {save_dir} is the input checkpoint: write the pruned model to another folder.")
