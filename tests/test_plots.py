@@ -193,3 +193,33 @@ def test_plots_stay_importable_where_they_were():
 
     assert evaluate.plot_accuracy is plots.plot_accuracy is report.plot_accuracy
     assert evaluate.plot_length_distributions is plots.plot_length_distributions
+
+
+def test_error_ratio_heatmap_is_centred_at_one_on_a_log_scale_and_marks_the_prompt(tmp_path):
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    from hf_ssgr.evaluation.analysis import ReconstructionErrors, error_ratio_figure, plot_error_ratio_heatmap
+
+    rng = np.random.default_rng(0)
+    prompts, lengths = [12, 20, 16], [60, 80, 70]
+    errors_b = [rng.uniform(0.5, 1.5, n) for n in lengths]
+    # A: 4x better than B on the prompt, 4x worse while decoding
+    errors_a = [np.where(np.arange(n) < p, 0.25, 4.0) * eb for n, p, eb in zip(lengths, prompts, errors_b)]
+    res = ReconstructionErrors(["p0", "p1", "p2"], [list(range(n)) for n in lengths], prompts, errors_a, errors_b,
+                               labels=("prompt_only", "rac"))  # fmt: skip
+    fig = error_ratio_figure(res)
+    ax = fig.axes[0]
+    (image,) = ax.get_images()
+    norm = image.norm
+    assert isinstance(norm, LogNorm) and norm.vmin * norm.vmax == pytest.approx(1.0)  # symmetric about ratio 1
+    assert norm(1.0) == pytest.approx(0.5) and image.cmap.name.startswith("RdBu")
+    assert norm(4.0) == pytest.approx(1 - norm(0.25))
+    data = image.get_array()
+    assert data.shape == (3, 80) and data.mask[0, 60:].all()  # rows shorter than the longest are masked
+    assert data[1, 0] == pytest.approx(0.25) and data[1, 20] == pytest.approx(4.0)
+    marks = [ln for ln in ax.get_lines() if ln.get_color() == "black"]
+    assert [ln.get_xdata()[0] + 0.5 for ln in marks] == prompts  # the prompt/decode boundary of each row
+    assert "1" in [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    path = plot_error_ratio_heatmap(res, str(tmp_path / "heat.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,13 @@ import torch
 from ..calibration.engines import TransformersEngine
 from ..calibration.prompts import encode_prompt
 
-__all__ = ["ReconstructionErrors", "reconstruction_errors", "last_hidden_errors", "plot_error_ratio_heatmap"]
+__all__ = [
+    "ReconstructionErrors",
+    "reconstruction_errors",
+    "last_hidden_errors",
+    "error_ratio_figure",
+    "plot_error_ratio_heatmap",
+]
 
 
 @dataclass
@@ -114,16 +120,15 @@ def reconstruction_errors(
     )
 
 
-def plot_error_ratio_heatmap(
-    result: ReconstructionErrors, path: str, max_tokens: int | None = None, title: str | None = None
-) -> str:
-    """A heatmap of log2(e_A/e_B): rows are problems, columns token index; blue where A reconstructs the dense
-    model better, red where B does. A black tick marks where each row's prompt ends and decoding begins."""
+def error_ratio_figure(result: ReconstructionErrors, max_tokens: int | None = None, title: str | None = None):
+    """The figure of `plot_error_ratio_heatmap`, as a matplotlib `Figure`."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import patheffects
+        from matplotlib.colors import LogNorm
     except ImportError as err:
         raise ImportError("Plots need matplotlib: pip install 'hf-ssgr[plot]'.") from err
     ratios = result.ratios
@@ -133,27 +138,46 @@ def plot_error_ratio_heatmap(
     grid = np.full((len(ratios), width), np.nan)
     for i, r in enumerate(ratios):
         n = min(len(r), width)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grid[i, :n] = np.log2(r[:n])
-    finite = grid[np.isfinite(grid)]
-    bound = float(np.percentile(np.abs(finite), 98)) if finite.size else 1.0
-    bound = bound if bound > 0 else 1.0
-    fig, ax = plt.subplots(figsize=(min(14.0, 3.0 + width / 60), 1.2 + 0.35 * len(ratios)))
+        grid[i, :n] = r[:n]
+    grid[~(grid > 0)] = np.nan  # a ratio of 0 or inf (one error exactly 0) has no place on a log scale
+    finite = np.abs(np.log2(grid[np.isfinite(grid)]))
+    bound = float(2 ** np.percentile(finite, 98)) if finite.size else 2.0
+    bound = bound if bound > 1 else 2.0
+    fig, ax = plt.subplots(figsize=(min(14.0, 3.5 + width / 60), 1.4 + 0.35 * len(ratios)), layout="constrained")
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
-    im = ax.imshow(
-        np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=-bound, vmax=bound, interpolation="nearest"
-    )
+    # log scale symmetric about 1: a ratio r and 1/r are equally far from white, in opposite colours
+    norm = LogNorm(vmin=1 / bound, vmax=bound, clip=True)
+    im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     for i, p in enumerate(result.prompt_lengths):
         if p < width:
-            ax.plot([p - 0.5, p - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=1.5)
+            ax.plot([p - 0.5, p - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=2.5,
+                    path_effects=[patheffects.withStroke(linewidth=4.5, foreground="white")])  # fmt: skip
     a, b = result.labels
-    ax.set_xlabel("token index (black tick: end of prompt)")
+    ax.set_xlabel("token index — black bar: where the prompt ends and decoding begins (left: prompt, right: decode)")
     ax.set_ylabel("problem")
     ax.set_yticks(range(len(ratios)))
     ax.set_yticklabels(result.problem_ids, fontsize=6)
-    ax.set_title(title or f"log2(e_{a} / e_{b}): last-layer hidden-state error vs dense")
-    fig.colorbar(im, ax=ax, label=f"log2(e_{a}/e_{b})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    ax.set_title(title or f"e_{a} / e_{b}: last-layer hidden-state error against the dense model, per token\n"
+                 f"blue: {a} reconstructs better, red: {b} does, white: equal", fontsize=10)  # fmt: skip
+    bar = fig.colorbar(im, ax=ax, label=f"e_{a} / e_{b} (log scale)")
+    ticks = [t for t in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8) if 1 / bound <= t <= bound]
+    bar.set_ticks(ticks, labels=[f"{t:g}" if t >= 1 else f"1/{1 / t:g}" for t in ticks])
+    bar.minorticks_off()
+    return fig
+
+
+def plot_error_ratio_heatmap(
+    result: ReconstructionErrors, path: str, max_tokens: int | None = None, title: str | None = None
+) -> str:
+    """A heatmap of e_A/e_B per token: rows are problems, columns token index. The diverging colormap is centred at
+    ratio 1 on a log scale (white: equal errors; blue where A reconstructs the dense model better, red where B does,
+    r and 1/r equally saturated; the colour range is the 98th percentile of |log ratio|, beyond it saturated). A
+    black bar marks where each row's prompt ends and decoding begins; grey: no token (or a ratio of 0 or inf)."""
+    import matplotlib.pyplot as plt
+
+    fig = error_ratio_figure(result, max_tokens=max_tokens, title=title)
+    try:
+        fig.savefig(path, dpi=150)
+    finally:
+        plt.close(fig)
     return path
