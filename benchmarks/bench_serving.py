@@ -204,7 +204,9 @@ def variants(dense: nn.Module, device: str):
 
     def semi():
         if not device.startswith("cuda"):
-            raise RuntimeError("torch.sparse.to_sparse_semi_structured runs on CUDA GPUs only (compute capability 8.0+)")
+            raise RuntimeError(
+                "torch.sparse.to_sparse_semi_structured runs on CUDA GPUs only (compute capability 8.0+)"
+            )
         m = copy.deepcopy(pruned)
         to_semi_structured(m)
         return m

@@ -25,7 +25,9 @@ class QuantizeArguments:
 
     src: str = field(default=None, metadata={"help": "A folder written by hf-ssgr prune (with pruning_config.json)."})
     dst: str = field(default=None, metadata={"help": "The folder to write the quantized model to (replaced whole)."})
-    scheme: str = field(default="fp8", metadata={"help": "The quantization scheme: fp8 (compressed-tensors FP8_DYNAMIC)."})
+    scheme: str = field(
+        default="fp8", metadata={"help": "The quantization scheme: fp8 (compressed-tensors FP8_DYNAMIC)."}
+    )
 
 
 def make_parser() -> SsgrParser:

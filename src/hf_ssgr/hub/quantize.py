@@ -47,8 +47,8 @@ def check_scheme(scheme: str) -> str:
     preset = QUANTIZATION_SCHEMES.get(str(scheme).lower())
     if preset is None:
         raise ValueError(
-            f"Unsupported quantization scheme {scheme!r}: the supported scheme is 'fp8' (compressed-tensors FP8_DYNAMIC: "
-            "FP8 E4M3 weights with per-output-channel scales, dynamic per-token FP8 activations)."
+            f"Unsupported quantization scheme {scheme!r}: the supported scheme is 'fp8' (compressed-tensors "
+            "FP8_DYNAMIC: FP8 E4M3 weights with per-output-channel scales, dynamic per-token FP8 activations)."
         )
     try:
         import compressed_tensors  # noqa: F401
@@ -72,8 +72,9 @@ def check_not_quantized(model: nn.Module) -> None:
     if qc is not None or fp8 or schemed:
         what = "its config has a quantization_config" if qc is not None else f"{fp8 or schemed} is quantized"
         raise ValueError(
-            f"The model is already quantized ({what}): quantize the pruned model in its compute dtype (bf16/fp16/fp32), "
-            "i.e. the folder save_pruned wrote without quantization=, not an FP8 export. Nothing was written."
+            f"The model is already quantized ({what}): quantize the pruned model in its compute dtype "
+            "(bf16/fp16/fp32), i.e. the folder save_pruned wrote without quantization=, not an FP8 export. Nothing "
+            "was written."
         )
 
 
@@ -114,7 +115,9 @@ def quantization_plan(model: nn.Module) -> dict[str, list[str]]:
             f"{' ...' if len(bad) > 8 else ''}. Export this model unquantized (no quantization=). Nothing was written."
         )
     if not targets:
-        raise ValueError("The model's decoder layers hold no nn.Linear for the fp8 scheme to quantize. Nothing was written.")
+        raise ValueError(
+            "The model's decoder layers hold no nn.Linear for the fp8 scheme to quantize. Nothing was written."
+        )
     # vLLM asks about an experts module through its unfused names (`...mlp.experts.0.gate_proj`): a prefix pattern
     ignore = list(dict.fromkeys(other + routers + [f"re:{re.escape(n)}($|\\..*)" for n in experts]))
     return {"targets": targets, "ignore": ignore, "experts": experts, "routers": routers}
@@ -183,7 +186,9 @@ def quantize_model(model: nn.Module, scheme: str = "fp8"):
     if lost_zeros:
         raise RuntimeError(f"FP8 export turned {lost_zeros} zero weights non-zero; please report this.")
     if new_zeros:
-        logger.warning("fp8: %d non-zero weights underflowed to zero (smaller than 2^-9 of their row's scale).", new_zeros)
+        logger.warning(
+            "fp8: %d non-zero weights underflowed to zero (smaller than 2^-9 of their row's scale).", new_zeros
+        )
     record = {
         "scheme": str(scheme).lower(),
         "preset": preset,
