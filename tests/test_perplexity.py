@@ -289,8 +289,7 @@ def test_run_report_shows_perplexity_beside_pass_at_1_and_out_of_the_average(tmp
 
     cfg = RunConfig(model="tiny", output_dir=str(tmp_path), source="tiny-arith", text_source="tiny-text",
                     policies=["text"], tasks=["ssgr_tiny_arith", "ssgr_tiny_perplexity"])  # fmt: skip
-    run = _Run.__new__(_Run)
-    run.cfg, run.out, run.manifest = cfg, str(tmp_path), {"steps": {}}
+    run = _Run(cfg)
     path = tmp_path / "report.md"
     run._write_report(report("dense", 0.75, [6.5, 1.02]), {"text__wanda-50": report("p", 0.5, [9.25, 1.5])}, str(path))
     text = path.read_text()
