@@ -402,6 +402,8 @@ class _Run:
         lines = [f"# {self.cfg.description or 'hf-ssgr run'}", ""]
         lines.append(f"Model `{self.cfg.model}`; calibration source `{self.cfg.source}` (text: `{self.cfg.text_source}`);"
                      f" {self.cfg.num_samples} samples per problem, up to {self.cfg.max_new_tokens} new tokens.")  # fmt: skip
+        if self.cfg.decode_budgets:
+            lines[-1] += f" Also at {', '.join(map(str, self.cfg.decode_budgets))} new tokens (decode budgets, below)."
         lines.append("")
         if dense_report is not None:
             tasks = list(dense_report.tasks)

@@ -184,7 +184,8 @@ def accuracy_figure(
                 ax.axhline(value, color=DENSE_COLOR, linestyle="--", linewidth=1.2, zorder=3,
                            label=f"dense{' (band: ±1 SE)' if se is not None else ''}")  # fmt: skip
                 ax.annotate(f"dense {text}", (1.0, value), xycoords=("axes fraction", "data"), xytext=(-3, 3),
-                            textcoords="offset points", ha="right", va="bottom", fontsize=7, color=DENSE_COLOR)  # fmt: skip
+                            textcoords="offset points", ha="right", va="bottom", fontsize=7,
+                            color=DENSE_COLOR)  # fmt: skip
                 if se is not None:
                     ax.axhspan(value - se, value + se, color=DENSE_COLOR, alpha=0.12, linewidth=0, zorder=0)
                 top = max(top, value + (se or 0.0))
