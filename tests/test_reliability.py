@@ -214,3 +214,58 @@ def test_the_temporary_rollouts_store_is_removed(model, tok, tmp_path, monkeypat
     _, cal = _calibrate(model, tok, None, rollouts_dir=None, num_samples=1, max_problems=1)
     assert [p.name for p in tmp_path.iterdir()] == [stale.name]
     assert cal.report.counts["rollouts_dir"] is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Minor
+
+
+def test_metrics_jsonl_does_not_repeat_a_layer_after_a_resume(tmp_path):
+    from testing_utils import make_calibration
+
+    from hf_ssgr import OneShotPruner, PruningConfig
+    from hf_ssgr.pruning.callbacks import PrunerCallback
+
+    class CrashAfterLogging(PrunerCallback):  # killed after layer 2 was logged, before its checkpoint
+        def on_log(self, config, state, control, **kwargs):
+            if kwargs["logs"]["layer"] == 2:
+                raise KeyboardInterrupt("killed")
+
+    calib = make_calibration(num_rows=2, seq_len=16)
+    kwargs = dict(method="wanda", output_dir=str(tmp_path), save_every_n_layers=2)
+    crashing = OneShotPruner(PruningConfig(restore_on_error=False, **kwargs), callbacks=[CrashAfterLogging()],
+                             progress_bar=False)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        crashing.prune(make_tiny_model("qwen2", num_layers=4), calib)
+    (tmp_path / "metrics.jsonl").open("a").write(json.dumps({"note": "not a layer's line"}) + "\n")
+    OneShotPruner(PruningConfig(**kwargs), progress_bar=False).prune(
+        make_tiny_model("qwen2", num_layers=4), calib, resume_from_checkpoint=True
+    )
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [line.get("layer") for line in lines] == [0, 1, None, 2, 3]
+
+
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_model_folder_without_a_tokenizer_gets_none_written(tmp_path, stream, caplog):
+    from testing_utils import make_calibration
+
+    from hf_ssgr.commands.cli import main
+
+    make_tiny_model("qwen2", num_layers=1).save_pretrained(tmp_path / "dense")
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"input_ids": r, "prompt_length": 4}) + "\n" for r in make_calibration()))
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        rc = main(["prune", "--model_name_or_path", str(tmp_path / "dense"), "--calibration", str(calib),
+                   "--save_dir", str(tmp_path / "pruned"), "--method", "wanda", "--stream", stream])  # fmt: skip
+    assert rc == 0
+    written = os.listdir(tmp_path / "pruned")
+    assert "config.json" in written and not [f for f in written if f.startswith(("tokenizer", "vocab", "special"))]
+    assert "holds no tokenizer files" in caplog.text
+
+
+def test_calibrating_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
+    make_tiny_model("qwen2", num_layers=1).save_pretrained(tmp_path / "dense")
+    with pytest.raises(ValueError, match="holds no tokenizer files.*tokenizer.save_pretrained"):
+        SSGRCalibrator(CalibrationConfig(policy="prompt_only", num_samples=1, source_path=GSM8K)).build(
+            str(tmp_path / "dense"), "GSM8K"
+        )

@@ -38,6 +38,7 @@ __all__ = [
     "owned_temp_dir",
     "remove_stale_folders",
     "recover_folder",
+    "load_tokenizer",
 ]
 
 PRUNING_CONFIG_NAME = "pruning_config.json"
@@ -84,6 +85,42 @@ def check_model_path(path: str) -> None:
             f"Model path not found: {path!r} is not a local folder, and loading it from the Hub failed "
             f"({type(err).__name__}). Pass the folder of a saved model or a reachable Hub id."
         ) from err
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model", "tekken.json")  # fmt: skip
+
+
+def load_tokenizer(path: str, required: bool = True):
+    """The tokenizer saved with the model at `path` (a folder or a Hub id).
+
+    transformers builds a tokenizer of one token from a model folder that holds none (its config names a tokenizer
+    class, there is no vocabulary): that is refused here rather than used or written next to a pruned model.
+
+    Args:
+        path (`str`): the model's folder or Hub id.
+        required (`bool`): raise when there is none (`ValueError`, naming the fix); otherwise warn and return `None`.
+    """
+    from transformers import AutoTokenizer
+
+    problem = None
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+        problem = f"{path} holds no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, ...)"
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            problem = f"no tokenizer could be loaded from {path} ({type(err).__name__}: {str(err).splitlines()[0]})"
+        else:
+            if len(tokenizer) > 1:
+                return tokenizer
+            problem = f"the tokenizer of {path} has {len(tokenizer)} token(s): its vocabulary is missing"
+    if required:
+        raise ValueError(f"No tokenizer: {problem}. Save the model's tokenizer into that folder "
+                         "(tokenizer.save_pretrained), or pass one (tokenizer=...).")  # fmt: skip
+    logger.warning("No tokenizer: %s; none is written next to the result. Save the tokenizer there, or copy it in "
+                   "afterwards.", problem)  # fmt: skip
+    return None
 
 
 def library_versions() -> dict[str, str]:

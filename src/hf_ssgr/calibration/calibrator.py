@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..distributed import Distributed
-from ..utils import owned_temp_dir, remove_stale_folders
+from ..utils import load_tokenizer, owned_temp_dir, remove_stale_folders
 from ..verification import QualityConfig, verify_reply
 from .config import CalibrationConfig
 from .engines import make_engine, replica_env, sample_seed
@@ -135,14 +135,14 @@ def _model_name(model) -> str:
 
 
 def _load_model(model_or_path, tokenizer):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if isinstance(model_or_path, (str, os.PathLike)):
         path = str(model_or_path)
         if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in path:
             raise FileNotFoundError(f"Model path not found: {path}")
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
-        tok = tokenizer or AutoTokenizer.from_pretrained(path)
+        tok = tokenizer or load_tokenizer(path)
         return model, tok, path
     if tokenizer is None:
         raise ValueError("Pass tokenizer=... with a model object (or pass a Hub id / local path instead).")
@@ -157,21 +157,17 @@ def _resolve_tokenizer(tokenizer):
                 f"tokenizer must be a transformers tokenizer or a Hub id / local path, got {type(tokenizer).__name__}."
             )
         return tokenizer
-    from transformers import AutoTokenizer
-
     name = str(tokenizer)
     if not os.path.exists(name) and (os.environ.get("HF_HUB_OFFLINE") == "1" or name.startswith((".", "/"))):
         raise FileNotFoundError(f"Tokenizer path not found: {name} (pass a local folder, a Hub id, or the object).")
-    return AutoTokenizer.from_pretrained(name)
+    return load_tokenizer(name)
 
 
 def _load_tokenizer(model_or_path):
     """The tokenizer alone, for policies that generate nothing (no need to load the weights)."""
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise ValueError("Pass tokenizer=... with a model object (or pass a Hub id / local path instead).")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_or_path))
+    return load_tokenizer(str(model_or_path))
 
 
 class SSGRCalibrator:

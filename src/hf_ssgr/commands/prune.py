@@ -80,12 +80,12 @@ def load_calibration(path: str):
 
 def main(argv: list[str]) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ..hub.upload import save_pruned
     from ..pruning.pruner import OneShotPruner
     from ..pruning.solvers import get_solver
-    from ..utils import check_model_path, resolve_model
+    from ..utils import check_model_path, load_tokenizer, resolve_model
 
     args, config = make_parser().parse(argv)
     for name in ("model_name_or_path", "calibration", "save_dir"):
@@ -105,11 +105,7 @@ def main(argv: list[str]) -> int:
     else:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         pruner.prune(model, calibration, resume_from_checkpoint=True if args.resume else None)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
-        except (OSError, ValueError):
-            tokenizer = None
-            logger.warning("No tokenizer found next to %s; the pruned folder has none.", model_path)
+        tokenizer = load_tokenizer(model_path, required=False)  # a folder without one gets none, warned
         save_pruned(model, args.save_dir, tokenizer=tokenizer, pruner=pruner, calibration=calibration,
                     base_model=model_path, command=command)  # fmt: skip
     if pruner.state.is_world_process_zero:

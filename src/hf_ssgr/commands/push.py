@@ -36,12 +36,12 @@ def make_parser() -> SsgrParser:
 
 def main(argv: list[str]) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ..evaluation.report import EvalReport
     from ..hub.upload import push_to_hub
     from ..pruning.config import PruningConfig
-    from ..utils import PRUNING_CONFIG_NAME
+    from ..utils import PRUNING_CONFIG_NAME, load_tokenizer
 
     (args,) = make_parser().parse(argv)
     missing = [f"--{n}" for n in ("model", "repo_id") if not getattr(args, n)]
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     report = EvalReport.load(args.report) if args.report else None
     baseline = EvalReport.load(args.baseline) if args.baseline else None
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = load_tokenizer(args.model, required=False)  # a folder without one pushes none, warned
     info = push_to_hub(model, tok, args.repo_id, report=report, baseline=baseline, private=args.private,
                        create_pr=args.create_pr, config=PruningConfig.from_dict(meta["config"]),
                        module_metrics=meta.get("modules"), base_model=meta.get("base_model"))  # fmt: skip
