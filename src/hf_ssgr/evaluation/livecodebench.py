@@ -1,0 +1,363 @@
+"""LiveCodeBench code generation (RAC Table 5, `codegen_pass@1:16`): data, prompts, code extraction and grading.
+
+Grading is our own re-implementation of the verdicts of LiveCodeBench's official grader
+(`lcb_runner/evaluation/testing_util.py`), not the `nvidia-livecodebench` package, whose API-client dependencies are
+heavy for a from-scratch install and whose grader runs programs in-process (not in a sandbox). The semantics kept:
+
+- stdin/stdout problems: the program's top-level statements are wrapped in a function (imports kept at the top,
+  after the grader's fixed prelude of standard-library imports; a trailing `if __name__ == '__main__':` is unwrapped),
+  compiled once, and called once per test with that test's input on `sys.stdin`; the captured stdout and the
+  expected output are stripped, split into lines, each line stripped; the line counts must match and each line must be
+  equal as text or, token by token, as `Decimal`s (so `1.0` passes for `1`, but `0.3333` does not for `0.33333`);
+- call-based (functional) problems: `Solution().<fn_name>(*args)` with each input line JSON-decoded as one argument;
+  a tuple result counts as a list; the result must `==` the JSON-decoded expected output;
+- every public and private test must pass, in order, stopping at the first failure; each test has its own timeout
+  (`signal.alarm`, 6 s by default as in the official runner) and the whole program `(timeout + 1) * tests` seconds.
+
+The only difference is where the program runs: in `hf_ssgr.evaluation.sandbox`, one process per program, and the
+outputs are compared outside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import zlib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+logger = logging.getLogger("hf_ssgr")
+
+__all__ = [
+    "LCB_DATASET",
+    "LCB_DEFAULT_RELEASE",
+    "LCB_DEFAULT_WINDOW",
+    "LCB_SYSTEM_MESSAGE",
+    "lcb_prompt",
+    "decode_private_tests",
+    "load_livecodebench",
+    "extract_code",
+    "stdout_matches",
+    "grade_programs",
+    "Verdict",
+]
+
+LCB_DATASET = "livecodebench/code_generation_lite"
+# The release files of code_generation_lite: release_vN holds test.jsonl .. testN.jsonl.
+_RELEASE_FILES = ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl"]
+LCB_DEFAULT_RELEASE = "release_v5"
+# DeepSeek-R1's reported LiveCodeBench window (2024-08-01 .. 2025-01-31); the RAC paper does not state its window.
+LCB_DEFAULT_WINDOW = ("2024-08-01", "2025-01-31")
+LCB_TIMEOUT = 6  # seconds per test, the official runner's default
+
+# lcb_runner/prompts/code_generation.py: the generic chat prompt (system message, then the question template).
+LCB_SYSTEM_MESSAGE = (
+    "You are an expert Python programmer. You will be given a question (problem specification) and will generate a "
+    "correct Python program that matches the specification and passes all tests. You will NOT return anything except "
+    "for the program."
+)
+_WITH_STARTER = (
+    "You will use the following starter code to write the solution to the problem and enclose your code within "
+    "delimiters."
+)
+_WITHOUT_STARTER = (
+    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the sample "
+    "inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, it reads the "
+    "inputs, runs the algorithm and writes output to STDOUT."
+)
+
+
+def lcb_prompt(question: str, starter_code: str = "") -> str:
+    """The user turn: LiveCodeBench's system message, then its question template for chat models."""
+    text = f"### Question:\n{question}\n\n"
+    if starter_code:
+        text += f"### Format: {_WITH_STARTER}\n```python\n{starter_code}\n```\n\n"
+    else:
+        text += f"### Format: {_WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
+    text += "### Answer: (use the provided format with backticks)\n\n"
+    return f"{LCB_SYSTEM_MESSAGE}\n\n{text}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+class _StringsOnly(pickle.Unpickler):
+    """An unpickler that builds plain data only: any class or function reference is refused (unpickling arbitrary
+    objects runs code)."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"private tests may only hold plain data; the pickle references {module}.{name}")
+
+
+def decode_private_tests(value: str) -> list[dict]:
+    """The private tests of a code_generation_lite row: a JSON list, or (newer rows) base64 of zlib of a pickle of
+    that JSON string. The pickle is read with an unpickler that refuses every global, so only strings come out."""
+    if isinstance(value, list):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    try:
+        raw = zlib.decompress(base64.b64decode(text, validate=True))
+        data = _StringsOnly(io.BytesIO(raw)).load()
+    except (ValueError, zlib.error, pickle.UnpicklingError, EOFError) as err:
+        raise ValueError(f"private_test_cases is neither JSON nor base64+zlib+pickle of JSON: {err}") from err
+    return json.loads(data) if isinstance(data, (str, bytes)) else data
+
+
+def _row_tests(row: dict, origin: str) -> tuple[list[dict], str | None]:
+    public = row.get("public_test_cases") or "[]"
+    tests = json.loads(public) if isinstance(public, str) else list(public)
+    tests += decode_private_tests(row.get("private_test_cases") or "[]")
+    metadata = row.get("metadata") or "{}"
+    metadata = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
+    fn_name = metadata.get("func_name")
+    if not tests:
+        raise ValueError(f"LiveCodeBench {origin}: problem {row.get('question_id')} has no tests.")
+    kinds = {t.get("testtype") for t in tests}
+    if kinds - {"stdin", "functional"}:
+        raise ValueError(f"LiveCodeBench {origin}: unknown testtype {sorted(kinds - {'stdin', 'functional'})}.")
+    if "functional" in kinds and not fn_name:
+        raise ValueError(f"LiveCodeBench {origin}: functional problem {row.get('question_id')} has no func_name.")
+    return [{"input": t["input"], "output": t["output"]} for t in tests], (fn_name if "functional" in kinds else None)
+
+
+def _in_window(date: str, start: str | None, end: str | None) -> bool:
+    day = str(date)[:10]
+    return (start is None or day >= start) and (end is None or day <= end)
+
+
+def _hub_rows(release_version: str):
+    import datasets
+
+    if release_version == "release_latest":
+        files = _RELEASE_FILES
+    else:
+        match = re.fullmatch(r"release_v(\d+)", release_version)
+        if not match or not 1 <= int(match.group(1)) <= len(_RELEASE_FILES):
+            raise ValueError(
+                f"Unknown LiveCodeBench release_version {release_version!r}: use release_v1 .. "
+                f"release_v{len(_RELEASE_FILES)} or release_latest."
+            )
+        files = _RELEASE_FILES[: int(match.group(1))]
+    urls = [f"hf://datasets/{LCB_DATASET}/{f}" for f in files]
+    try:
+        return datasets.load_dataset("json", data_files=urls, split="train")
+    except Exception as err:  # noqa: BLE001 - offline or missing: the same advice
+        raise RuntimeError(
+            f"Could not load LiveCodeBench ({LCB_DATASET}, {release_version}) from the Hub: {type(err).__name__}: "
+            "{err}. Offline, pass a local copy: evaluate(..., data_files={'ssgr_livecodebench': 'file.jsonl'})."
+        ) from err
+
+
+def load_livecodebench(
+    data_file: str | list[str] | None = None,
+    release_version: str = LCB_DEFAULT_RELEASE,
+    start_date: str | None = LCB_DEFAULT_WINDOW[0],
+    end_date: str | None = LCB_DEFAULT_WINDOW[1],
+):
+    """The problems as a `Dataset` of docs (the fields of the other tasks, `answer` holding the tests as JSON:
+    `{"tests": [{"input", "output"}, ...], "fn_name": name or null}`).
+
+    Args:
+        data_file: local jsonl/parquet file(s) in code_generation_lite's fields; `None` reads the Hub release.
+        release_version: `release_v1` .. `release_v6` or `release_latest`.
+        start_date, end_date: the contest-date window (inclusive, `YYYY-MM-DD`; `None` for open-ended).
+    """
+    import datasets
+
+    from ..calibration.sources import read_local
+
+    if data_file is None:
+        sources = [(f"{LCB_DATASET}/{release_version}", _hub_rows(release_version))]
+    else:
+        paths = [data_file] if isinstance(data_file, (str, os.PathLike)) else list(data_file)
+        for path in paths:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"LiveCodeBench: the local data file {path} does not exist.")
+        sources = [(str(p), read_local(str(p))) for p in paths]
+    docs = []
+    for origin, rows in sources:
+        for row in rows:
+            missing = [c for c in ("question_content", "public_test_cases", "contest_date") if c not in row]
+            if missing:
+                raise ValueError(f"LiveCodeBench rows from {origin} lack {missing} (code_generation_lite's fields).")
+            if not _in_window(row["contest_date"], start_date, end_date):
+                continue
+            tests, fn_name = _row_tests(row, origin)
+            docs.append(
+                {
+                    "problem_id": f"ssgr_livecodebench/{row.get('question_id', len(docs))}",
+                    "prompt": lcb_prompt(row["question_content"], row.get("starter_code") or ""),
+                    "problem": row["question_content"],
+                    "answer": json.dumps({"tests": tests, "fn_name": fn_name}),
+                    "kind": "code",
+                    "benchmark": "ssgr_livecodebench",
+                    "level": str(row.get("difficulty") or ""),
+                    "subject": str(row.get("platform") or ""),
+                    "choices": [],
+                    "choice_order": [],
+                }
+            )
+    if not docs:
+        raise ValueError(
+            f"LiveCodeBench: no problem of {[o for o, _ in sources]} has a contest date in {start_date} .. {end_date}."
+        )
+    return datasets.Dataset.from_list(docs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extraction and comparison
+
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", flags=re.S)
+
+
+def extract_code(reply: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
+    """The last fenced code block after `</think>`; `None` when the thinking never closed, the reply was cut at the
+    length limit, or there is no complete block (as the other tasks treat an unclosed `</think>`)."""
+    from ..verification import THINK_END, split_thinking
+
+    if finish_reason == "length":
+        return None
+    if THINK_END in reply:
+        _, reply = split_thinking(reply)
+    elif require_think_end:
+        return None
+    blocks = _FENCE.findall(reply)
+    return blocks[-1] if blocks else None
+
+
+def _decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(tok) for tok in line.split()]
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def stdout_matches(output: str, expected: str) -> bool:
+    """The official stdin/stdout comparison: same number of stripped lines, each equal as text or as Decimals."""
+    got, want = _lines(output), _lines(expected)
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        if g == w:
+            continue
+        dg, dw = _decimals(g), _decimals(w)
+        if dg is None or dw is None or dg != dw:
+            return False
+    return True
+
+
+def _decode_value(obj: Any) -> Any:
+    """Undo the harness's tagging of values JSON cannot hold (tuples inside results, dicts with non-str keys, ...)."""
+    if isinstance(obj, list):
+        return [_decode_value(v) for v in obj]
+    if isinstance(obj, dict):
+        if "__tuple__" in obj:
+            return tuple(_decode_value(v) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {_hashable(_decode_value(k)): _decode_value(v) for k, v in obj["__dict__"]}
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        if "__opaque__" in obj:
+            return _Opaque(obj["__opaque__"])
+    return obj
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    """A result the harness could not encode (a set, an object): equal to nothing that JSON can express."""
+
+    text: str
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grading
+
+
+@dataclass
+class Verdict:
+    """One program's verdict: `passed` (every test), the tests run, the first failure's reason, and the seconds."""
+
+    passed: bool
+    tests_run: int
+    reason: str
+    seconds: float = 0.0
+
+
+def _harness_source() -> str:
+    from importlib.resources import files
+
+    return (files("hf_ssgr.evaluation") / "livecodebench_harness.py").read_text(encoding="utf-8")
+
+
+def _compare(kind: str, outputs: list, tests: list[dict]) -> tuple[bool, int, str]:
+    for i, (out, test) in enumerate(zip(outputs, tests)):
+        if out.get("error"):
+            return False, i + 1, out["error"]
+        if kind == "stdin":
+            ok = stdout_matches(out["stdout"], test["output"])
+        else:
+            prediction = _decode_value(out["value"])
+            ok = prediction == json.loads(test["output"])
+        if not ok:
+            return False, i + 1, "wrong answer"
+    if len(outputs) < len(tests):
+        return False, len(outputs), "stopped early"
+    return True, len(tests), "passed"
+
+
+def grade_programs(
+    programs: list[str | None], tests_json: list[str], sandbox, timeout: int = LCB_TIMEOUT
+) -> list[Verdict]:
+    """Grade each program against its problem's tests (`answer` of a doc), all in the sandbox in parallel.
+
+    A `None` program (no code extracted) fails without running. The harness runs the tests in order until one raises
+    or times out; the outputs are compared here, outside the sandbox, and the first mismatch decides the verdict."""
+    harness = _harness_source()
+    jobs, walls, index = [], [], []
+    verdicts: list[Verdict | None] = [None] * len(programs)
+    for i, (code, spec) in enumerate(zip(programs, tests_json)):
+        if code is None:
+            verdicts[i] = Verdict(False, 0, "no code block after </think>")
+            continue
+        problem = json.loads(spec)
+        kind = "functional" if problem["fn_name"] else "stdin"
+        jobs.append(
+            {
+                "code": code,
+                "kind": kind,
+                "fn_name": problem["fn_name"],
+                "inputs": [t["input"] for t in problem["tests"]],
+                "timeout": int(timeout),
+            }
+        )
+        walls.append((timeout + 1) * len(problem["tests"]) + 5.0)
+        index.append((i, kind, problem["tests"]))
+    for (i, kind, tests), result in zip(index, sandbox.map(harness, jobs, walls) if jobs else []):
+        if result.status != "ok" or not isinstance(result.output, dict):
+            verdicts[i] = Verdict(False, 0, f"program {result.status} (exit code {result.returncode})", result.seconds)
+            continue
+        if result.output.get("compile_error"):
+            verdicts[i] = Verdict(False, 0, result.output["compile_error"], result.seconds)
+            continue
+        passed, run, reason = _compare("stdin" if kind == "stdin" else "functional", result.output["outputs"], tests)
+        verdicts[i] = Verdict(passed, run, reason, result.seconds)
+    return verdicts  # type: ignore[return-value]
