@@ -46,6 +46,8 @@ __all__ = [
     "stdout_matches",
     "grade_programs",
     "Verdict",
+    "score_code_replies",
+    "get_sandbox",
 ]
 
 LCB_DATASET = "livecodebench/code_generation_lite"
@@ -162,8 +164,8 @@ def _hub_rows(release_version: str):
 def load_livecodebench(
     data_file: str | list[str] | None = None,
     release_version: str = LCB_DEFAULT_RELEASE,
-    start_date: str | None = LCB_DEFAULT_WINDOW[0],
-    end_date: str | None = LCB_DEFAULT_WINDOW[1],
+    start_date: str | None = "default",
+    end_date: str | None = "default",
 ):
     """The problems as a `Dataset` of docs (the fields of the other tasks, `answer` holding the tests as JSON:
     `{"tests": [{"input", "output"}, ...], "fn_name": name or null}`).
@@ -171,11 +173,19 @@ def load_livecodebench(
     Args:
         data_file: local jsonl/parquet file(s) in code_generation_lite's fields; `None` reads the Hub release.
         release_version: `release_v1` .. `release_v6` or `release_latest`.
-        start_date, end_date: the contest-date window (inclusive, `YYYY-MM-DD`; `None` for open-ended).
+        start_date, end_date: the contest-date window (inclusive, `YYYY-MM-DD`; `None` for open-ended). By default
+            `LCB_DEFAULT_WINDOW` for the Hub release, and every row of a local file (the file is the selection).
     """
     import datasets
 
     from ..calibration.sources import read_local
+
+    for name, value in (("start_date", start_date), ("end_date", end_date)):
+        if value not in (None, "default") and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+            raise ValueError(f"LiveCodeBench {name} must be YYYY-MM-DD or None, got {value!r}.")
+    default = LCB_DEFAULT_WINDOW if data_file is None else (None, None)
+    start_date = default[0] if start_date == "default" else start_date
+    end_date = default[1] if end_date == "default" else end_date
 
     if data_file is None:
         sources = [(f"{LCB_DATASET}/{release_version}", _hub_rows(release_version))]
@@ -361,3 +371,51 @@ def grade_programs(
         passed, run, reason = _compare("stdin" if kind == "stdin" else "functional", result.output["outputs"], tests)
         verdicts[i] = Verdict(passed, run, reason, result.seconds)
     return verdicts  # type: ignore[return-value]
+
+
+_SANDBOXES: dict[tuple, Any] = {}
+
+
+def get_sandbox(allow_unsandboxed: bool = False, sandbox_workers: int | None = None):
+    """One `Sandbox` per setting, made on first use (its isolation check runs once). `HF_SSGR_ALLOW_UNSANDBOXED=1`
+    in the environment opts in to running without isolation, as `allow_unsandboxed=True` does."""
+    from .sandbox import Sandbox, SandboxLimits
+
+    allow_unsandboxed = bool(allow_unsandboxed) or os.environ.get("HF_SSGR_ALLOW_UNSANDBOXED") == "1"
+    key = (allow_unsandboxed, sandbox_workers)
+    if key not in _SANDBOXES:
+        limits = SandboxLimits(cpu_seconds=600, wall_seconds=600.0)  # per program; each test has its own alarm
+        _SANDBOXES[key] = Sandbox(limits, workers=sandbox_workers, allow_unsandboxed=bool(allow_unsandboxed))
+    return _SANDBOXES[key]
+
+
+def score_code_replies(
+    replies: list[str],
+    tests: str,
+    *,
+    lengths: list[int] | None = None,
+    finish_reasons: list[str | None] | None = None,
+    allow_unsandboxed: bool = False,
+    sandbox_workers: int | None = None,
+    lcb_timeout: int = LCB_TIMEOUT,
+) -> dict[str, float]:
+    """Metrics of one problem from its k replies (the keys of `scoring.score_problem`): each reply's last code block
+    after `</think>` graded against every test in the sandbox, the k programs at once."""
+    from .scoring import pass_at_k
+
+    if not replies:
+        raise ValueError("score_code_replies needs at least one reply.")
+    k = len(replies)
+    reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
+    programs = [extract_code(r, f) for r, f in zip(replies, reasons)]
+    verdicts = grade_programs(programs, [tests] * k, get_sandbox(allow_unsandboxed, sandbox_workers), int(lcb_timeout))
+    c = sum(v.passed for v in verdicts)
+    out = {
+        "pass@1": c / k,
+        f"pass@{k}": pass_at_k(k, c, k),
+        "correct": float(c),
+        "truncated": sum(r == "length" for r in reasons) / k,
+    }
+    if lengths is not None:
+        out["mean_length"] = float(sum(lengths) / len(lengths))
+    return out

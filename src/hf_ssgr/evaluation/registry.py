@@ -96,6 +96,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("ssgr_tiny_arith", "Tiny arithmetic (held out)", (), license="Apache-2.0", builder=_tiny_test_rows),
         Benchmark(
+            "ssgr_livecodebench",
+            "LiveCodeBench (code generation)",
+            (("livecodebench/code_generation_lite", "release_v5", "test"),),
+            kind="code",
+            license="problems (c) LeetCode, AtCoder, Codeforces; see the dataset card",
+        ),
+        Benchmark(
             "ssgr_gpqa_diamond",
             "GPQA Diamond",
             (("Idavidrein/gpqa", "gpqa_diamond", "train"),),
@@ -260,7 +267,7 @@ def _access_hint(bench: Benchmark) -> str:
     return f"Offline or without access, {local}"
 
 
-def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: int = 0):
+def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: int = 0, lcb: dict | None = None):
     """The problems of one task as a `Dataset` of docs: `problem_id`, `prompt` (the user turn), `problem`, `answer`,
     `kind`, `benchmark`, `level`, `subject`, and for GPQA `choices` (in the shown order) and `choice_order`.
 
@@ -269,6 +276,7 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
         data_file: a local copy (jsonl/json/parquet/csv file, a folder of them, or a `save_to_disk` folder; several
             files are concatenated) in the Hub dataset's fields; `None` reads the Hub.
         seed: the seed of GPQA's option shuffle (fixed per question, recorded in `choice_order`).
+        lcb: LiveCodeBench's `release_version`, `start_date`, `end_date` (see `load_livecodebench`).
     """
     import datasets
 
@@ -277,6 +285,10 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
     if task not in BENCHMARKS:
         raise ValueError(f"Unknown task {task!r}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
     bench = BENCHMARKS[task]
+    if bench.kind == "code":  # LiveCodeBench: its own fields, release and date window (see evaluation.livecodebench)
+        from .livecodebench import load_livecodebench
+
+        return load_livecodebench(data_file, **(lcb or {}))
     raw: list[tuple[str, Any]] = []
     if data_file is not None:
         for path in [data_file] if isinstance(data_file, (str, os.PathLike)) else list(data_file):
@@ -340,9 +352,11 @@ def load_task_dataset(task: str, **metadata):
     unknown = sorted(set(data_files) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
-    docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)))
+    lcb = {k: metadata[f"lcb_{k}"] for k in ("release_version", "start_date", "end_date") if f"lcb_{k}" in metadata}
+    docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)), lcb=lcb)
     max_gen_toks = int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
     _TASK_CONTEXT[task] = {
+        "sandbox": {k: metadata[k] for k in ("allow_unsandboxed", "sandbox_workers", "lcb_timeout") if k in metadata},
         "tokenizer": metadata.get("tokenizer") or metadata.get("pretrained"),
         "max_gen_toks": _generation_limit(task, metadata.get("pretrained"), max_gen_toks),
     }
@@ -423,7 +437,8 @@ def process_results(doc: dict, results: list) -> dict[str, Any]:
         results = list(results[0])
     stats = [_reply_stats(task, r) for r in results]
     lengths = [s[0] for s in stats]
-    scores = score_problem(
+    score = _score_code if doc["kind"] == "code" else score_problem
+    scores = score(
         [str(r) for r in results],
         doc["answer"],
         kind=doc["kind"],
@@ -439,6 +454,14 @@ def process_results(doc: dict, results: list) -> dict[str, Any]:
         "truncated": scores["truncated"],
         "gen_seconds": math.fsum(s[2] for s in stats),
     }
+
+
+def _score_code(replies: list[str], tests: str, *, kind: str, lengths: list[int], finish_reasons: list) -> dict:
+    """LiveCodeBench: the k replies' programs graded in the sandbox (in parallel), scored as `score_problem` does."""
+    from .livecodebench import score_code_replies
+
+    options = _TASK_CONTEXT.get("ssgr_livecodebench", {}).get("sandbox", {})
+    return score_code_replies(replies, tests, lengths=lengths, finish_reasons=finish_reasons, **options)
 
 
 def median_of_all(items: list[list[int]]) -> float:

@@ -33,3 +33,7 @@ def load_gpqa_diamond(**metadata):
 
 def load_tiny_arith(**metadata):
     return load_task_dataset("ssgr_tiny_arith", **metadata)
+
+
+def load_livecodebench(**metadata):
+    return load_task_dataset("ssgr_livecodebench", **metadata)

@@ -1,0 +1,272 @@
+"""LiveCodeBench: data and prompts, code extraction, the official verdicts, and the task through evaluate()/lm-eval."""
+
+import base64
+import json
+import os
+import pickle
+import zlib
+
+import pytest
+from testing_utils import ScriptedEngine, make_char_tokenizer, make_tiny_model, require_module
+
+from hf_ssgr.evaluation.livecodebench import (
+    LCB_DEFAULT_WINDOW,
+    LCB_SYSTEM_MESSAGE,
+    decode_private_tests,
+    extract_code,
+    grade_programs,
+    load_livecodebench,
+    score_code_replies,
+    stdout_matches,
+)
+from hf_ssgr.evaluation.registry import Reply, process_results
+from hf_ssgr.evaluation.sandbox import Sandbox, SandboxLimits, isolation_available
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "livecodebench_sample.jsonl")
+
+# LeetCode 2956 (functional): a known-correct solution, and a known-wrong one that counts distinct values.
+GOOD_FN = (
+    "from typing import List\n\nclass Solution:\n"
+    "    def findIntersectionValues(self, nums1: List[int], nums2: List[int]) -> List[int]:\n"
+    "        s1, s2 = set(nums1), set(nums2)\n"
+    "        return [sum(1 for x in nums1 if x in s2), sum(1 for x in nums2 if x in s1)]\n"
+)
+WRONG_FN = GOOD_FN.replace("for x in nums1", "for x in s1").replace("for x in nums2", "for x in s2")
+# The stdin problem: average then maximum.
+GOOD_STDIN = "n = int(input())\na = list(map(int, input().split()))\nprint(sum(a) / n)\nprint(max(a))\n"
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return load_livecodebench(FIXTURE, start_date=None, end_date=None)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    if isolation_available() is None:
+        return Sandbox(SandboxLimits(wall_seconds=60), workers=2)
+    with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):  # trusted programs only in this file
+        return Sandbox(SandboxLimits(wall_seconds=60), workers=2, allow_unsandboxed=True)
+
+
+def grade(code, doc, sandbox, timeout=6):
+    return grade_programs([code], [doc["answer"]], sandbox, timeout)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data and prompts
+
+
+def test_private_tests_decode_from_json_and_from_compressed_pickle():
+    tests = [{"input": "1\n", "output": "2\n", "testtype": "stdin"}]
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(tests)))).decode()
+    assert decode_private_tests(packed) == tests
+    assert decode_private_tests(json.dumps(tests)) == tests
+    assert decode_private_tests("") == []
+
+
+def test_private_tests_refuse_a_pickle_that_references_code():
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /tmp/hf_ssgr_lcb_pwned",))
+
+    packed = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(ValueError, match="plain data"):
+        decode_private_tests(packed)
+    assert not os.path.exists("/tmp/hf_ssgr_lcb_pwned")
+    with pytest.raises(ValueError, match="neither JSON"):
+        decode_private_tests("not base64 !!")
+
+
+def test_local_file_loads_every_test_and_the_official_prompts(docs):
+    assert len(docs) == 3
+    fn, std = json.loads(docs[0]["answer"]), json.loads(docs[1]["answer"])
+    assert fn["fn_name"] == "findIntersectionValues" and len(fn["tests"]) == 11  # 2 public + 9 private
+    assert std["fn_name"] is None and len(std["tests"]) == 5
+    assert json.loads(docs[2]["answer"]) == std  # the same tests, private ones as plain JSON
+    for d in docs:
+        assert d["prompt"].startswith(LCB_SYSTEM_MESSAGE + "\n\n### Question:\n" + d["problem"])
+        assert d["prompt"].endswith("### Answer: (use the provided format with backticks)\n\n")
+        assert d["kind"] == "code" and d["benchmark"] == "ssgr_livecodebench"
+    assert "starter code" in docs[0]["prompt"] and "def findIntersectionValues" in docs[0]["prompt"]
+    assert "Read the inputs from stdin" in docs[1]["prompt"] and "# YOUR CODE HERE" in docs[1]["prompt"]
+    assert [d["level"] for d in docs] == ["easy"] * 3 and docs[0]["subject"] == "leetcode"
+
+
+def test_contest_date_window(docs):
+    window = load_livecodebench(FIXTURE, start_date=LCB_DEFAULT_WINDOW[0], end_date=LCB_DEFAULT_WINDOW[1])
+    assert list(window["problem_id"]) == ["ssgr_livecodebench/abc000_a"]  # 2024-09-14 only
+    assert len(load_livecodebench(FIXTURE)) == 3  # a local file is the selection: no window unless asked
+    assert len(load_livecodebench(FIXTURE, start_date="2023-06-01")) == 2
+    with pytest.raises(ValueError, match="no problem"):
+        load_livecodebench(FIXTURE, start_date="2030-01-01")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        load_livecodebench(FIXTURE, start_date="Aug 2024")
+
+
+def test_unknown_release_version_is_named():
+    from hf_ssgr.evaluation.livecodebench import _hub_rows
+
+    with pytest.raises(ValueError, match="release_v1 .. release_v6"):
+        _hub_rows("release_v9")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extraction and comparison
+
+
+def test_code_is_the_last_fenced_block_after_think():
+    reply = "plan ```python\nprint(0)\n```</think>Here:\n```python\nprint(1)\n```\nand\n```python\nprint(2)\n```"
+    assert extract_code(reply) == "print(2)\n"
+    assert extract_code("```python\nprint(1)\n```") is None  # the thinking never closed
+    assert extract_code(reply, finish_reason="length") is None
+    assert extract_code("</think>no code here") is None
+    assert extract_code("</think>```\nx = 1\n```") == "x = 1\n"  # a fence without a language
+    assert extract_code("</think>```python\nunterminated") is None
+
+
+@pytest.mark.parametrize(
+    "output, expected, verdict",
+    [
+        ("1.0\n", "1\n", True),  # equal as Decimals
+        ("2.500000", "2.5", True),
+        ("1e2", "100", True),  # Decimal("1E+2") == Decimal("100")
+        ("0.333333", "0.3333333333333333", False),  # no epsilon: the Decimals differ
+        ("  3 4  \n5\n\n", "3 4\n5", True),  # lines stripped, trailing blank lines dropped
+        ("3  4", "3 4", True),  # whitespace inside a line: equal token by token as Decimals
+        ("a  b", "a b", False),  # ... but text tokens are compared as the whole stripped line
+        ("Yes", "yes", False),
+        ("1\n\n2", "1\n2", False),  # a blank line in the middle counts
+        ("1 2", "1 2 3", False),
+        ("nan", "nan", True),  # equal text
+        ("NaN", "nan", False),  # Decimal NaN != NaN
+    ],
+)
+def test_stdout_comparison_gives_the_official_verdicts(output, expected, verdict):
+    assert stdout_matches(output, expected) is verdict
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grading real problems
+
+
+def test_functional_problem_verdicts(docs, sandbox):
+    fn = docs[0]
+    assert grade(GOOD_FN, fn, sandbox).passed
+    wrong = grade(WRONG_FN, fn, sandbox)
+    assert not wrong.passed and wrong.reason == "wrong answer" and wrong.tests_run == 1
+    # a tuple result counts as the list; a nested tuple does not equal a nested list (official `==`)
+    assert grade(GOOD_FN.replace("return [", "return (").replace("s1)]\n", "s1))\n"), fn, sandbox).passed
+    # passes the two public tests, fails a private one: wrong
+    only_public = GOOD_FN.replace("        s1, s2", "        if len(nums1) == 1: return [9, 9]\n        s1, s2")
+    verdict = grade(only_public, fn, sandbox)
+    assert not verdict.passed and verdict.tests_run == 3
+    assert not grade("class Solution:\n    def other(self): pass\n", fn, sandbox).passed  # no such method
+    assert not grade("class Solution(:\n", fn, sandbox).passed  # syntax error
+
+
+def test_stdin_problem_verdicts(docs, sandbox):
+    std = docs[1]
+    assert grade(GOOD_STDIN, std, sandbox).passed  # prints 4.0 where 4 is expected: equal as Decimals
+    main_guard = (
+        "import sys\ndef main():\n    data = sys.stdin.read().split()\n    n = int(data[0])\n"
+        "    a = list(map(int, data[1:1 + n]))\n    print(sum(a) / n)\n    print(max(a))\n"
+        "if __name__ == '__main__':\n    main()\n"
+    )
+    assert grade(main_guard, std, sandbox).passed
+    six_digits = GOOD_STDIN.replace("print(sum(a) / n)", "print(f'{sum(a) / n:.6f}')")
+    verdict = grade(six_digits, std, sandbox)  # 1.333333 != 1.3333333333333333 on the fourth test
+    assert not verdict.passed and verdict.tests_run == 4
+    assert not grade(GOOD_STDIN.replace("max(a)", "min(a)"), std, sandbox).passed
+    assert grade("import sys\n" + GOOD_STDIN + "sys.exit(0)\n", std, sandbox).passed  # exit() is not an error
+    crash = grade("raise ValueError('boom')\n", std, sandbox)
+    assert not crash.passed and crash.reason == "runtime error: ValueError"
+
+
+def test_per_test_timeout(docs, sandbox):
+    slow = "import time\nn = int(input())\nif n == 2:\n    time.sleep(30)\n" + GOOD_STDIN.split("\n", 1)[1]
+    verdict = grade(slow, docs[1], sandbox, timeout=1)
+    assert not verdict.passed and verdict.reason == "time limit exceeded" and verdict.tests_run == 2
+    assert verdict.seconds < 10
+
+
+def test_k_replies_scored_like_the_other_tasks(docs, sandbox, monkeypatch):
+    import hf_ssgr.evaluation.livecodebench as lcb
+
+    monkeypatch.setattr(lcb, "get_sandbox", lambda *a, **k: sandbox)
+    block = lambda code: f"I think.</think>```python\n{code}```"  # noqa: E731
+    replies = [block(GOOD_FN), block(WRONG_FN), f"```python\n{GOOD_FN}```", block(GOOD_FN)]
+    scores = score_code_replies(replies, docs[0]["answer"], lengths=[10, 20, 30, 40],
+                                finish_reasons=[None, None, None, "length"])  # fmt: skip
+    assert scores["pass@1"] == 0.25 and scores["correct"] == 1.0 and scores["pass@4"] == 1.0
+    assert scores["truncated"] == 0.25 and scores["mean_length"] == 25.0
+    # through the task's process_results, as lm-eval calls it
+    metrics = process_results(dict(docs[0]), [[Reply(r, 7, None, 0.5) for r in replies]])
+    assert metrics["pass@1"] == 0.5 and metrics["pass@k"] == 1.0 and metrics["gen_seconds"] == 2.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The task end to end
+
+
+@require_module("lm_eval")
+def test_local_file_task_through_evaluate(monkeypatch, sandbox):
+    import hf_ssgr.evaluation.livecodebench as lcb
+    from hf_ssgr.evaluation.evaluate import evaluate
+
+    monkeypatch.setattr(lcb, "get_sandbox", lambda *a, **k: sandbox)
+    docs = load_livecodebench(FIXTURE)
+    tok = make_char_tokenizer()
+    answers = {docs[0]["problem"]: (GOOD_FN, WRONG_FN), docs[1]["problem"]: (GOOD_STDIN, "print(0)\n")}
+    answers[docs[2]["problem"]] = answers[docs[1]["problem"]]
+
+    def script(problem, j):  # per problem: good, wrong, good without </think>, good -> 2/4
+        good, bad = answers[problem]
+        return [
+            (f"ok</think>```python\n{good}```", "eos"),
+            (f"ok</think>```python\n{bad}```", "eos"),
+            (f"```python\n{good}```", "eos"),
+            (f"ok</think>```python\n{good}```", "eos"),
+        ][j % 4]
+
+    engine = ScriptedEngine(tok, script, list(answers))
+    model = make_tiny_model("qwen2", vocab_size=len(tok))
+    report = evaluate(model, tok, tasks=["ssgr_livecodebench"], num_samples=4, max_new_tokens=4096,
+                      data_files={"ssgr_livecodebench": FIXTURE}, engine=engine)  # fmt: skip
+    res = report["ssgr_livecodebench"]
+    assert res.num_problems == 3 and res.num_samples == 4
+    assert res.pass_at_1 == pytest.approx(0.5) and res.pass_at_k == 1.0
+
+
+@require_module("lm_eval")
+def test_task_runs_under_stock_lm_eval_include_path(monkeypatch, sandbox, tmp_path):
+    """`lm_eval --model hf --include_path $(hf-ssgr tasks-path) --tasks ssgr_livecodebench` on a tiny model: the
+    task loads the local file with its window, generates k replies per problem and grades them (all wrong)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    import hf_ssgr.evaluation.livecodebench as lcb
+    from hf_ssgr.evaluation.registry import tasks_path
+
+    monkeypatch.setattr(lcb, "get_sandbox", lambda *a, **k: sandbox)
+    tok = make_char_tokenizer()
+    model = make_tiny_model("qwen2", vocab_size=len(tok), max_position_embeddings=4096)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    path = str(tmp_path / "tiny")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    metadata = {"pretrained": path, "data_files": {"ssgr_livecodebench": FIXTURE}, "max_gen_toks": 4,
+                "lcb_start_date": "2024-08-01", "lcb_end_date": "2025-01-31"}  # fmt: skip
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": path, "device": "cpu", "dtype": "float32", "batch_size": 16},
+        tasks=["ssgr_livecodebench"],
+        task_manager=TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata),
+        apply_chat_template=True,
+        gen_kwargs={"max_gen_toks": 4},
+        bootstrap_iters=0,
+    )
+    res = out["results"]["ssgr_livecodebench"]
+    assert res["pass@1,k_samples"] == 0.0 and res["truncated,k_samples"] > 0  # 4 tokens hold no program
+    samples = out["samples"]["ssgr_livecodebench"]
+    assert len(samples) == 1 and len(samples[0]["filtered_resps"][0]) == 16  # the window's one problem, k = 16
