@@ -270,7 +270,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     head = (f"Shape `{args.shape}` (random weights, bfloat16), {args.device} ({device_name}, torch {torch.__version__},"
             f" {torch.get_num_threads()} threads); prompt {prompt} tokens, {steps} decode steps; median of "
-            f"{args.repeats}.")  # fmt: skip
+            f"{args.repeats}; load average {os.getloadavg()[0]:.1f} at the end.")  # fmt: skip
     lines = [head, "", "| variant | batch | prefill tok/s | decode tok/s | prefill vs dense | decode vs dense | "
              "RAC Table 6 | rel. logit error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
