@@ -218,3 +218,21 @@ def test_metadata_records_the_allocation(tmp_path):
                                                               for i in range(NUM_LAYERS)]  # fmt: skip
     assert meta["config"]["owl_m"] == 3.0 and meta["config"]["owl_lambda"] == 0.08
     assert pruner.config.short_name == "wanda-60-owl"
+
+
+def test_owl_two_processes_share_one_allocation(tmp_path):
+    """Under torchrun the squared norms are all-reduced: both processes prune with one process's allocation."""
+    from test_distributed import _load, _single_process, _torchrun
+
+    spec = {"arch": "llama", "num_layers": 3, "config": dict(method="wanda", sparsity=0.6, sparsity_profile="owl",
+                                                              owl_m=3.0)}  # fmt: skip
+    _torchrun(tmp_path, {"owl": spec})
+    (w0, info0), (w1, info1) = _load(tmp_path, "owl")
+    reference, state = _single_process(spec)
+    assert len(set(state.layer_sparsities.values())) > 1
+    for full, m in info0["metrics"].items():
+        i = full.split(".layers.")[1].split(".")[0]
+        assert m["target_sparsity"] == pytest.approx(state.layer_sparsities[i], abs=1e-9), full
+        assert info1["metrics"][full]["target_sparsity"] == m["target_sparsity"]
+    for key, ref in reference.items():
+        assert torch.equal(w0[key], w1[key]) and torch.equal(w0[key] == 0, ref == 0), key
