@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--heldout", type=int, default=40, help="held-out problems per level (5 levels)")
     ap.add_argument("--owl-m", type=float, default=5.0)
     ap.add_argument("--owl-lambda", type=float, default=0.08)
+    ap.add_argument("--no-generate", action="store_true", help="held-out NLL only (no greedy pass@1)")
+    ap.add_argument("--num-generations", type=int, default=4, help="samples per problem for the sgr calibration")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
@@ -62,21 +64,22 @@ def main():
             nll -= float(logits.log_softmax(-1).gather(1, torch.tensor(ids_r)[:, None]).sum())
             n += len(ids_r)
         correct = []
-        for k in range(0, len(problems), 64):
+        for k in ([] if args.no_generate else range(0, len(problems), 64)):
             batch = [tok.decode(ids) for ids in prompts[k : k + 64]]
             enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
             out = model.generate(**enc, max_new_tokens=160, do_sample=False, pad_token_id=tok.pad_token_id)
             for p, seq in zip(problems[k : k + 64], out[:, enc["input_ids"].shape[1] :]):
                 answer = extract_answer(tok.decode(seq, skip_special_tokens=True))
                 correct.append(answer is not None and answer.strip() == str(p.answer))
-        return {"pass@1": sum(correct) / len(correct), "heldout_nll": nll / n, "correct": correct}
+        pass1 = sum(correct) / len(correct) if correct else None
+        return {"pass@1": pass1, "heldout_nll": nll / n, "correct": correct}
 
     dense_model = load()
     dense = measure(dense_model)
     calibrations = {}
     for policy in args.policies:
         source = "tiny-text" if policy == "text" else "tiny-arith"
-        ccfg = CalibrationConfig(policy=policy, num_samples=args.num_samples, max_length=256, num_generations=4,
+        ccfg = CalibrationConfig(policy=policy, num_samples=args.num_samples, max_length=256, num_generations=args.num_generations,
                                  max_new_tokens=128, min_thinking_words=1, generation_batch_size=64)  # fmt: skip
         ds = SSGRCalibrator(ccfg).build(dense_model, source, tokenizer=tok)
         calibrations[policy] = ds
@@ -107,7 +110,7 @@ def main():
                     results.append(row)
                     if profile == "owl":
                         allocations[(sparsity, method, policy)] = row
-                    print(f"{sparsity} {method} {policy} {profile}: pass@1 {m['pass@1']:.3f} NLL "
+                    print(f"{sparsity} {method} {policy} {profile}: pass@1 {m['pass@1']} NLL "
                           f"{m['heldout_nll']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
     elapsed = time.perf_counter() - t_start
     print_report(args, dense, results, allocations, len(problems), elapsed)
@@ -128,12 +131,19 @@ def paired_ci(a: list[bool], b: list[bool], reps: int = 2000) -> tuple[float, fl
     return sum(diffs) / n, boot[int(0.025 * reps)], boot[int(0.975 * reps) - 1]
 
 
+def _f3(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"
+
+
 def print_report(args, dense, results, allocations, num_problems, elapsed):
     print("# OWL against uniform sparsity on the embedded tiny reasoner\n")
-    print(f"Held-out problems: {num_problems} (levels 1-5), greedy pass@1 and the mean NLL per token of the reference "
-          f"reasoning texts. Calibration: {args.num_samples} rows per policy (tokens in the table). OWL: M = "
-          f"{args.owl_m:g}, λ = {args.owl_lambda:g}. Dense model: pass@1 {dense['pass@1']:.3f}, NLL "
-          f"{dense['heldout_nll']:.4f}. 2 shared CPU cores, {elapsed / 60:.1f} min in all.\n")  # fmt: skip
+    measured = "the mean NLL per token of the reference reasoning texts" + (
+        "" if args.no_generate else " and greedy pass@1"
+    )
+    print(f"Held-out problems: {num_problems} (levels 1-5): {measured}. Calibration: {args.num_samples} rows per "
+          f"policy (tokens in the table). OWL: M = {args.owl_m:g}, λ = {args.owl_lambda:g}. Dense model: pass@1 "
+          f"{_f3(dense['pass@1'])}, NLL {dense['heldout_nll']:.4f}. 2 CPU cores shared with other jobs, "
+          f"{elapsed / 60:.1f} min in all.\n")  # fmt: skip
     print("| sparsity | method | calibration (tokens) | uniform pass@1 | OWL pass@1 | OWL − uniform [95% CI] | "
           "uniform NLL | OWL NLL |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
@@ -143,9 +153,12 @@ def print_report(args, dense, results, allocations, num_problems, elapsed):
             for policy in args.policies:
                 u = by_key[(sparsity, method, policy, "uniform")]
                 o = by_key[(sparsity, method, policy, "owl")]
-                d, lo, hi = paired_ci(u["correct"], o["correct"])
+                diff = "not measured"
+                if u["correct"]:
+                    d, lo, hi = paired_ci(u["correct"], o["correct"])
+                    diff = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                 print(f"| {100 * sparsity:.0f}% | {method} | {policy} ({u['calibration_tokens']}) | "
-                      f"{u['pass@1']:.3f} | {o['pass@1']:.3f} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                      f"{_f3(u['pass@1'])} | {_f3(o['pass@1'])} | {diff} | "
                       f"{u['heldout_nll']:.4f} | {o['heldout_nll']:.4f} |")  # fmt: skip
     print("\nOWL allocations (sparsity per decoder layer; mean over layers = requested; the last column is the "
           "achieved sparsity over the pruned parameters):\n")

@@ -206,7 +206,7 @@ def test_owl_is_refused_by_the_streamed_path(tmp_path):
 
 
 def test_metadata_records_the_allocation(tmp_path):
-    from hf_ssgr.hub.metadata import pruning_metadata
+    from hf_ssgr.hub.metadata import pruning_metadata, sparsity_description
 
     calib = make_calibration(num_rows=4, seq_len=24)
     model = make_tiny_model("llama", num_layers=NUM_LAYERS)
@@ -218,6 +218,9 @@ def test_metadata_records_the_allocation(tmp_path):
                                                               for i in range(NUM_LAYERS)]  # fmt: skip
     assert meta["config"]["owl_m"] == 3.0 and meta["config"]["owl_lambda"] == 0.08
     assert pruner.config.short_name == "wanda-60-owl"
+    assert sparsity_description(meta) == (
+        "60% unstructured sparsity (mean over layers; OWL per-layer allocation in pruning_config.json)"
+    )
 
 
 def test_owl_two_processes_share_one_allocation(tmp_path):
@@ -236,3 +239,20 @@ def test_owl_two_processes_share_one_allocation(tmp_path):
         assert info1["metrics"][full]["target_sparsity"] == m["target_sparsity"]
     for key, ref in reference.items():
         assert torch.equal(w0[key], w1[key]) and torch.equal(w0[key] == 0, ref == 0), key
+
+
+def test_explicit_layer_sparsities_streamed_equal_in_memory(tmp_path):
+    """prune_pretrained takes an explicit allocation (e.g. an in-memory OWL run's) and writes what prune() writes."""
+    from test_streaming import assert_same_tensors, prune_in_memory, tensors
+
+    make_tiny_model("llama", num_layers=3).save_pretrained(tmp_path / "src")
+    calib = make_calibration(6, 24, ragged=True)
+    config = dict(method="sparsegpt", sparsity=0.6, layer_sparsities=[0.5, 0.7, 0.6])
+    prune_in_memory(tmp_path / "src", calib, config, tmp_path / "memory")
+    pruner = OneShotPruner(PruningConfig(**config), progress_bar=False)
+    pruner.prune_pretrained(str(tmp_path / "src"), calib, str(tmp_path / "stream"), dtype=torch.float32)
+    assert_same_tensors(tensors(tmp_path / "memory"), tensors(tmp_path / "stream"))
+    meta = json.loads((tmp_path / "stream" / "pruning_config.json").read_text())
+    assert meta["layer_sparsities"] == {"0": 0.5, "1": 0.7, "2": 0.6}
+    for entry in meta["layers"]:
+        assert abs(entry["sparsity"] - entry["target_sparsity"]) < 0.02

@@ -203,7 +203,11 @@ def sparsity_description(meta: dict) -> str:
     st = meta.get("sparsity_type") or "unstructured"
     if st != "unstructured":
         return f"{st} semi-structured sparsity ({100 * (meta.get('sparsity') or 0):.0f}%)"
-    return f"{100 * (meta.get('sparsity') or 0):.0f}% unstructured sparsity"
+    text = f"{100 * (meta.get('sparsity') or 0):.0f}% unstructured sparsity"
+    if meta.get("layer_sparsities"):
+        how = "OWL" if meta.get("sparsity_profile") == "owl" else "explicit"
+        text += f" (mean over layers; {how} per-layer allocation in pruning_config.json)"
+    return text
 
 
 def short_name(meta: dict) -> str:
