@@ -69,8 +69,8 @@ def main():
             seconds = run(box, programs, tests)
             rows.append({"isolation": mode, "workers": workers, "programs": args.programs, "seconds": seconds,
                          "programs_per_s": args.programs / seconds})  # fmt: skip
-    print(f"{args.programs} programs, {tests_per_program:.1f} tests each, {platform.processor() or platform.machine()}, "
-          f"{len(os.sched_getaffinity(0))} usable cores")  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    print(f"{args.programs} programs, {tests_per_program:.1f} tests each, {platform.machine()}, {cores} usable cores")
     print("| isolation | workers | seconds | programs/s |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['isolation']} | {r['workers']} | {r['seconds']:.2f} | {r['programs_per_s']:.1f} |")

@@ -89,9 +89,11 @@ def test_fork_bomb_is_bounded_and_cleaned_up(box):
     assert res.status in ("timeout", "killed")
     time.sleep(0.2)
     assert _uid_processes(61100, 2) == []  # the whole process tree is gone
-    counted = box.run(HARNESS, {"code": "import os\nn = 0\nwhile True:\n    try:\n        pid = os.fork()\n"
-                                        "    except OSError:\n        break\n    if pid == 0:\n        import time\n"
-                                        "        time.sleep(30)\n        os._exit(0)\n    n += 1\nvalue = n"})  # fmt: skip
+    count_forks = (
+        "import os, time\nn = 0\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+        "    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    n += 1\nvalue = n"
+    )
+    counted = box.run(HARNESS, {"code": count_forks})
     assert counted.status == "ok" and counted.output["value"] < LIMITS.processes  # RLIMIT_NPROC holds
 
 

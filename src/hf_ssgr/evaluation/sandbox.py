@@ -115,7 +115,11 @@ def isolation_available() -> str | None:
         )
     else:
         probe = subprocess.run(
-            [*_launcher(61000), sandbox_python(), "-I", "-c", "pass"], capture_output=True, text=True, timeout=30, env=scrubbed_environment()
+            [*_launcher(61000), sandbox_python(), "-I", "-c", "pass"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=scrubbed_environment(),
         )
         if probe.returncode != 0:
             why = f"creating user/network/mount/PID namespaces failed: {probe.stderr.strip()[-300:]}"
@@ -214,7 +218,9 @@ class Sandbox:
             return list(pool.map(lambda aw: self.run(harness, aw[0], aw[1]), zip(many_args, walls)))
 
     def _run(self, uid: int, harness: str, args: dict, wall: float) -> SandboxResult:
-        payload = json.dumps({"limits": asdict(self.limits), "harness": harness, "args": args, "isolated": self.isolated})
+        payload = json.dumps(
+            {"limits": asdict(self.limits), "harness": harness, "args": args, "isolated": self.isolated}
+        )
         runner = [sandbox_python() or sys.executable, "-I", "-c", _runner_source()]
         argv = [*_launcher(uid), *runner] if self.isolated else runner
         start = time.perf_counter()
@@ -233,7 +239,8 @@ class Sandbox:
                 result = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
             except (ValueError, IndexError):
                 status = "error" if status == "ok" else status
-        return SandboxResult(result, status, proc.returncode, err.decode("utf-8", "replace")[-2000:], seconds, self.isolated)
+        stderr = err.decode("utf-8", "replace")[-2000:]
+        return SandboxResult(result, status, proc.returncode, stderr, seconds, self.isolated)
 
 
 def _runner_source() -> str:
