@@ -201,3 +201,20 @@ def test_programs_run_in_parallel(box):
     results = box.map(HARNESS, [{"code": "import time\ntime.sleep(1)\nvalue = 1"}] * 2)
     assert [r.output["value"] for r in results] == [1, 1]
     assert time.perf_counter() - start < 1.9  # two workers: the two sleeps overlap
+
+
+def test_environment_variable_opts_in_to_running_without_isolation(monkeypatch):
+    import hf_ssgr.evaluation.livecodebench as lcb
+
+    monkeypatch.setitem(sandbox_module._ISOLATION, "why_not", "no namespaces in this test")
+    monkeypatch.setattr(lcb, "_SANDBOXES", {})
+    monkeypatch.delenv("HF_SSGR_ALLOW_UNSANDBOXED", raising=False)
+    with pytest.raises(RuntimeError, match="cannot be sandboxed"):
+        lcb.get_sandbox()
+    monkeypatch.setenv("HF_SSGR_ALLOW_UNSANDBOXED", "1")
+    with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
+        box = lcb.get_sandbox()
+    assert not box.isolated
+    flood = "import sys\nsys.stdout.write('x' * (80 << 20))\n"  # beyond the harness's output limit
+    verdict = grade_programs([flood, SUM_OK], [SUM_TESTS] * 2, box, timeout=5)
+    assert verdict[0].reason == "output limit exceeded" and verdict[1].passed

@@ -23,6 +23,13 @@ PRELUDE = (
 )
 
 
+MAX_OUTPUT_CHARS = 64 << 20  # a test's stdout beyond this is not sent back (no expected output is near it)
+
+
+class OutputLimit(Exception):
+    """The program printed more than MAX_OUTPUT_CHARS for one test."""
+
+
 class TestTimeout(Exception):
     """The per-test alarm went off."""
 
@@ -97,6 +104,8 @@ def run_stdin(method, text):
                 pass
     finally:
         sys.stdout = saved
+    if captured.tell() > MAX_OUTPUT_CHARS:
+        raise OutputLimit()
     return captured.getvalue()
 
 
@@ -133,6 +142,8 @@ def main(args, emit):
                 outputs.append({"value": encode(list(value) if isinstance(value, tuple) else value)})
         except TestTimeout:
             outputs.append({"error": "time limit exceeded"})
+        except OutputLimit:
+            outputs.append({"error": "output limit exceeded"})
         except BaseException as err:  # noqa: BLE001
             outputs.append({"error": "runtime error: " + type(err).__name__})
         finally:
