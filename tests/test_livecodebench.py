@@ -93,6 +93,17 @@ def test_local_file_loads_every_test_and_the_official_prompts(docs):
     assert [d["level"] for d in docs] == ["easy"] * 3 and docs[0]["subject"] == "leetcode"
 
 
+def test_deepseek_r1_prompt_style():
+    r1 = load_livecodebench(FIXTURE, prompt_style="deepseek_r1")
+    assert r1[0]["prompt"].startswith("You will be given a question (problem specification) and will generate a "
+                                      "correct Python program that matches the specification and passes all tests."
+                                      "\n\nQuestion: " + r1[0]["problem"])  # fmt: skip
+    assert r1[0]["prompt"].endswith("        \n```\n\n") and "<｜Assistant｜>" not in r1[0]["prompt"]
+    assert "Ensure that when the python program runs" in r1[1]["prompt"]
+    with pytest.raises(ValueError, match="prompt style"):
+        load_livecodebench(FIXTURE, prompt_style="llama")
+
+
 def test_contest_date_window(docs):
     window = load_livecodebench(FIXTURE, start_date=LCB_DEFAULT_WINDOW[0], end_date=LCB_DEFAULT_WINDOW[1])
     assert list(window["problem_id"]) == ["ssgr_livecodebench/abc000_a"]  # 2024-09-14 only
@@ -117,12 +128,14 @@ def test_unknown_release_version_is_named():
 
 def test_code_is_the_last_fenced_block_after_think():
     reply = "plan ```python\nprint(0)\n```</think>Here:\n```python\nprint(1)\n```\nand\n```python\nprint(2)\n```"
-    assert extract_code(reply) == "print(2)\n"
+    assert extract_code(reply) == "print(2)"
     assert extract_code("```python\nprint(1)\n```") is None  # the thinking never closed
     assert extract_code(reply, finish_reason="length") is None
     assert extract_code("</think>no code here") is None
-    assert extract_code("</think>```\nx = 1\n```") == "x = 1\n"  # a fence without a language
+    assert extract_code("</think>```\nx = 1\n```") == "x = 1"  # a fence without a language
     assert extract_code("</think>```python\nunterminated") is None
+    # LiveCodeBench's rule: the lines between the last two lines that contain ``` (wherever it is on the line)
+    assert extract_code("</think>Code: ```python\na = 1\nb = 2\n``` done") == "a = 1\nb = 2"
 
 
 @pytest.mark.parametrize(

@@ -75,8 +75,24 @@ _WITHOUT_STARTER = (
 )
 
 
-def lcb_prompt(question: str, starter_code: str = "") -> str:
-    """The user turn: LiveCodeBench's system message, then its question template for chat models."""
+_R1_INTRO = (
+    "You will be given a question (problem specification) and will generate a correct Python program that matches the "
+    "specification and passes all tests.\n\n"
+)
+LCB_PROMPT_STYLES = ("generic", "deepseek_r1")
+
+
+def lcb_prompt(question: str, starter_code: str = "", style: str = "generic") -> str:
+    """The user turn. `generic`: LiveCodeBench's system message, then its question template for chat models.
+    `deepseek_r1`: the question template LiveCodeBench uses for DeepSeek-R1 models (the text between `<｜User｜>` and
+    `<｜Assistant｜>`; the chat template adds those, and LiveCodeBench's R1-Zero-style preamble is left out)."""
+    if style == "deepseek_r1":
+        text = f"{_R1_INTRO}Question: {question}\n\n"
+        if starter_code:
+            return text + f"{_WITH_STARTER}\n```python\n{starter_code}\n```\n\n"
+        return text + f"{_WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
+    if style != "generic":
+        raise ValueError(f"Unknown LiveCodeBench prompt style {style!r}: use one of {', '.join(LCB_PROMPT_STYLES)}.")
     text = f"### Question:\n{question}\n\n"
     if starter_code:
         text += f"### Format: {_WITH_STARTER}\n```python\n{starter_code}\n```\n\n"
@@ -166,6 +182,7 @@ def load_livecodebench(
     release_version: str = LCB_DEFAULT_RELEASE,
     start_date: str | None = "default",
     end_date: str | None = "default",
+    prompt_style: str = "generic",
 ):
     """The problems as a `Dataset` of docs (the fields of the other tasks, `answer` holding the tests as JSON:
     `{"tests": [{"input", "output"}, ...], "fn_name": name or null}`).
@@ -175,6 +192,7 @@ def load_livecodebench(
         release_version: `release_v1` .. `release_v6` or `release_latest`.
         start_date, end_date: the contest-date window (inclusive, `YYYY-MM-DD`; `None` for open-ended). By default
             `LCB_DEFAULT_WINDOW` for the Hub release, and every row of a local file (the file is the selection).
+        prompt_style: `generic` (LiveCodeBench's chat prompt) or `deepseek_r1` (its DeepSeek-R1 template).
     """
     import datasets
 
@@ -183,6 +201,7 @@ def load_livecodebench(
     for name, value in (("start_date", start_date), ("end_date", end_date)):
         if value not in (None, "default") and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
             raise ValueError(f"LiveCodeBench {name} must be YYYY-MM-DD or None, got {value!r}.")
+    lcb_prompt("", style=prompt_style)  # an unknown style fails before any data is read
     default = LCB_DEFAULT_WINDOW if data_file is None else (None, None)
     start_date = default[0] if start_date == "default" else start_date
     end_date = default[1] if end_date == "default" else end_date
@@ -207,7 +226,7 @@ def load_livecodebench(
             docs.append(
                 {
                     "problem_id": f"ssgr_livecodebench/{row.get('question_id', len(docs))}",
-                    "prompt": lcb_prompt(row["question_content"], row.get("starter_code") or ""),
+                    "prompt": lcb_prompt(row["question_content"], row.get("starter_code") or "", prompt_style),
                     "problem": row["question_content"],
                     "answer": json.dumps({"tests": tests, "fn_name": fn_name}),
                     "kind": "code",
@@ -228,12 +247,10 @@ def load_livecodebench(
 # ----------------------------------------------------------------------------------------------------------------
 # Extraction and comparison
 
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", flags=re.S)
-
-
 def extract_code(reply: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
-    """The last fenced code block after `</think>`; `None` when the thinking never closed, the reply was cut at the
-    length limit, or there is no complete block (as the other tasks treat an unclosed `</think>`)."""
+    """The last fenced code block after `</think>`, as LiveCodeBench extracts it: the lines between the last two
+    lines that contain a ```` ``` ````. `None` when the thinking never closed, the reply was cut at the length limit,
+    or fewer than two such lines remain (as the other tasks treat an unclosed `</think>`)."""
     from ..verification import THINK_END, split_thinking
 
     if finish_reason == "length":
@@ -242,8 +259,11 @@ def extract_code(reply: str, finish_reason: str | None = None, require_think_end
         _, reply = split_thinking(reply)
     elif require_think_end:
         return None
-    blocks = _FENCE.findall(reply)
-    return blocks[-1] if blocks else None
+    lines = reply.split("\n")
+    fences = [i for i, line in enumerate(lines) if "```" in line]
+    if len(fences) < 2:
+        return None
+    return "\n".join(lines[fences[-2] + 1 : fences[-1]])
 
 
 def _decimals(line: str) -> list[Decimal] | None:

@@ -352,7 +352,8 @@ def load_task_dataset(task: str, **metadata):
     unknown = sorted(set(data_files) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(sorted(BENCHMARKS))}.")
-    lcb = {k: metadata[f"lcb_{k}"] for k in ("release_version", "start_date", "end_date") if f"lcb_{k}" in metadata}
+    lcb_keys = ("release_version", "start_date", "end_date", "prompt_style")
+    lcb = {k: metadata[f"lcb_{k}"] for k in lcb_keys if f"lcb_{k}" in metadata}
     docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)), lcb=lcb)
     max_gen_toks = int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
     _TASK_CONTEXT[task] = {
