@@ -405,7 +405,11 @@ def get_sandbox(allow_unsandboxed: bool = False, sandbox_workers: int | None = N
     key = (allow_unsandboxed, sandbox_workers)
     if key not in _SANDBOXES:
         limits = SandboxLimits(cpu_seconds=600, wall_seconds=600.0)  # per program; each test has its own alarm
-        _SANDBOXES[key] = Sandbox(limits, workers=sandbox_workers, allow_unsandboxed=bool(allow_unsandboxed))
+        # processes of one machine (torchrun) get disjoint user ids, so their process limits do not meet
+        base_uid = 61000 + 256 * int(os.environ.get("LOCAL_RANK", "0") or 0)
+        _SANDBOXES[key] = Sandbox(
+            limits, workers=sandbox_workers, allow_unsandboxed=allow_unsandboxed, base_uid=base_uid
+        )
     return _SANDBOXES[key]
 
 

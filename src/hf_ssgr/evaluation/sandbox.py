@@ -178,8 +178,8 @@ class Sandbox:
     ):
         self.limits = limits or SandboxLimits()
         self.workers = int(workers or len(os.sched_getaffinity(0)) or 1)
-        if self.workers < 1:
-            raise ValueError(f"Sandbox workers must be at least 1, got {workers}.")
+        if not 1 <= self.workers <= 256:
+            raise ValueError(f"Sandbox workers must be 1 to 256, got {workers}.")
         why_not = isolation_available()
         self.isolated = why_not is None
         if not self.isolated:
