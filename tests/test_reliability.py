@@ -269,3 +269,38 @@ def test_calibrating_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
         SSGRCalibrator(CalibrationConfig(policy="prompt_only", num_samples=1, source_path=GSM8K)).build(
             str(tmp_path / "dense"), "GSM8K"
         )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input: one line that names the problem and the fix
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"input_ids": [1, 2, -3, 4] * 4, "prompt_length": 2}], "token id -3 outside the model's vocabulary"),
+    ([{"input_ids": [1.5, 2.0, 3, 4] * 4, "prompt_length": 2}], "token id 1.5, not an integer"),
+    ([], "holds no rows (it is empty)"),
+])  # fmt: skip
+def test_bad_calibration_rows_get_one_clear_line(tmp_path, capsys, rows, message):
+    from hf_ssgr.commands.cli import main
+
+    make_tiny_model("qwen2", num_layers=1).save_pretrained(tmp_path / "dense")
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = main(["prune", "--model_name_or_path", str(tmp_path / "dense"), "--calibration", str(calib),
+               "--save_dir", str(tmp_path / "pruned"), "--method", "wanda"])  # fmt: skip
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("hf-ssgr prune:")]
+    assert rc == 2 and message in line and "Traceback" not in err
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_an_empty_saved_dataset_or_problem_file_is_refused_clearly(tmp_path):
+    import datasets
+
+    from hf_ssgr.calibration.sources import load_source
+
+    datasets.Dataset.from_dict({"problem": [], "answer": []}).save_to_disk(str(tmp_path / "empty"))
+    (tmp_path / "empty.jsonl").write_text("")
+    for path in (tmp_path / "empty", tmp_path / "empty.jsonl"):
+        with pytest.raises(ValueError, match="holds no rows"):
+            load_source("GSM8K", path=str(path))

@@ -265,7 +265,7 @@ def read_local(path: str):
         raise FileNotFoundError(f"No such file or folder: {path}")
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "state.json")):
-            return datasets.load_from_disk(path)
+            return load_nonempty(lambda: datasets.load_from_disk(path), path)
         files = sorted(
             os.path.join(path, f)
             for f in os.listdir(path)
@@ -278,7 +278,23 @@ def read_local(path: str):
         path_list = [path]
     suffix = path_list[0].rsplit(".", 1)[-1]
     builder = {"parquet": "parquet", "csv": "csv"}.get(suffix, "json")
-    return datasets.load_dataset(builder, data_files=path_list, split="train")
+    return load_nonempty(lambda: datasets.load_dataset(builder, data_files=path_list, split="train"), path)
+
+
+def load_nonempty(load, path: str):
+    """`load()` (a `datasets` reader of `path`), refusing a file or saved Dataset without rows with an error that says
+    so: `datasets` fails on one with `IndexError` or `StopIteration`, or returns zero rows."""
+    try:
+        ds = load()
+    except (IndexError, StopIteration) as err:
+        raise ValueError(f"{path} holds no rows (it is empty): pass a file or saved Dataset with data.") from err
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):
+            raise
+        raise ValueError(f"{path} holds no rows (it is empty): pass a file or saved Dataset with data.") from err
+    if len(ds) == 0:
+        raise ValueError(f"{path} holds no rows (it is empty): pass a file or saved Dataset with data.")
+    return ds
 
 
 def _load_hub(spec: SourceSpec):

@@ -64,6 +64,7 @@ def load_calibration(path: str):
     """A calibration Dataset from a `save_to_disk` folder or a JSON-lines / JSON / Parquet file."""
     import datasets
 
+    from ..calibration.sources import load_nonempty
     from ..utils import recover_folder
 
     if not os.path.exists(path):
@@ -71,11 +72,11 @@ def load_calibration(path: str):
     if not os.path.exists(path):
         raise CommandError(f"--calibration {path}: no such file or folder.")
     if os.path.isdir(path):
-        return datasets.load_from_disk(path)
+        return load_nonempty(lambda: datasets.load_from_disk(path), f"--calibration {path}")
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
     if builder is None:
         raise CommandError(f"Cannot read calibration data from {path}: use a save_to_disk folder or .jsonl/.parquet.")
-    return datasets.load_dataset(builder, data_files=path, split="train")
+    return load_nonempty(lambda: datasets.load_dataset(builder, data_files=path, split="train"), f"--calibration {path}")
 
 
 def main(argv: list[str]) -> int:

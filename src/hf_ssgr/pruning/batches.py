@@ -117,11 +117,7 @@ def as_rows(calibration: Any, need_prompt_length: bool) -> list[Row]:
         )
     rows = []
     for i, r in enumerate(ids):
-        t = (
-            r.detach().to("cpu", torch.long).reshape(-1)
-            if isinstance(r, torch.Tensor)
-            else torch.as_tensor(r, dtype=torch.long).reshape(-1)
-        )
+        t = _token_ids(i, r)
         if t.numel() == 0:
             raise ValueError(f"Calibration row {i} is empty: drop empty rows before pruning.")
         p = int(prompt_lengths[i]) if prompt_lengths is not None and prompt_lengths[i] is not None else 0
@@ -129,6 +125,20 @@ def as_rows(calibration: Any, need_prompt_length: bool) -> list[Row]:
             raise ValueError(f"Calibration row {i}: prompt_length={p} is outside [0, {t.numel()}] (the row length).")
         rows.append(Row(t, p))
     return rows
+
+
+def _token_ids(i: int, row: Any) -> torch.Tensor:
+    """Row `i`'s token ids as a 1-D long tensor; a value that is not an integer is refused, not truncated."""
+    t = row.detach().to("cpu") if isinstance(row, torch.Tensor) else torch.as_tensor(row)
+    t = t.reshape(-1)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        bad = t[t != t.round()] if t.is_floating_point() else t
+        if t.dtype == torch.bool or t.is_complex() or bad.numel():
+            raise ValueError(
+                f"Calibration row {i} holds token id {bad[0].item() if bad.numel() else t[0].item()!r}, not an "
+                "integer: token ids are integers; tokenize the calibration text with the model's tokenizer."
+            )
+    return t.to(torch.long)
 
 
 def calibration_fingerprint(rows: list[Row]) -> str:

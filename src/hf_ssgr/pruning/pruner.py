@@ -349,9 +349,10 @@ class OneShotPruner:
                     f"{{'input_ids': r['input_ids'][:{max_pos}]}}))."
                 )
             if vocab is not None and (int(r.input_ids.max()) >= vocab or int(r.input_ids.min()) < 0):
+                bad = int(r.input_ids.min()) if int(r.input_ids.min()) < 0 else int(r.input_ids.max())
                 raise ValueError(
-                    f"Calibration row {i} holds token id {int(r.input_ids.max())} outside the model's vocabulary of "
-                    f"{vocab}: tokenize the calibration data with this model's tokenizer."
+                    f"Calibration row {i} holds token id {bad} outside the model's vocabulary [0, {vocab}): tokenize "
+                    "the calibration data with this model's tokenizer."
                 )
         spans = [stat_span(r, self.config.token_mask) for r in rows]
         if self.config.token_mask != "all" and sum(end - start for start, end in spans) == 0:
