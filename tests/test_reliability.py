@@ -304,3 +304,17 @@ def test_an_empty_saved_dataset_or_problem_file_is_refused_clearly(tmp_path):
     for path in (tmp_path / "empty", tmp_path / "empty.jsonl"):
         with pytest.raises(ValueError, match="holds no rows"):
             load_source("GSM8K", path=str(path))
+
+
+def test_nan_weights_are_named_at_their_layer_without_float16_advice(tmp_path):
+    import torch
+    from testing_utils import make_calibration
+
+    from hf_ssgr import OneShotPruner, PruningConfig
+
+    model = make_tiny_model("qwen2", num_layers=3)
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"decoder layer 0: its weight self_attn.q_proj.weight holds NaN") as err:
+        OneShotPruner(PruningConfig(method="wanda"), progress_bar=False).prune(model, make_calibration())
+    assert "float16" not in str(err.value)

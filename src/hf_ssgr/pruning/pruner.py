@@ -115,6 +115,25 @@ class NonFiniteActivationError(ValueError):
     """Raised when a decoder layer produces NaN or infinite activations."""
 
 
+def _non_finite_cause(module: nn.Module | None) -> str:
+    """Why a module's output is not finite, and what to do: NaN/inf weights (a damaged checkpoint), or an overflow
+    (advice that fits the weights' dtype)."""
+    if module is None:
+        return "check the model's weights and the calibration rows."
+    for name, p in module.named_parameters():
+        if p.device.type != "meta" and not bool(torch.isfinite(p).all()):
+            return (f"its weight {name} holds NaN or inf values, so the checkpoint is damaged: load an intact copy of "
+                    "the model.")  # fmt: skip
+    dtypes = {p.dtype for p in module.parameters()}
+    if torch.float16 in dtypes:
+        return "the model overflows in float16 on the calibration data: load it in bfloat16 or float32."
+    largest = max((float(p.abs().max()) for p in module.parameters() if p.numel() and p.device.type != "meta"),
+                  default=0.0)  # fmt: skip
+    return (f"its weights are finite (largest magnitude {largest:.3g}) but it overflows in "
+            f"{', '.join(sorted(str(d).removeprefix('torch.') for d in dtypes))}: check the weights' scale and the "
+            "calibration rows.")
+
+
 class OneShotPruner:
     """Prunes a causal LM in one shot, decoder layer by decoder layer.
 
@@ -488,7 +507,7 @@ class OneShotPruner:
                 finite.append(finite_flag(out, b))
                 b.hidden = out.to(storage)
         stats.finalize()
-        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}")
+        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}", layer)
         self._reduce_stats(stats, f"decoder layer {i}")
         weights, sq_norms = [], []
         for name, t in modules.items():
@@ -678,7 +697,7 @@ class OneShotPruner:
                 finite.append(finite_flag(out, b))  # the first batch runs the whole layer
                 del out
         stats.finalize()
-        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}")
+        self._raise_if_non_finite(finite + stats.finite_flags(), f"decoder layer {i}", layer)
         self._reduce_stats(stats, f"decoder layer {i}")
         return stats
 
@@ -714,17 +733,15 @@ class OneShotPruner:
                 b.hidden.copy_(out, non_blocking=True)
             else:
                 b.hidden = out.to(storage)
-        self._raise_if_non_finite(finite, f"decoder layer {i}")
+        self._raise_if_non_finite(finite, f"decoder layer {i}", layer)
         if device.type == "cuda" and storage.type == "cpu":
             torch.cuda.synchronize(device)  # the host buffers are complete before anyone reads them
 
-    def _raise_if_non_finite(self, flags: list[torch.Tensor], where: str) -> None:
+    def _raise_if_non_finite(self, flags: list[torch.Tensor], where: str, module: nn.Module | None = None) -> None:
         bad = bool(flags) and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
         if self._dist.any(bad):  # every process raises together
-            raise NonFiniteActivationError(
-                f"Non-finite activations (NaN or inf) at the output of {where}: the model overflows on the calibration "
-                "data. Load it in bfloat16 or float32 instead of float16, and check the calibration rows."
-            )
+            raise NonFiniteActivationError(f"Non-finite activations (NaN or inf) at the output of {where}: "
+                                           + _non_finite_cause(module))  # fmt: skip
 
     # ----------------------------------------------------------------------------------------------------------------
     # Solving
