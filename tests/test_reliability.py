@@ -318,3 +318,11 @@ def test_nan_weights_are_named_at_their_layer_without_float16_advice(tmp_path):
     with pytest.raises(ValueError, match=r"decoder layer 0: its weight self_attn.q_proj.weight holds NaN") as err:
         OneShotPruner(PruningConfig(method="wanda"), progress_bar=False).prune(model, make_calibration())
     assert "float16" not in str(err.value)
+
+
+def test_calibrate_names_a_missing_model_path(tmp_path, capsys):
+    from hf_ssgr.commands.cli import main
+
+    rc = main(["calibrate", "--model", str(tmp_path / "nope"), "--source", "GSM8K", "--save_dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Model path not found" in err and "Traceback" not in err

@@ -34,12 +34,13 @@ def make_parser() -> SsgrParser:
 def main(argv: list[str]) -> int:
     from ..calibration.calibrator import SSGRCalibrator
     from ..distributed import is_main_process, wait_for_everyone
-    from ..utils import resolve_model, write_folder_atomically
+    from ..utils import check_model_path, resolve_model, write_folder_atomically
 
     args, config = make_parser().parse(argv)
     missing = [f"--{n}" for n in ("model", "source", "save_dir") if not getattr(args, n)]
     if missing:
         raise CommandError(f"{' '.join(missing)} required.")
+    check_model_path(resolve_model(args.model))  # before the source: a missing model is the error to report
     calibrator = SSGRCalibrator(config)
     ds = calibrator.build(resolve_model(args.model), args.source)
     if is_main_process():  # under torchrun every process holds the same rows; one writes them
