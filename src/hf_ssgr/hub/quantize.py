@@ -242,10 +242,10 @@ def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | 
     """Export the pruned model saved in folder `src` (by `save_pruned` or `hf-ssgr prune`) as a quantized model in
     `dst`: FP8 weights with the `quantization_config`, the tokenizer, `pruning_config.json` with its `quantization`
     entry, and a model card. Written atomically: on any error `dst` is left as it was. Returns `dst`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ..pruning.config import PruningConfig
-    from ..utils import PRUNING_CONFIG_NAME, write_folder_atomically
+    from ..utils import PRUNING_CONFIG_NAME, load_tokenizer, write_folder_atomically
     from .cards import model_card
     from .upload import write_checkpoint_files
 
@@ -259,11 +259,7 @@ def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | 
             )
     PruningConfig.from_dict(dict(meta.get("config") or {}))  # refuses a damaged pruning_config.json early
     model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(src)
-    except (OSError, ValueError):
-        tokenizer = None
-        logger.warning("%s has no tokenizer; the quantized folder will have none either.", src)
+    tokenizer = load_tokenizer(src, required=False)  # warns, and writes none, when the folder has none
     compressor, record = quantize_model(model, scheme)
     meta = {**meta, "steps": ["pruning", "quantization"], "quantization": record}
     card = model_card(meta, command=command)
