@@ -425,7 +425,7 @@ def score_code_replies(
 ) -> dict[str, float]:
     """Metrics of one problem from its k replies (the keys of `scoring.score_problem`): each reply's last code block
     after `</think>` graded against every test in the sandbox, the k programs at once."""
-    from .scoring import pass_at_k
+    from .scoring import problem_metrics
 
     if not replies:
         raise ValueError("score_code_replies needs at least one reply.")
@@ -433,13 +433,4 @@ def score_code_replies(
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
     programs = [extract_code(r, f) for r, f in zip(replies, reasons)]
     verdicts = grade_programs(programs, [tests] * k, get_sandbox(allow_unsandboxed, sandbox_workers), int(lcb_timeout))
-    c = sum(v.passed for v in verdicts)
-    out = {
-        "pass@1": c / k,
-        f"pass@{k}": pass_at_k(k, c, k),
-        "correct": float(c),
-        "truncated": sum(r == "length" for r in reasons) / k,
-    }
-    if lengths is not None:
-        out["mean_length"] = float(sum(lengths) / len(lengths))
-    return out
+    return problem_metrics([v.passed for v in verdicts], reasons, lengths)

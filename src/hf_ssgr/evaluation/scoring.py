@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..verification import THINK_END, extract_answer, extract_boxed, is_equivalent, split_thinking
 
-__all__ = ["pass_at_k", "extract_choice_letter", "score_problem", "summarize_lengths"]
+__all__ = ["pass_at_k", "extract_choice_letter", "score_problem", "problem_metrics", "summarize_lengths"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -120,13 +120,20 @@ def score_problem(
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
     if lengths is not None and max_new_tokens is not None:
         reasons = ["length" if (r == "length" or n >= max_new_tokens) else r for r, n in zip(reasons, lengths)]
-    correct = [_is_correct(r, gold, kind, f) for r, f in zip(replies, reasons)]
-    c = sum(correct)
+    return problem_metrics([_is_correct(r, gold, kind, f) for r, f in zip(replies, reasons)], reasons, lengths)
+
+
+def problem_metrics(
+    correct: Sequence[bool], finish_reasons: Sequence[str | None], lengths: Sequence[int] | None = None
+) -> dict[str, float]:
+    """The metrics of one problem from its k replies' verdicts: `pass@1`, `pass@k`, `correct`, `truncated` (the share
+    of replies whose finish reason is `"length"`) and, with `lengths`, `mean_length`."""
+    k, c = len(correct), sum(bool(x) for x in correct)
     out = {
         "pass@1": c / k,
         f"pass@{k}": pass_at_k(k, c, k),
         "correct": float(c),
-        "truncated": sum(r == "length" for r in reasons) / k,
+        "truncated": sum(r == "length" for r in finish_reasons) / k,
     }
     if lengths is not None:
         out["mean_length"] = float(statistics.fmean(lengths))
