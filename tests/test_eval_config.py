@@ -51,6 +51,7 @@ def test_evaluate_takes_a_config_and_arguments_override_it(tmp_path):
         (dict(tasks=["gsm8k_typo"]), "Unknown task 'gsm8k_typo': valid tasks are"),
         (dict(data_files={"gsm": "x.jsonl"}), "data_files names unknown tasks"),
         (dict(limit=-1), "limit=-1 must be"),
+        (dict(task_metadata={"lcb_start": "2024-01-01"}), r"task_metadata has unknown keys \['lcb_start'\]"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_loads(kwargs, match):

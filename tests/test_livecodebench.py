@@ -249,6 +249,12 @@ def test_local_file_task_through_evaluate(monkeypatch, sandbox):
     res = report["ssgr_livecodebench"]
     assert res.num_problems == 3 and res.num_samples == 4
     assert res.pass_at_1 == pytest.approx(0.5) and res.pass_at_k == 1.0
+    # the task's settings through evaluate(): a contest-date window keeps the one problem of 2024-09
+    windowed = evaluate(model, tok, tasks=["ssgr_livecodebench"], num_samples=4, max_new_tokens=4096,
+                        data_files={"ssgr_livecodebench": FIXTURE}, engine=engine,
+                        task_metadata={"lcb_start_date": "2024-08-01", "lcb_end_date": "2025-01-31"})  # fmt: skip
+    assert windowed["ssgr_livecodebench"].num_problems == 1
+    assert windowed.settings["task_metadata"]["lcb_start_date"] == "2024-08-01"
 
 
 @require_module("lm_eval")

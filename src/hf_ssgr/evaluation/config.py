@@ -9,6 +9,16 @@ from typing import Any
 __all__ = ["EvalConfig", "BACKENDS"]
 
 BACKENDS = ("hf", "vllm")
+# the metadata keys the package's tasks read beyond the fields of EvalConfig (see registry.load_task_dataset)
+TASK_METADATA_KEYS = (
+    "lcb_release_version",
+    "lcb_start_date",
+    "lcb_end_date",
+    "lcb_prompt_style",
+    "lcb_timeout",
+    "sandbox_workers",
+    "allow_unsandboxed",
+)
 
 
 @dataclass
@@ -44,6 +54,10 @@ class EvalConfig:
         many tokens. Unset: 2048 (SparseGPT's), or the model's context length when shorter (`ssgr_tiny_text`: 64).
     ppl_batch_size (`int`, *optional*):
         Windows (or replies) per forward pass of the perplexity tasks; unset: as many as fit in 4096 tokens.
+    task_metadata (`dict`, *optional*):
+        Settings of individual tasks, passed to them as lm-eval metadata (as `lm_eval --metadata` does): LiveCodeBench's
+        `lcb_release_version`, `lcb_start_date`, `lcb_end_date`, `lcb_prompt_style`, `lcb_timeout`, and its sandbox's
+        `sandbox_workers` and `allow_unsandboxed`.
     """
 
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"], metadata={"help": "Task or group names."})
@@ -63,6 +77,9 @@ class EvalConfig:
     )
     ppl_batch_size: int | None = field(
         default=None, metadata={"help": "Perplexity windows per forward pass (default: up to 4096 tokens)."}
+    )
+    task_metadata: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Task settings, e.g. {lcb_start_date: 2024-08-01, sandbox_workers: 2}."}
     )
 
     def __post_init__(self):
@@ -87,6 +104,13 @@ class EvalConfig:
         if isinstance(self.limit, float) and self.limit.is_integer() and self.limit > 1:
             self.limit = int(self.limit)
         self.data_files = dict(self.data_files or {})
+        self.task_metadata = dict(self.task_metadata or {})
+        unknown = sorted(set(self.task_metadata) - set(TASK_METADATA_KEYS))
+        if unknown:
+            raise ValueError(
+                f"task_metadata has unknown keys {unknown}: the tasks read {', '.join(TASK_METADATA_KEYS)} "
+                "(data_files, gpqa_seed and max_new_tokens have fields of their own)."
+            )
         unknown = sorted(set(self.data_files) - set(BENCHMARKS) - set(PERPLEXITY_TASKS))
         if unknown:
             raise ValueError(f"data_files names unknown tasks {unknown}: valid tasks are {', '.join(list_tasks())}.")

@@ -55,6 +55,7 @@ def _settings(cfg: EvalConfig) -> dict:
         "seed": cfg.seed,
         "gpqa_seed": cfg.gpqa_seed,
         "data_files": {t: str(p) for t, p in cfg.data_files.items()},
+        "task_metadata": dict(cfg.task_metadata),
         "ppl_seqlen": cfg.ppl_seqlen,
         "ppl_batch_size": cfg.ppl_batch_size,
         "versions": library_versions(),
@@ -76,6 +77,7 @@ def evaluate(
     seed: int | None = None,
     data_files: Mapping[str, str | list[str]] | None = None,
     gpqa_seed: int | None = None,
+    task_metadata: dict | None = None,
     vllm_kwargs: dict | None = None,
     ppl_seqlen: int | None = None,
     ppl_batch_size: int | None = None,
@@ -89,7 +91,7 @@ def evaluate(
     Args:
         model_or_path: a model object (with `tokenizer=`), a local folder, or a Hub id.
         tasks, num_samples, max_new_tokens, backend, limit, temperature, top_p, batch_size, seed, data_files,
-            gpqa_seed, vllm_kwargs, ppl_seqlen, ppl_batch_size: the settings of [`EvalConfig`] (see it for their
+            gpqa_seed, task_metadata, vllm_kwargs, ppl_seqlen, ppl_batch_size: the settings of [`EvalConfig`] (see it for their
             defaults and meaning); each one given here overrides the same field of `config`.
         config ([`EvalConfig`], *optional*): all the settings at once.
         model_name: the name the report carries (default: the path, or the model's).
@@ -133,7 +135,12 @@ def evaluate(
     names = resolve_tasks(cfg.tasks)
     ppl_tasks = [t for t in names if t in PERPLEXITY_TASKS]
     bench_files = {t: p for t, p in cfg.data_files.items() if t in BENCHMARKS}
-    metadata = {"data_files": bench_files, "gpqa_seed": cfg.gpqa_seed, "max_gen_toks": cfg.max_new_tokens}
+    metadata = {
+        **cfg.task_metadata,
+        "data_files": bench_files,
+        "gpqa_seed": cfg.gpqa_seed,
+        "max_gen_toks": cfg.max_new_tokens,
+    }
     manager = TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
     # An inline group: lm-eval merges each child's overrides into its registered YAML (a top-level dict would not).
     overrides = _task_overrides(cfg)
