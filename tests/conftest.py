@@ -6,7 +6,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from testing_utils import make_calibration, make_tiny_model  # noqa: E402
+from testing_utils import make_calibration, make_char_tokenizer, make_tiny_model  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -25,6 +25,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_model():
     return make_tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The offline character tokenizer with an R1-style chat template (one per test module)."""
+    return make_char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random Qwen2 over that tokenizer's vocabulary, for rollouts (one per test module)."""
+    return make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
 
 
 @pytest.fixture

@@ -31,16 +31,6 @@ PROBLEMS = load_source("GSM8K", path=GSM8K)
 GOLD = dict(zip(PROBLEMS["problem"], PROBLEMS["answer"]))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return make_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
-
-
 def build(model, tok, source="GSM8K", **kwargs):
     kwargs.setdefault("source_path", GSM8K if source == "GSM8K" else None)
     cal = SSGRCalibrator(CalibrationConfig(**kwargs))

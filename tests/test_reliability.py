@@ -6,23 +6,13 @@ import os
 import pathlib
 
 import pytest
-from testing_utils import make_char_tokenizer, make_tiny_model
+from testing_utils import make_tiny_model
 
 from hf_ssgr import CalibrationConfig, SSGRCalibrator
 from hf_ssgr.calibration.store import RolloutStore
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "gsm8k_train_sample.jsonl")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_tiny_model("qwen2", vocab_size=128, max_position_embeddings=2048)
 
 
 def _calibrate(model, tok, store, **overrides):
