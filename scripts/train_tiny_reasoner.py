@@ -2,12 +2,20 @@
 
     python scripts/train_tiny_reasoner.py                      # 2 CPU cores: about 55 minutes (measured)
     python scripts/train_tiny_reasoner.py --device cuda        # a GPU: a few minutes
+    python scripts/train_tiny_reasoner.py --teacher varied --init-from tiny --steps 1200 \\
+        --lr 1e-3 --min-lr 1e-4 --warmup 50 --max-new-tokens 320 --out src/hf_ssgr/tiny_reasoner/model_varied
+                                                               # the varied reasoner (VARIED_MODEL_PATH)
 
 A Llama-architecture model (hidden 192, 4 layers, 4 heads, tied embeddings, ~2.4M parameters) learns R1-style
 replies to the synthetic arithmetic word problems of `hf_ssgr.tiny_reasoner`: the prompt is rendered with the
 pipeline's own chat template and instruction (`hf_ssgr.calibration.prompts.render_prompt`), the reply is the step-by-step
 working, `</think>`, and `\\boxed{answer}`. The loss covers reply tokens only; a tenth of each batch is plain text
 from the corpus (loss on every token). AdamW, cosine schedule with warm-up, bf16 autocast.
+
+`--teacher varied` trains on the stochastic teacher's replies (`hf_ssgr.tiny_reasoner.varied_reasoning_text`:
+restatements, checks, slips caught or not, longer routes, shortcuts), so that the model's chains of thought vary
+between samples; `--init-from` starts from a trained model's weights (same tokenizer) instead of random ones. With
+the varied teacher, sequences are drawn four batches at a time and batched by length (less padding).
 
 At the end the script measures accuracy on the held-out problems per level (greedy and sampled at T=0.6,
 top-p 0.95), and writes the model (float32 safetensors), tokenizer, generation config and `training_log.json`.
@@ -35,8 +43,10 @@ from hf_ssgr.tiny_reasoner import (  # noqa: E402
     MODEL_PATH,
     build_tokenizer,
     make_problem,
+    VARIED_MODEL_PATH,
     reasoning_text,
     split_of,
+    varied_reasoning_text,
     test_problems,
     text_corpus,
 )
@@ -46,8 +56,9 @@ class Encoder:
     """Token ids of prompt + reply, fast: the chat-template text around the problem is encoded once (checked equal
     to encoding the whole rendered prompt), and problems and replies are encoded in batches."""
 
-    def __init__(self, tok):
+    def __init__(self, tok, reply=None):
         self.tok = tok
+        self.reply = reply or reasoning_text  # problem -> reply text
         marker = "\x00PROBLEM\x00"
         left, right = render_prompt(tok, marker).split(marker)
         self.left = tok(left, add_special_tokens=False)["input_ids"]
@@ -56,7 +67,7 @@ class Encoder:
     def __call__(self, problems):
         tok = self.tok
         bodies = tok([p.problem for p in problems], add_special_tokens=False)["input_ids"]
-        replies = tok([reasoning_text(p) for p in problems], add_special_tokens=False)["input_ids"]
+        replies = tok([self.reply(p) for p in problems], add_special_tokens=False)["input_ids"]
         out = []
         for body, reply in zip(bodies, replies):
             prompt = self.left + body + self.right
@@ -70,7 +81,21 @@ class Encoder:
             assert ids[: len(whole)] == whole and labels.count(-100) == len(whole), p.problem
 
 
-def make_batch(encoder, tok, rng, texts, batch_size, text_fraction, device):
+def make_batch(encoder, tok, rng, texts, batch_size, text_fraction, device, pool=None):
+    """One batch of (ids, labels). With `pool` (a list), sequences are drawn four batches at a time, sorted by
+    length and handed out a batch at a time in random order (variable-length replies waste less padding)."""
+    if pool is not None:
+        if not pool:
+            seqs = _draw_sequences(encoder, tok, rng, texts, 4 * batch_size, text_fraction)
+            seqs.sort(key=lambda s: len(s[0]))
+            chunks = [seqs[i : i + batch_size] for i in range(0, len(seqs), batch_size)]
+            rng.shuffle(chunks)
+            pool.extend(chunks)
+        return _collate(pool.pop(), tok, device)
+    return _collate(_draw_sequences(encoder, tok, rng, texts, batch_size, text_fraction), tok, device)
+
+
+def _draw_sequences(encoder, tok, rng, texts, batch_size, text_fraction):
     problems, seqs = [], []
     for _ in range(batch_size):
         if rng.random() < text_fraction:
@@ -82,7 +107,11 @@ def make_batch(encoder, tok, rng, texts, batch_size, text_fraction, device):
             if split_of(p.problem) == "train":
                 break
         problems.append(p)
-    seqs += encoder(problems)
+    return seqs + encoder(problems)
+
+
+def _collate(seqs, tok, device):
+    batch_size = len(seqs)
     width = max(len(s) for s, _ in seqs)
     ids = torch.full((batch_size, width), tok.pad_token_id, dtype=torch.long)
     labels = torch.full((batch_size, width), -100, dtype=torch.long)
@@ -94,13 +123,15 @@ def make_batch(encoder, tok, rng, texts, batch_size, text_fraction, device):
 
 
 @torch.no_grad()
-def accuracy_per_level(model, tok, problems, temperature, samples, seed, device, batch=64):
+def accuracy_per_level(model, tok, problems, temperature, samples, seed, device, batch=64, max_new_tokens=128):
     from hf_ssgr.verification import extract_answer
 
     model.eval()
     eos = tok.eos_token_id
     per_level: dict[int, list[float]] = {}
     lengths = []
+    level_lengths: dict[int, list[int]] = {}
+    cvs = []
     for start in range(0, len(problems), batch):
         group = problems[start : start + batch]
         prompts = [tok(render_prompt(tok, p.problem), add_special_tokens=False)["input_ids"] for p in group]
@@ -118,33 +149,46 @@ def accuracy_per_level(model, tok, problems, temperature, samples, seed, device,
             temperature=temperature if temperature > 0 else None,
             top_p=0.95 if temperature > 0 else None,
             top_k=0,
-            max_new_tokens=128,
+            max_new_tokens=max_new_tokens,
             num_return_sequences=samples,
             eos_token_id=eos,
             pad_token_id=tok.pad_token_id,
         )[:, width:].tolist()
         for i, p in enumerate(group):
-            replies, reasons = [], []
+            replies, reasons, mine = [], [], []
             for seq in out[i * samples : (i + 1) * samples]:
                 cut = seq.index(eos) if eos in seq else None
                 body = seq[:cut] if cut is not None else seq
                 replies.append(tok.decode(body, skip_special_tokens=True))
                 reasons.append("eos" if cut is not None else "length")
-                lengths.append(len(body) + (cut is not None))
+                mine.append(len(body) + (cut is not None))
+            lengths += mine
+            level_lengths.setdefault(p.level, []).extend(mine)
+            if len(mine) > 1:
+                mean = sum(mine) / len(mine)
+                cvs.append((sum((x - mean) ** 2 for x in mine) / len(mine)) ** 0.5 / mean)
             # integer answers: the boxed text after </think> must equal the answer (a truncated reply is wrong)
             correct = [extract_answer(r, f) == str(p.answer) for r, f in zip(replies, reasons)]
             per_level.setdefault(p.level, []).append(sum(correct) / len(correct))
     result = {f"L{lv}": round(sum(v) / len(v), 4) for lv, v in sorted(per_level.items())}
     result["all"] = round(sum(sum(v) for v in per_level.values()) / sum(len(v) for v in per_level.values()), 4)
     result["mean_length"] = round(sum(lengths) / len(lengths), 1)
+    result["mean_length_per_level"] = {f"L{lv}": round(sum(v) / len(v), 1) for lv, v in sorted(level_lengths.items())}
+    if samples > 1:  # how much one problem's samples differ: in length, and in correctness
+        cvs.sort()
+        result["median_length_cv"] = round(cvs[len(cvs) // 2], 3)
+        ratios = [r for v in per_level.values() for r in v]
+        result["share_mixed_correctness"] = round(sum(0 < r < 1 for r in ratios) / len(ratios), 3)
     return result
 
 
 def evaluate_model(model, tok, args):
     problems = test_problems(args.eval_per_level)
     t1 = time.perf_counter()
-    greedy = accuracy_per_level(model, tok, problems, 0.0, 1, args.seed, args.device)
-    sampled = accuracy_per_level(model, tok, problems, 0.6, args.eval_samples, args.seed, args.device)
+    greedy = accuracy_per_level(model, tok, problems, 0.0, 1, args.seed, args.device,
+                                max_new_tokens=args.max_new_tokens)  # fmt: skip
+    sampled = accuracy_per_level(model, tok, problems, 0.6, args.eval_samples, args.seed, args.device,
+                                 max_new_tokens=args.max_new_tokens)  # fmt: skip
     print(f"greedy: {greedy}\nsampled (T=0.6, top-p 0.95, {args.eval_samples} samples): {sampled}", flush=True)
     return greedy, sampled, time.perf_counter() - t1
 
@@ -184,10 +228,16 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eval-per-level", type=int, default=100)
     ap.add_argument("--eval-samples", type=int, default=4)
-    ap.add_argument("--out", default=MODEL_PATH)
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="generation limit of the final evaluation")
+    ap.add_argument("--teacher", default="terse", choices=("terse", "varied"),
+                    help="terse: one line per step (the first model); varied: the stochastic teacher")  # fmt: skip
+    ap.add_argument("--init-from", default=None, help="start from this trained model (a path, or tiny)")
+    ap.add_argument("--out", default=None, help="default: the embedded model of the chosen --teacher and --arch")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--eval-only", action="store_true", help="only measure the saved model at --out")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = VARIED_MODEL_PATH if args.teacher == "varied" else MODEL_PATH
     if args.eval_only:
         return eval_only(args)
     if args.threads:
@@ -237,8 +287,20 @@ def main():
         )
     )
     config._attn_implementation = "eager"  # faster than sdpa for these tiny heads on CPU (measured)
-    model = AutoModelForCausalLM.from_config(config).to(args.device)
-    encoder = Encoder(tok)
+    if args.init_from:
+        from hf_ssgr.utils import resolve_model
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(args.init_from), dtype=torch.float32)
+        if len(tok) != model.config.vocab_size:
+            raise SystemExit(f"--init-from {args.init_from}: vocabulary {model.config.vocab_size} != {len(tok)}.")
+        model.config._attn_implementation = "eager"
+        model = model.to(args.device)
+    else:
+        model = AutoModelForCausalLM.from_config(config).to(args.device)
+    teacher_rng = random.Random(args.seed + 2)
+    reply = (lambda p: varied_reasoning_text(p, teacher_rng)[0]) if args.teacher == "varied" else None
+    encoder = Encoder(tok, reply)
+    pool = [] if args.teacher == "varied" else None
     encoder.check([make_problem(lv, random.Random(lv)) for lv in sorted(LEVELS)])
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f}M parameters, vocabulary {len(tok)}", flush=True)
@@ -266,7 +328,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         ids, labels, _, n_tokens = make_batch(
-            encoder, tok, rng, texts, args.batch_size, args.text_fraction, args.device
+            encoder, tok, rng, texts, args.batch_size, args.text_fraction, args.device, pool
         )
         with torch.autocast(device_type, dtype=torch.bfloat16):
             loss = model(input_ids=ids, labels=labels).loss

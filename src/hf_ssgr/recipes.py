@@ -93,6 +93,18 @@ class RunConfig:
             accuracy tasks (RAC Table 8: `[8192, 4096]` next to `max_new_tokens: 32768`); each lands in
             `eval/<name>@<budget>.json`, and report.md shows a row per model and budget with pass@1 and generation
             time.
+        calibration_seeds: build every calibration once per seed (labels `<calibration>.seed<k>`), prune and
+            evaluate each; the claims average over them and resample them in their intervals. Empty: one calibration
+            per policy with `seed`.
+        calibration_tokens: every calibration is cut to exactly this many tokens (`CalibrationConfig.max_tokens`),
+            as the papers hold the token count fixed; a calibration that cannot reach it stops the run with an error
+            (raise its `num_samples`).
+        claims: claims to test on the results (see `hf_ssgr.claims`); their table goes into report.md and
+            claims.md / claims.json. A `prune` entry may carry `policies: [...]` to be applied to those
+            calibrations only.
+        claims_resamples: bootstrap resamples of the claims' intervals.
+        reconstruction_problems: held-out problems whose dense greedy rollouts measure the reconstruction errors
+            of the models a `reconstruction` claim names.
         evaluate: evaluate the dense model and every pruned one (false: prune only).
         save_models: keep the pruned weights on disk (else only their pruning_config.json).
         seed: seed of calibration sampling and evaluation.
@@ -118,6 +130,11 @@ class RunConfig:
     limit: int | None = None
     backend: str = "hf"
     eval_batch_size: int = 16
+    calibration_seeds: list[int] = field(default_factory=list)
+    calibration_tokens: int | None = None
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    claims_resamples: int = 10000
+    reconstruction_problems: int = 32
     evaluate: bool = True
     save_models: bool = False
     torch_dtype: str = "auto"
@@ -125,6 +142,8 @@ class RunConfig:
     seed: int = 0
     calibrations: list[CalibrationSpec] = field(init=False, repr=False)
     eval_config: EvalConfig = field(init=False, repr=False)
+    prune_policies: dict[str, list[str]] = field(init=False, repr=False)
+    parsed_claims: list[Any] = field(init=False, repr=False)
 
     def __post_init__(self):
         if not self.policies:
@@ -134,14 +153,42 @@ class RunConfig:
             raise ValueError(f"policy_overrides names calibrations not in `policies`: {sorted(unknown)}.")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError(f"policies lists a calibration twice: {self.policies}.")
-        self.calibrations = [self._calibration(name) for name in self.policies]
+        seeds = list(self.calibration_seeds or [])
+        if len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise ValueError(f"calibration_seeds must be distinct integers, got {seeds}.")
+        if self.calibration_tokens is not None and (
+            isinstance(self.calibration_tokens, bool) or not isinstance(self.calibration_tokens, int)
+            or self.calibration_tokens < 1
+        ):  # fmt: skip
+            raise ValueError(f"calibration_tokens must be a positive integer, got {self.calibration_tokens!r}.")
+        self.calibrations = [
+            spec for name in self.policies for spec in self._seeded(self._calibration(name), seeds)
+        ]
         if not self.prune:
             raise ValueError("prune is empty: give at least one pruning configuration.")
-        self.prune = [p if isinstance(p, PruningConfig) else PruningConfig(**{"seed": self.seed, **p})
-                      for p in self.prune]  # fmt: skip
+        self.prune_policies: dict[str, list[str]] = {}  # variant -> the calibrations it is applied to (all if absent)
+        prune = []
+        for p in self.prune:
+            if not isinstance(p, PruningConfig):
+                p = dict(p)
+                only = p.pop("policies", None)
+                p = PruningConfig(**{"seed": self.seed, **p})
+                if only is not None:
+                    only = [str(x) for x in (only if isinstance(only, (list, tuple)) else [only])]
+                    stray = sorted(set(only) - set(self.policies))
+                    if stray:
+                        raise ValueError(f"prune {p.short_name}: policies {stray} are not in `policies`.")
+                    self.prune_policies[p.short_name] = only
+            prune.append(p)
+        self.prune = prune
         names = [p.short_name for p in self.prune]
         if len(set(names)) != len(names):
             raise ValueError(f"Two pruning configurations have the same name ({names}); they must differ.")
+        from .claims import parse_claims
+
+        self.parsed_claims = parse_claims(self.claims)
+        if self.parsed_claims and not self.evaluate:
+            raise ValueError("claims need evaluate: true.")
         self.quantize = [str(q).lower() if q is not None else "none" for q in (self.quantize or ["none"])]
         if len(set(self.quantize)) != len(self.quantize):
             raise ValueError(f"quantize lists a scheme twice: {self.quantize}.")
@@ -163,6 +210,20 @@ class RunConfig:
             data_files=self.eval_data_files,
         )
         self.decode_budgets = self._decode_budgets()
+
+    def _seeded(self, spec: CalibrationSpec, seeds: list[int]) -> list[CalibrationSpec]:
+        """`spec` once per calibration seed (`<label>.seed<k>`), or as it is without seeds; with the token cap."""
+        if self.calibration_tokens is not None:
+            spec.config.max_tokens = self.calibration_tokens
+        if not seeds:
+            return [spec]
+        return [CalibrationSpec(f"{spec.name}.seed{s}", spec.source, spec.source_path,
+                                dataclasses.replace(spec.config, seed=s)) for s in seeds]  # fmt: skip
+
+    def applies(self, calibration: str, prune: PruningConfig) -> bool:
+        """Whether the pruning configuration is applied to the calibration (label, with or without its seed)."""
+        only = self.prune_policies.get(prune.short_name)
+        return only is None or calibration.split(".seed")[0] in only
 
     def _decode_budgets(self) -> list[int]:
         """The checked `decode_budgets`: positive integers, each once, none equal to `max_new_tokens`, and an
@@ -232,7 +293,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The recipe's fields (its pruning configurations in full), as the YAML would hold them."""
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
-        out["prune"] = [p.to_dict() for p in self.prune]
+        out["prune"] = [
+            {**p.to_dict(), **({"policies": self.prune_policies[p.short_name]}
+                               if p.short_name in self.prune_policies else {})}
+            for p in self.prune
+        ]  # fmt: skip
         return out
 
 
@@ -252,6 +317,7 @@ class _Run:
         self.manifest.setdefault("steps", {})
         self._model = self._tok = None
         self._last_pruned = None  # (policy, variant, model, pruner): reused by the quantized variants of one prune
+        self.claims_results: str | None = None  # the claims table (markdown), once measured
         self.budget_reports: dict[str, dict[int, Any]] = {}  # name -> decode budget -> EvalReport
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
@@ -297,11 +363,19 @@ class _Run:
         if cal.rollouts_dir is None:
             who = (cal.rollout_model or "self").replace("/", "--")
             cal.rollouts_dir = os.path.join(self.out, "rollouts", f"{who}-{spec.source}-n{cal.num_generations}"
-                                            f"-t{cal.max_new_tokens}-T{cal.temperature}")  # fmt: skip
+                                            f"-t{cal.max_new_tokens}-T{cal.temperature}"
+                                            + (f"-s{cal.seed}" if cal.seed != self.cfg.seed else ""))  # fmt: skip
         model, tok = self.dense()
         logger.info("Calibration %s (%s) ...", spec.name, spec.source)
         calibrator = SSGRCalibrator(cal)
         ds = calibrator.build(self.model_path if cal.engine == "vllm" else model, spec.source, tokenizer=tok)
+        tokens = calibrator.report.tokens
+        if self.cfg.calibration_tokens is not None and tokens != self.cfg.calibration_tokens:
+            raise ValueError(
+                f"Calibration {spec.name} holds {tokens} tokens, not calibration_tokens={self.cfg.calibration_tokens}"
+                f" (counts {calibrator.report.counts}): raise its num_samples (now {cal.num_samples}; per calibration "
+                "in policy_overrides) or lower calibration_tokens. Nothing of it was saved."
+            )
         self.write(lambda: write_folder_atomically(folder, ds.save_to_disk))  # every process holds the same rows
         self.step_done(f"calibration/{spec.name}", time.perf_counter() - t, rows=len(ds),
                        counts=calibrator.report.counts)  # fmt: skip
@@ -344,7 +418,7 @@ class _Run:
         folder = os.path.join(self.out, "pruned", policy, variant)
         meta_path = os.path.join(folder, PRUNING_CONFIG_NAME)
         done_eval = not self.cfg.evaluate or self.eval_done(name)
-        if os.path.exists(meta_path) and done_eval:
+        if os.path.exists(meta_path) and done_eval and (quantization != "none" or not self.needs_errors(policy, variant)):
             return self.evaluate(None, None, name) if self.cfg.evaluate else None  # read from disk
         dense, tok = self.dense()
         t = time.perf_counter()
@@ -371,8 +445,81 @@ class _Run:
                 self.write(lambda: write_json_atomically(meta_path, meta, default=str))
             self.step_done(f"prune/{name}", time.perf_counter() - t)
         report = self.evaluate(model, tok, name) if self.cfg.evaluate else None
+        if self.needs_errors(policy, variant):
+            self.record_errors(model, name)
         del model
         return report
+
+    # -- claims --------------------------------------------------------------------------------------------------------
+    @property
+    def error_models(self) -> set[str]:
+        from .claims import models_needing_errors
+
+        return models_needing_errors(self.cfg.parsed_claims)
+
+    def needs_errors(self, policy: str, variant: str) -> bool:
+        """Whether a claim reads this model's reconstruction errors and they are not on disk yet."""
+        base = f"{policy.split('.seed')[0]}__{variant}"
+        return base in self.error_models and not os.path.exists(self.errors_path(f"{policy}__{variant}"))
+
+    def errors_path(self, name: str) -> str:
+        return os.path.join(self.out, "eval", f"{name}.errors.json")
+
+    def dense_rollouts(self) -> dict:
+        """The dense model's greedy rollouts of the first `reconstruction_problems` held-out problems of the first
+        accuracy task (`eval/dense_rollouts.json`): the fixed sequences of the reconstruction errors."""
+        path = os.path.join(self.out, "eval", "dense_rollouts.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        from .calibration.engines import TransformersEngine
+        from .calibration.prompts import encode_prompt
+        from .evaluation.registry import load_benchmark
+
+        task = self.cfg.accuracy_tasks[0]
+        docs = load_benchmark(task, self.cfg.eval_data_files.get(task), seed=self.cfg.seed)
+        docs = docs.select(range(min(self.cfg.reconstruction_problems, len(docs))))
+        dense, tok = self.dense()
+        engine = TransformersEngine(dense, tok, temperature=0.0, max_new_tokens=self.cfg.max_new_tokens,
+                                    batch_size=16)  # fmt: skip
+        prompts = [encode_prompt(tok, d["problem"]) for d in docs]
+        samples = engine.generate(prompts, 1, seed=0)
+        data = {
+            "task": task,
+            "problem_ids": [str(i) for i in range(len(docs))],
+            "sequences": [p + list(s[0].response_ids) for p, s in zip(prompts, samples)],
+            "prompt_lengths": [len(p) for p in prompts],
+        }
+        self.write(lambda: write_json_atomically(path, data))
+        return data
+
+    def record_errors(self, model, name: str) -> None:
+        """Per-token last-layer hidden-state errors of `model` against the dense one on the dense rollouts."""
+        from .evaluation.analysis import last_hidden_errors
+
+        path = self.errors_path(name)
+        if os.path.exists(path):
+            return
+        rollouts = self.dense_rollouts()
+        dense, _ = self.dense()
+        errors = [last_hidden_errors(dense, model, seq).tolist() for seq in rollouts["sequences"]]
+        data = {**{k: rollouts[k] for k in ("task", "problem_ids", "prompt_lengths")}, "errors": errors}
+        self.write(lambda: write_json_atomically(path, data))
+
+    def measure_claims(self, dense_report, reports: dict[str, Any]):
+        from .claims import claims_markdown, evaluate_claims, load_errors
+
+        cfg = self.cfg
+        task = cfg.accuracy_tasks[0]
+        names = [n for n in reports] + [n for n in self.error_models]
+        errors = load_errors(os.path.join(self.out, "eval"), names)
+        results = evaluate_claims(cfg.parsed_claims, {"dense": dense_report, **reports}, cfg.calibration_seeds, task,
+                                  errors=errors, resamples=cfg.claims_resamples, seed=cfg.seed)  # fmt: skip
+        text = claims_markdown(results, task, cfg.calibration_seeds, cfg.claims_resamples)
+        self.write(lambda: write_text_atomically(os.path.join(self.out, "claims.md"), f"# Claims\n\n{text}"))
+        self.write(lambda: write_json_atomically(os.path.join(self.out, "claims.json"),
+                                                 [r.to_dict() for r in results]))  # fmt: skip
+        return text
 
     def pruned(self, policy: str, calibration, prune: PruningConfig):
         """The dense model pruned with `prune` on `calibration`, and its pruner; pruned once for all the quantization
@@ -393,6 +540,8 @@ class _Run:
     # -- report --------------------------------------------------------------------------------------------------------
     def write_report(self, dense_report, reports: dict[str, Any]) -> str:
         path = os.path.join(self.out, "report.md")
+        if self.cfg.calibration_seeds:  # one row (and one bar) per calibration, its seeds averaged
+            reports = merge_seed_reports(reports)
         self.write(lambda: self._write_report(dense_report, reports, path))
         return path
 
@@ -451,9 +600,55 @@ class _Run:
             if per_level:
                 plot_per_level(everything, os.path.join(self.out, "levels.png"), labels=labels)
                 lines += ["![pass@1 by difficulty level](levels.png)", ""]
+        if self.claims_results:
+            lines += ["## Claims", "", self.claims_results]
         steps = self.manifest.get("steps", {})
         lines += ["Step times (s): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in steps.items()), ""]
         write_text_atomically(path, "\n".join(lines))
+
+
+def merge_seed_reports(reports: dict[str, Any]) -> dict[str, Any]:
+    """`<calibration>.seed<k>__<variant>` reports merged into one `<calibration>__<variant>` report per calibration:
+    each problem's pass@1 averaged over the seeds (so pass@1 and its standard error over problems are those of the
+    seed average), the replies' lengths pooled, generation times summed; perplexity is left out. Other reports pass
+    through."""
+    from .evaluation.report import EvalReport, TaskResult
+
+    groups: dict[str, list[Any]] = {}
+    for name, rep in reports.items():
+        cal, _, variant = name.partition("__")
+        groups.setdefault(f"{cal.split('.seed')[0]}__{variant}", []).append(rep)
+    out = {}
+    for name, reps in groups.items():
+        if len(reps) == 1:
+            out[name] = reps[0]
+            continue
+        tasks = {}
+        for task in reps[0].tasks:
+            results = [r.tasks[task] for r in reps if task in r.tasks]
+            first = results[0]
+            by_problem: dict[str, list[float]] = {}
+            for r in results:
+                for pid, v in zip(r.problem_ids, r.pass_at_1_per_problem):
+                    by_problem.setdefault(pid, []).append(v)
+            ids = [pid for pid in first.problem_ids if len(by_problem.get(pid, [])) == len(results)]
+            lengths = [n for r in results for n in r.lengths]
+            tasks[task] = TaskResult(
+                task=task, title=first.title, num_problems=first.num_problems, num_samples=first.num_samples,
+                pass_at_1=statistics.fmean(r.pass_at_1 for r in results),
+                pass_at_k=statistics.fmean(r.pass_at_k for r in results),
+                mean_length=statistics.fmean(lengths) if lengths else statistics.fmean(r.mean_length for r in results),
+                median_length=statistics.median(lengths) if lengths else first.median_length,
+                truncated=statistics.fmean(r.truncated for r in results),
+                gen_seconds=math.fsum(r.gen_seconds for r in results), lengths=lengths,
+                pass_at_1_per_problem=[statistics.fmean(by_problem[pid]) for pid in ids],
+                problem_levels=[lv for pid, lv in zip(first.problem_ids, first.problem_levels) if pid in set(ids)]
+                if first.problem_levels else [],
+                problem_ids=ids,
+            )  # fmt: skip
+        # perplexity is not merged (n/a in the merged row): each seed's is in its eval/<name>.json
+        out[name] = EvalReport(model=name, tasks=tasks, settings={**reps[0].settings, "seeds_merged": len(reps)})
+    return out
 
 
 def variant_name(prune: PruningConfig, quantization: str = "none") -> str:
@@ -562,11 +757,12 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
         model, tok = run.dense() if not run.eval_done("dense") else (None, None)  # None: read from disk
         dense_report = run.evaluate(model, tok, "dense")
     reports = {}
-    jobs = [(p, c, q) for p in cfg.policies for c in cfg.prune for q in cfg.quantize]
+    jobs = [(s.name, c, q) for s in cfg.calibrations for c in cfg.prune for q in cfg.quantize
+            if cfg.applies(s.name, c)]  # fmt: skip
     bar = tqdm(total=len(jobs), desc="calibrate → prune → evaluate", unit="model", disable=not run.dist.is_main)
     for spec in cfg.calibrations:
         calibration = None
-        for prune, quantization in [(c, q) for c in cfg.prune for q in cfg.quantize]:
+        for prune, quantization in [(c, q) for c in cfg.prune for q in cfg.quantize if cfg.applies(spec.name, c)]:
             variant = variant_name(prune, quantization)
             name = f"{spec.name}__{variant}"
             done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, variant, PRUNING_CONFIG_NAME))
@@ -578,6 +774,8 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             bar.update(1)
         run._last_pruned = None
     bar.close()
+    if cfg.parsed_claims:
+        run.claims_results = run.measure_claims(dense_report, reports)
     report_path = run.write_report(dense_report, reports)
     run.manifest["total_seconds_last_run"] = round(time.perf_counter() - t0, 1)
     run.save_manifest()

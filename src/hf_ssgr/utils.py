@@ -26,6 +26,7 @@ __all__ = [
     "PRUNING_CONFIG_NAME",
     "EMBEDDED_MODEL_NAMES",
     "EMBEDDED_MOE_NAMES",
+    "EMBEDDED_VARIED_NAMES",
     "dataclass_from_dict",
     "resolve_model",
     "check_model_path",
@@ -44,23 +45,29 @@ __all__ = [
 PRUNING_CONFIG_NAME = "pruning_config.json"
 EMBEDDED_MODEL_NAMES = ("tiny", "hf_ssgr:tiny", "embedded")
 EMBEDDED_MOE_NAMES = ("tiny-moe", "hf_ssgr:tiny-moe")
+EMBEDDED_VARIED_NAMES = ("tiny-varied", "hf_ssgr:tiny-varied")
 _VERSIONED_PACKAGES = ("hf-ssgr", "torch", "transformers", "datasets", "accelerate", "huggingface-hub",
                        "safetensors", "lm_eval", "math-verify", "vllm")  # fmt: skip
 
 
 def is_embedded_model(name: str | None) -> bool:
     """Whether `name` names an embedded tiny reasoner (`tiny`, `hf_ssgr:tiny` or `embedded`; `tiny-moe` for the
-    mixture of experts)."""
-    return name in EMBEDDED_MODEL_NAMES or name in EMBEDDED_MOE_NAMES
+    mixture of experts, `tiny-varied` for the reasoner whose chains of thought vary)."""
+    return name in EMBEDDED_MODEL_NAMES or name in EMBEDDED_MOE_NAMES or name in EMBEDDED_VARIED_NAMES
 
 
 def resolve_model(name: str) -> str:
     """`tiny` (or `hf_ssgr:tiny`, `embedded`) names the embedded tiny reasoner's folder, `tiny-moe` its mixture of
-    experts; anything else is returned as it is, a path or a Hub id."""
+    experts, `tiny-varied` the reasoner whose chains of thought vary; anything else is returned as it is, a path or a
+    Hub id."""
     if name in EMBEDDED_MOE_NAMES:
         from .tiny_reasoner import MOE_MODEL_PATH
 
         return MOE_MODEL_PATH
+    if name in EMBEDDED_VARIED_NAMES:
+        from .tiny_reasoner import VARIED_MODEL_PATH
+
+        return VARIED_MODEL_PATH
     if is_embedded_model(name):
         from .tiny_reasoner import MODEL_PATH
 

@@ -138,7 +138,9 @@ def _load_model(model_or_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
     if isinstance(model_or_path, (str, os.PathLike)):
-        path = str(model_or_path)
+        from ..utils import resolve_model
+
+        path = resolve_model(str(model_or_path))  # `tiny`, `tiny-moe`, ...: the embedded models
         if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in path:
             raise FileNotFoundError(f"Model path not found: {path}")
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
@@ -199,7 +201,19 @@ class SSGRCalibrator:
         tokenizer = _resolve_tokenizer(tokenizer)
         source_name = source if isinstance(source, str) else "user"
         rows, counts = self._rows(model, source, tokenizer, source_name, random.Random(cfg.seed))
-        if len(rows) < cfg.num_samples and not self.policy.stops_at_token_budget:
+        if cfg.max_tokens is not None:
+            rows = cut_to_tokens(rows, cfg.max_tokens)
+            held = sum(len(r["input_ids"]) for r in rows)
+            if held < cfg.max_tokens:
+                logger.warning(
+                    "Calibration %s holds %d tokens, fewer than max_tokens=%d: raise num_samples (now %d) or the "
+                    "number of problems the source offers, or lower max_tokens.",
+                    cfg.policy,
+                    held,
+                    cfg.max_tokens,
+                    cfg.num_samples,
+                )
+        elif len(rows) < cfg.num_samples and not self.policy.stops_at_token_budget:
             logger.warning(
                 "Only %d of the %d requested calibration rows could be selected (policy %s, counts %s): the source "
                 "has too few problems that pass the filters.",
@@ -271,8 +285,9 @@ class SSGRCalibrator:
         """One row per problem: the templated prompt followed by the policy's `problem_response`."""
         cfg, policy = self.config, self.policy
         rows, counts = [], Counter()
+        tokens = 0
         for i in self._order(len(problems), rng):
-            if len(rows) >= cfg.num_samples:
+            if len(rows) >= cfg.num_samples or (cfg.max_tokens is not None and tokens >= cfg.max_tokens):
                 break
             p = problems[i]
             counts["problems_visited"] += 1
@@ -284,6 +299,7 @@ class SSGRCalibrator:
             rows.append(
                 self._row(prompt + response, len(prompt), p["problem_id"], p["source"], response_tokens=len(response))
             )
+            tokens += len(rows[-1]["input_ids"])
             counts["selected"] += 1
         return rows, dict(counts)
 
@@ -295,7 +311,13 @@ class SSGRCalibrator:
         if n_docs == 0:
             raise ValueError("The text corpus is empty.")
         rows, tries = [], 0
-        while len(rows) < cfg.num_samples and tries < 20 * cfg.num_samples:
+
+        def short():
+            if cfg.max_tokens is not None and sum(len(r["input_ids"]) for r in rows) >= cfg.max_tokens:
+                return False
+            return len(rows) < cfg.num_samples
+
+        while short() and tries < 20 * cfg.num_samples:
             tries += 1
             d = rng.randrange(n_docs)
             ids = tok(texts[d]["text"])["input_ids"]
@@ -303,7 +325,7 @@ class SSGRCalibrator:
                 continue
             start = rng.randrange(len(ids) - cfg.max_length)
             rows.append(self._row(ids[start : start + cfg.max_length], 0, f"{source_name}/{d}@{start}", source_name))
-        if len(rows) < cfg.num_samples:  # short documents (WikiText): one shuffled stream, as the references do
+        if short():  # short documents (WikiText): one shuffled stream, as the references do
             order = list(range(n_docs))
             rng.shuffle(order)
             stream = tok("\n\n".join(texts[i]["text"] for i in order))["input_ids"]
@@ -311,7 +333,7 @@ class SSGRCalibrator:
                 raise ValueError(
                     f"The text corpus has {len(stream)} tokens in all, not enough for one window of {cfg.max_length}."
                 )
-            while len(rows) < cfg.num_samples:
+            while short():
                 start = rng.randrange(len(stream) - cfg.max_length)
                 rows.append(
                     self._row(stream[start : start + cfg.max_length], 0, f"{source_name}/stream@{start}", source_name)
@@ -423,6 +445,8 @@ class SSGRCalibrator:
 
     def _enough(self, progress: _Progress) -> bool:
         cfg = self.config
+        if cfg.max_tokens is not None and progress.collected_tokens >= cfg.max_tokens:
+            return True
         if self.policy.stops_at_token_budget and progress.collected_tokens >= cfg.token_budget:
             return True
         return len(progress.rows) >= cfg.num_samples
@@ -581,6 +605,23 @@ class SSGRCalibrator:
             len(response),
             self._generator_name,
         )
+
+
+def cut_to_tokens(rows: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
+    """The first rows holding `max_tokens` tokens in all, the last one truncated to fit (its `prompt_length` and
+    `response_tokens` cut with it); all the rows when they hold fewer."""
+    out, total = [], 0
+    for row in rows:
+        if total >= max_tokens:
+            break
+        room = max_tokens - total
+        if len(row["input_ids"]) > room:
+            row = dict(row, input_ids=list(row["input_ids"])[:room])
+            row["prompt_length"] = min(row["prompt_length"], room)
+            row["response_tokens"] = min(row["response_tokens"], room - row["prompt_length"])
+        out.append(row)
+        total += len(row["input_ids"])
+    return out
 
 
 def _to_dataset(rows: list[dict[str, Any]], report: CalibrationReport):

@@ -27,6 +27,10 @@ class CalibrationConfig:
         response is `max_length − prompt length` (Eq. 1).
     tau (`float`, defaults to `0.75`): SSGR keeps problems whose correct ratio c = k/n ≤ τ; in (0, 1].
     token_budget (`int`, defaults to `1_000_000`): RAC adds rows until this many tokens.
+    max_tokens (`int`, *optional*): every policy: stop selecting once the rows hold this many tokens, and cut the
+        set to exactly this many (the last row truncated), so that calibrations compared with one another hold the
+        same number of tokens, as the papers do; `num_samples` must allow enough rows. Fewer tokens than this is
+        warned about and recorded in the report.
 
     > Parameters that control generation (names follow TRL's GRPOConfig)
 
@@ -61,6 +65,7 @@ class CalibrationConfig:
     max_length: int = field(default=2048, metadata={"help": "Tokens per calibration row."})
     tau: float = field(default=0.75, metadata={"help": "SSGR: keep problems with correct ratio <= tau."})
     token_budget: int = field(default=1_000_000, metadata={"help": "RAC: tokens to collect."})
+    max_tokens: int | None = field(default=None, metadata={"help": "Cut every policy's set to this many tokens."})
     num_generations: int | None = field(default=None, metadata={"help": "Samples per problem (16; 1 for rac)."})
     temperature: float = field(default=0.6, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling."})
@@ -100,6 +105,8 @@ class CalibrationConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         if self.engine not in ("transformers", "vllm"):
             raise ValueError(f"Unknown engine {self.engine!r}: choose 'transformers' or 'vllm'.")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens={self.max_tokens} must be >= 1 (or None: no token cap).")
         if not 0.0 <= self.temperature or not 0.0 < self.top_p <= 1.0:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1].")
 

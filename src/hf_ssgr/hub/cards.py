@@ -43,10 +43,13 @@ def _command(meta: dict) -> str:
 
 
 def _embedded_display(base: str) -> str:
-    from ..utils import EMBEDDED_MOE_NAMES
+    from ..utils import EMBEDDED_MOE_NAMES, EMBEDDED_VARIED_NAMES
 
     if base in EMBEDDED_MOE_NAMES:
         return "hf-ssgr's embedded tiny mixture-of-experts reasoner (`hf_ssgr.tiny_reasoner.MOE_MODEL_PATH`)"
+    if base in EMBEDDED_VARIED_NAMES:
+        return ("hf-ssgr's embedded tiny reasoner with varied chains of thought "
+                "(`hf_ssgr.tiny_reasoner.VARIED_MODEL_PATH`)")  # fmt: skip
     return "hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
 
 

@@ -30,12 +30,14 @@ def public_name(name: str | None) -> str | None:
     """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
     if name is None:
         return None
-    from ..tiny_reasoner import MODEL_PATH, MOE_MODEL_PATH
+    from ..tiny_reasoner import MODEL_PATH, MOE_MODEL_PATH, VARIED_MODEL_PATH
 
     if os.path.abspath(str(name)) == os.path.abspath(MODEL_PATH):
         return "tiny (hf-ssgr's embedded tiny reasoner)"
     if os.path.abspath(str(name)) == os.path.abspath(MOE_MODEL_PATH):
         return "tiny-moe (hf-ssgr's embedded tiny mixture-of-experts reasoner)"
+    if os.path.abspath(str(name)) == os.path.abspath(VARIED_MODEL_PATH):
+        return "tiny-varied (hf-ssgr's embedded tiny reasoner with varied chains of thought)"
     return os.path.basename(str(name).rstrip("/")) if os.path.isabs(str(name)) else str(name)
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "test_problems",
     "text_corpus",
     "reasoning_text",
+    "varied_reasoning_text",
+    "VARIED_MODEL_PATH",
     "build_tokenizer",
     "CHAT_TEMPLATE",
     "WORD_TOKENS",
@@ -43,6 +45,9 @@ MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
 # The same world learnt by a mixture of experts (Qwen3-MoE: 8 experts, top 2), `scripts/train_tiny_reasoner.py --arch
 # qwen3_moe`.
 MOE_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_moe")
+# A second reasoner of the same world whose chains of thought vary between samples as R1's do (restating the problem,
+# checking steps, slips caught or not, longer routes, shortcuts): `scripts/train_tiny_reasoner.py --teacher varied`.
+VARIED_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_varied")
 LEVELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}  # level -> number of operations
 MAX_OPERAND = {1: 9, 2: 9, 3: 9, 4: 19, 5: 99}  # level -> largest operand (and start value)
 MAX_VALUE = {1: 99, 2: 99, 3: 999, 4: 999, 5: 9999}  # level -> largest intermediate value
@@ -115,6 +120,102 @@ def reasoning_text(p: Problem) -> str:
     """The R1-style reply the model is trained on (after the `<think>` that opens the generation prompt)."""
     lines = "\n".join(f"{a}{op}{d}={r}" for a, op, d, r in p.steps)
     return f"{lines}\n</think>\n\\boxed{{{p.answer}}}"
+
+
+_OP_WORD = {"+": "+", "-": "-", "*": "*"}
+
+
+def _slip(value: int, rng: random.Random) -> int:
+    """A plausible wrong result near `value` (off by one or two, or by ten), never `value`, and never negative when
+    `value` is not (a chain that carried an earlier slip on may have gone below zero)."""
+    while True:
+        wrong = value + rng.choice([-2, -1, 1, 2, -10, 10])
+        if wrong != value and (wrong >= 0 or value < 0):
+            return wrong
+
+
+def _result_text(a: int, op: str, d: int, r: int, rng: random.Random, long_route: float) -> str:
+    """`a op d=r`, or with probability `long_route` a longer route when one exists: partial products for a
+    multiplication by a two-digit number or of a two-digit value, tens then units for a two-digit addition or
+    subtraction."""
+    if rng.random() < long_route:
+        if op == "*" and d >= 10:
+            t, u = d - d % 10, d % 10
+            if u:
+                return f"{a}*{d}={a}*{t}+{a}*{u}={a * t}+{a * u}={r}"
+        if op == "*" and a >= 10:
+            t, u = a - a % 10, a % 10
+            if u:
+                return f"{a}*{d}={t}*{d}+{u}*{d}={t * d}+{u * d}={r}"
+        if op in "+-" and d >= 10 and d % 10:
+            t, u = d - d % 10, d % 10
+            mid = a + t if op == "+" else a - t
+            if mid >= 0:
+                return f"{a}{op}{d}={a}{op}{t}{op}{u}={mid}{op}{u}={r}"
+    return f"{a}{op}{d}={r}"
+
+
+def _check_text(a: int, op: str, d: int, r: int) -> str:
+    """A verification of `a op d = r` by the inverse operation."""
+    if op == "+":
+        return f"check: {r}-{d}={a}"
+    if op == "-":
+        return f"check: {r}+{d}={a}"
+    return f"check: {r}/{d}={a}"
+
+
+def varied_reasoning_text(p: Problem, rng: random.Random) -> tuple[str, bool]:
+    """One reply of the stochastic teacher of the varied reasoner, and whether its answer is right (two uncaught slips
+    can cancel out: the answer is what a verifier sees).
+
+    Like R1's, its chains of thought differ between samples of one problem: it sometimes restates the problem first,
+    checks a step by the inverse operation, takes a longer route (partial products, tens then units), takes a
+    shortcut (two additions or subtractions in one line), slips (a result off by one, two or ten) and catches it
+    ("wait, 7*8=56"), or, rarely, does not catch the slip and carries the wrong value to a wrong answer. Slips are
+    likelier on larger numbers. The probabilities of the optional moves are near one half, so that they survive the
+    sharpening of sampling at temperature 0.6.
+    """
+    lines = []
+    if rng.random() < 0.5:
+        lines.append(f"start {p.steps[0][0]}, " + " ".join(f"{op}{d}" for _, op, d, _ in p.steps))
+    value = p.steps[0][0]
+    i = 0
+    steps = p.steps
+    while i < len(steps):
+        _, op, d, _ = steps[i]
+        a = value
+        if (
+            op in "+-"
+            and i + 1 < len(steps)
+            and steps[i + 1][1] in "+-"
+            and rng.random() < 0.4
+        ):  # a shortcut: two steps in one line
+            op2, d2 = steps[i + 1][1], steps[i + 1][2]
+            mid = a + d if op == "+" else a - d
+            r = mid + d2 if op2 == "+" else mid - d2
+            if mid >= 0 and r >= 0:
+                lines.append(f"{a}{op}{d}{op2}{d2}={r}")
+                value = r
+                i += 2
+                continue
+        r = a + d if op == "+" else a - d if op == "-" else a * d
+        slip_rate = 0.08 if r < 100 else 0.2
+        if rng.random() < slip_rate:
+            wrong = _slip(r, rng)
+            if rng.random() < 0.75:  # caught
+                lines.append(f"{a}{op}{d}={wrong} wait, {a}{op}{d}={r}")
+            else:  # not caught: the wrong value carries on
+                lines.append(f"{a}{op}{d}={wrong}")
+                r = wrong
+        else:
+            lines.append(_result_text(a, op, d, r, rng, long_route=0.5))
+            if rng.random() < 0.4:
+                lines.append(_check_text(a, op, d, r))
+        value = r
+        i += 1
+    if rng.random() < 0.4:
+        lines.append(f"so the answer is {value}")
+    return "\n".join(lines) + f"\n</think>\n\\boxed{{{value}}}", value == p.answer
 
 
 def _draw(split: str, levels, seed: int, per_level: int | None, total: int | None, distinct: bool):
