@@ -1,6 +1,7 @@
 """The claims report (hf_ssgr.claims), equal token budgets, calibration seeds, and the varied reasoner's teacher."""
 
 import json
+import os
 import random
 import statistics
 
@@ -273,3 +274,60 @@ def test_claims_recipe_states_all_thirteen_claims_and_owl():
                 assert cal in names and variant in variants, term.model
                 assert cfg.applies(cal, next(p for p in cfg.prune if p.short_name == variant)), term.model
     json.dumps(cfg.to_dict(), default=str)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_claims_recipe_runs_end_to_end_and_resumes(tmp_path):
+    pytest.importorskip("lm_eval")
+    import datasets
+
+    from hf_ssgr.recipes import run_recipe
+
+    recipe = {
+        "description": "claims test", "model": "tiny", "output_dir": str(tmp_path / "run"),
+        "source": "tiny-arith", "text_source": "tiny-text",
+        "policies": ["text", "prompt_only", "rac"],
+        "calibration_seeds": [0, 1], "calibration_tokens": 300,
+        "calibration": {"num_samples": 64, "max_length": 96, "max_new_tokens": 48, "min_thinking_words": 1,
+                        "generation_batch_size": 32},
+        "prune": [{"method": "wanda", "sparsity": 0.5}, {"method": "sparsegpt", "sparsity": 0.2, "policies": ["rac", "text"]}],
+        "tasks": ["ssgr_tiny_arith"], "num_samples": 2, "max_new_tokens": 48, "limit": 6,
+        "reconstruction_problems": 3, "claims_resamples": 300,
+        "claims": [
+            {"id": "9", "claim": "RAC > prompt-only > C4", "source": "RAC", "order": ["rac", "prompt_only", "text"],
+             "pruning": ["wanda-50"]},
+            {"id": "8", "claim": "longer", "source": "SSGR", "better": [["text", "dense"]], "pruning": ["wanda-50"],
+             "metric": "length"},
+            {"id": "10", "claim": "grows", "source": "RAC", "grows": ["rac", "text"], "pruning": ["sparsegpt-20", "wanda-50"]},
+            {"id": "12", "claim": "recon", "source": "RAC", "reconstruction": ["rac", "prompt_only"], "pruning": ["wanda-50"]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = run_recipe(str(path))
+    run = tmp_path / "run"
+    for name in ("text", "prompt_only", "rac"):
+        for s in (0, 1):
+            ds = datasets.load_from_disk(str(run / "calibration" / f"{name}.seed{s}"))
+            assert sum(len(x) for x in ds["input_ids"]) == 300  # equal token budgets
+    assert sorted(os.listdir(run / "pruned" / "rac.seed1")) == ["sparsegpt-20", "wanda-50"]
+    assert os.listdir(run / "pruned" / "prompt_only.seed0") == ["wanda-50"]  # restricted to rac and text
+    assert len(out["pruned"]) == 3 * 2 + 2 * 2
+    for name in ("rac", "prompt_only"):
+        errors = json.loads((run / "eval" / f"{name}.seed1__wanda-50.errors.json").read_text())
+        assert len(errors["errors"]) == 3 and all(len(e) > p for e, p in zip(errors["errors"], errors["prompt_lengths"]))
+    results = {c["id"]: c for c in json.loads((run / "claims.json").read_text())}
+    assert set(results) == {"9", "10", "12", "8"}
+    for c in results.values():
+        assert c["verdict"] in ("reproduced", "partly reproduced", "contradicted", "no detectable difference")
+        for link in c["links"]:
+            assert link["low"] <= link["effect"] <= link["high"] and link["seeds"] == 2 and len(link["per_seed"]) == 2
+    report = (run / "report.md").read_text()
+    assert "## Claims" in report and "| rac__wanda-50 | rac | wanda-50 |" in report  # one row per calibration
+    assert "rac.seed0__wanda-50" not in report.split("## Claims")[0]
+    steps = json.loads((run / "manifest.json").read_text())["steps"]
+    run_recipe(str(path))  # resumes: nothing is recomputed
+    assert json.loads((run / "manifest.json").read_text())["steps"] == steps

@@ -332,3 +332,36 @@ def test_moe_quickstart_runs_in_a_reduced_form(tmp_path):
     assert set(result["pruned"]) == {f"{p}__{v}" for p in ("text", "ssgr")
                                      for v in ("sparsegpt-2of4", "sparsegpt-2of4-alltokens")}  # fmt: skip
     assert "ssgr__sparsegpt-2of4-alltokens" in (out / "report.md").read_text()
+
+
+def test_varied_reasoner_loads_and_its_replies_to_one_problem_differ():
+    """The second embedded reasoner: same world and tokenizer, but sampled chains of thought of one problem vary in
+    length (restatements, checks, longer routes, shortcuts), and grow with difficulty."""
+    import statistics
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ssgr.calibration.prompts import render_prompt
+    from hf_ssgr.tiny_reasoner import VARIED_MODEL_PATH
+    from hf_ssgr.utils import resolve_model
+
+    assert resolve_model("tiny-varied") == VARIED_MODEL_PATH
+    size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(VARIED_MODEL_PATH, "*.safetensors")))
+    assert size <= 10 * 1024 * 1024
+    model = AutoModelForCausalLM.from_pretrained(VARIED_MODEL_PATH).eval()
+    tok = AutoTokenizer.from_pretrained(VARIED_MODEL_PATH)
+    assert tok.get_vocab() == AutoTokenizer.from_pretrained(MODEL_PATH).get_vocab()  # off-policy rows stay readable
+    means, cvs = {}, []
+    for level in (1, 3):
+        for p in tr.test_problems(4, levels=(level,)):
+            ids = tok(render_prompt(tok, p.problem), add_special_tokens=False)["input_ids"]
+            torch.manual_seed(0)
+            out = model.generate(torch.tensor([ids] * 16), do_sample=True, temperature=0.6, top_p=0.95, top_k=0,
+                                 max_new_tokens=200, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+            lengths = []
+            for seq in out[:, len(ids) :].tolist():
+                lengths.append(seq.index(tok.eos_token_id) + 1 if tok.eos_token_id in seq else len(seq))
+            cvs.append(statistics.pstdev(lengths) / statistics.mean(lengths))
+            means.setdefault(level, []).append(statistics.mean(lengths))
+    assert statistics.median(cvs) > 0.15  # measured 0.32 over 500 problems × 16 samples (training_log.json)
+    assert statistics.mean(means[3]) > statistics.mean(means[1])

@@ -766,7 +766,9 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             variant = variant_name(prune, quantization)
             name = f"{spec.name}__{variant}"
             done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, variant, PRUNING_CONFIG_NAME))
-            if not (done and (not cfg.evaluate or run.eval_done(name))):
+            if not (done and (not cfg.evaluate or run.eval_done(name))) or (
+                quantization == "none" and run.needs_errors(spec.name, variant)
+            ):
                 calibration = calibration if calibration is not None else run.calibration(spec)
             rep = run.prune_and_evaluate(spec.name, calibration, prune, quantization)
             if rep is not None:
