@@ -148,6 +148,9 @@ def test_model_card_renders_parses_and_validates(tmp_path, pruned):
     assert "80.0%" in body  # recovery 72/90
     assert "60.0%" in body  # recovery 30/50
     assert "3000" in body and "4200" in body  # mean length, dense vs pruned
+    assert "pruned generation s |" in body and "| 2.0 | 2.0 |" in body  # generation time, dense and pruned
+    sparse.tasks["ssgr_gsm8k"].gen_seconds_per_process = [1.25, 0.75]
+    assert "| 2.0 (1.2 + 0.8) |" in model_card(meta, sparse, dense).text  # several processes: each one's
     assert "hf-ssgr prune" in body and "sparsity_type: '2:4'" in body
     assert "vLLM serves it as a dense model" in body
 

@@ -123,9 +123,19 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
                 "pruned_length": _fmt(r.mean_length, pct=False),
                 "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
                 "truncated": f"{100 * r.truncated:.1f}%",
+                "pruned_seconds": _fmt_seconds(r),
+                "dense_seconds": _fmt_seconds(b) if b else "n/a",
             }
         )
     return results, rows, datasets_used
+
+
+def _fmt_seconds(r) -> str:
+    """Generation wall time in seconds summed over the processes, with each process's in parentheses when there were
+    several (the elapsed time is the largest of them)."""
+    from ..evaluation.report import _fmt_seconds as fmt
+
+    return fmt(r)
 
 
 def _perplexity(report, baseline) -> tuple[list, list[dict]]:
