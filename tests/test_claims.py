@@ -326,6 +326,7 @@ def test_claims_recipe_runs_end_to_end_and_resumes(tmp_path):
         for link in c["links"]:
             assert link["low"] <= link["effect"] <= link["high"] and link["seeds"] == 2 and len(link["per_seed"]) == 2
     report = (run / "report.md").read_text()
+    assert (run / "claims.png").exists()
     assert "## Claims" in report and "| rac__wanda-50 | rac | wanda-50 |" in report  # one row per calibration
     assert "rac.seed0__wanda-50" not in report.split("## Claims")[0]
     steps = json.loads((run / "manifest.json").read_text())["steps"]

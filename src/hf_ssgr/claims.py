@@ -32,7 +32,6 @@ Claim kinds (keys of a claim's mapping, besides `id`, `claim`, `source`):
 from __future__ import annotations
 
 import json
-import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Claim", "Link", "LinkResult", "parse_claims", "evaluate_claims", "claims_markdown", "ERROR_EPS"]
+__all__ = ["Claim", "Link", "LinkResult", "ClaimResult", "parse_claims", "evaluate_claims", "claims_markdown",
+           "plot_claims", "ERROR_EPS"]
 
 KINDS = ("order", "better", "not_worse", "grows", "reconstruction")
 ERROR_EPS = 1e-12  # a reconstruction error of exactly 0 is taken as this before its logarithm
@@ -392,5 +392,46 @@ def load_errors(folder: str, names) -> dict[str, dict]:
     return out
 
 
-def _isfinite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))
+_VERDICT_COLORS = {"better": "#2166ac", "worse": "#b2182b", "no detectable difference": "#7f7f7f"}
+
+
+def plot_claims(results: list[ClaimResult], path: str, title: str | None = None) -> str:
+    """A forest plot of every comparison: its effect and 95% interval, one row each, a panel per unit (points of
+    pass@1, tokens of reply length, mean log error ratio); blue when the interval lies above 0, red below, grey
+    across it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("Plots need matplotlib: pip install 'hf-ssgr[plot]'.") from err
+    rows = [(r.claim.id, lr) for r in results for lr in r.links]
+    metrics = [m for m in ("pass@1", "length", "log_error") if any(lr.metric == m for _, lr in rows)]
+    if not metrics:
+        raise ValueError("No measured comparison to plot.")
+    heights = [sum(lr.metric == m for _, lr in rows) for m in metrics]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 1.2 + 0.24 * sum(heights) + 0.6 * len(metrics)),
+                             gridspec_kw={"height_ratios": heights}, layout="constrained", squeeze=False)  # fmt: skip
+    for ax, metric in zip(axes[:, 0], metrics):
+        mine = [(cid, lr) for cid, lr in rows if lr.metric == metric]
+        scale = 100 if metric == "pass@1" else 1
+        for y, (cid, lr) in enumerate(mine):
+            color = _VERDICT_COLORS[lr.verdict]
+            ax.plot([scale * lr.low, scale * lr.high], [y, y], color=color, linewidth=2)
+            ax.plot([scale * lr.effect], [y], "o", color=color, markersize=4)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(mine)))
+        ax.set_yticklabels([f"{cid}: {lr.label}" for cid, lr in mine], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel({"pass@1": "A − B, points of pass@1 (95% interval)", "length": "A − B, tokens of mean reply "
+                       "length (95% interval)", "log_error": "mean log error ratio (95% interval)"}[metric], fontsize=8)  # fmt: skip
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_title(title or "Each comparison A vs B: blue, A detectably better (or longer); red, worse; grey, "
+                         "no detectable difference", fontsize=9)  # fmt: skip
+    try:
+        fig.savefig(path, dpi=150)
+    finally:
+        plt.close(fig)
+    return path

@@ -516,6 +516,11 @@ class _Run:
         results = evaluate_claims(cfg.parsed_claims, {"dense": dense_report, **reports}, cfg.calibration_seeds, task,
                                   errors=errors, resamples=cfg.claims_resamples, seed=cfg.seed)  # fmt: skip
         text = claims_markdown(results, task, cfg.calibration_seeds, cfg.claims_resamples)
+        if any(r.links for r in results):
+            from .claims import plot_claims
+
+            self.write(lambda: plot_claims(results, os.path.join(self.out, "claims.png")))
+            text += "\n![every comparison with its 95% interval](claims.png)\n"
         self.write(lambda: write_text_atomically(os.path.join(self.out, "claims.md"), f"# Claims\n\n{text}"))
         self.write(lambda: write_json_atomically(os.path.join(self.out, "claims.json"),
                                                  [r.to_dict() for r in results]))  # fmt: skip
