@@ -332,3 +332,19 @@ def test_claims_recipe_runs_end_to_end_and_resumes(tmp_path):
     steps = json.loads((run / "manifest.json").read_text())["steps"]
     run_recipe(str(path))  # resumes: nothing is recomputed
     assert json.loads((run / "manifest.json").read_text())["steps"] == steps
+
+
+def test_seed_reports_merge_problem_by_problem():
+    from hf_ssgr.recipes import merge_seed_reports
+
+    reports = {
+        "a.seed0__v": _report("a0", [1.0, 0.0, 0.5], lengths=[1, 2, 3, 4, 5, 6], k=2),
+        "a.seed1__v": _report("a1", [0.0, 0.0, 1.0], lengths=[7, 8, 9, 10, 11, 12], k=2),
+        "b__v": _report("b", [0.5, 0.5, 0.5]),
+    }
+    merged = merge_seed_reports(reports)
+    assert set(merged) == {"a__v", "b__v"} and merged["b__v"] is reports["b__v"]
+    r = merged["a__v"].tasks[TASK]
+    assert r.pass_at_1_per_problem == [0.5, 0.0, 0.75] and r.pass_at_1 == pytest.approx(0.5 * (0.5 + 1 / 3))
+    assert r.lengths == list(range(1, 13)) and r.mean_length == pytest.approx(6.5)
+    assert merged["a__v"].settings["seeds_merged"] == 2
