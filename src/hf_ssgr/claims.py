@@ -428,8 +428,8 @@ def plot_claims(results: list[ClaimResult], path: str, title: str | None = None)
                        "length (95% interval)", "log_error": "mean log error ratio (95% interval)"}[metric], fontsize=8)  # fmt: skip
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_title(title or "Each comparison A vs B: blue, A detectably better (or longer); red, worse; grey, "
-                         "no detectable difference", fontsize=9)  # fmt: skip
+    axes[0, 0].set_title(title or "Each comparison A vs B: its effect and 95% interval (expected positive)\n"
+                         "blue: above 0; red: below 0; grey: no detectable difference", fontsize=9)  # fmt: skip
     try:
         fig.savefig(path, dpi=150)
     finally:

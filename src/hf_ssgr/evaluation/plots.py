@@ -43,7 +43,8 @@ DENSE_COLOR = "0.15"
 # Known calibrations keep their colour across figures (tab10 without its grey, which would read as the dense model).
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 _KNOWN = ["text", "human", "prompt_only", "sgr", "ssgr", "rac"]
-_EXTRA = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1"]
+_EXTRA = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#756bb1", "#ad494a", "#a55194", "#b5cf6b",
+          "#e7ba52", "#6b6ecf", "#ce6dbd", "#9c9ede", "#cedb9c", "#e7969c"]  # dark and light, none near the known
 
 
 def _pyplot():
@@ -159,19 +160,31 @@ def accuracy_figure(
     every = all(t in r.tasks for r in reports.values() for t in tasks)
     panels = tasks + (["average"] if (average if average is not None else len(tasks) > 1) and every else [])
     colors = {**calibration_colors(cals), DENSE: DENSE_COLOR}
-    ncols = 1 if len(groups) * len(cals) > 12 else min(2, len(panels))
+    # each group holds a bar for each calibration it has (a grid with gaps is not padded with empty slots): bars are
+    # one width everywhere, groups as wide as their bars, 0.2 apart; a full grid puts group i at x = i
+    present = {g: [c for c in cals if (g, c) in cell] for g in groups}
+    n_bars = sum(len(v) for v in present.values())
+    bar_w = 0.8 / max(1, max(len(v) for v in present.values()))
+    centers = []
+    for i, g in enumerate(groups):
+        n = len(present[g])
+        centers.append(0.0 if i == 0 else centers[-1] + (len(present[groups[i - 1]]) + n) * bar_w / 2 + 0.2)
+    ncols = 1 if n_bars > 12 else min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    width = max(4.2, 1.2 + 0.32 * max(1, len(groups) * len(cals)) + 0.3 * len(groups))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 2.0, 2.9 * nrows), squeeze=False,
+    width = max(4.2, 1.2 + 0.32 * max(1, n_bars) + 0.3 * len(groups))
+    height = max(2.9 * nrows, 0.17 * (len(cals) + 2) + 0.8)  # room for the legend's entries
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 2.0, height), squeeze=False,
                              layout="constrained")  # fmt: skip
-    bar_w = 0.8 / max(1, len(cals))
     for ax, task in zip(axes.flat, panels):
         top = 0.0
-        for j, cal in enumerate(cals):
+        for cal in cals:
             xs, ys, errs = [], [], []
             for i, group in enumerate(groups):
+                if cal not in present[group]:
+                    continue
                 value, se = _value_se(reports.get(cell.get((group, cal))), task, metric)
-                xs.append(i - 0.4 + bar_w * (j + 0.5))
+                j = present[group].index(cal)
+                xs.append(centers[i] - len(present[group]) * bar_w / 2 + bar_w * (j + 0.5))
                 ys.append(value)
                 errs.append(se if se is not None else 0.0)
                 top = max(top, value + (se or 0.0)) if value == value else top
@@ -189,9 +202,10 @@ def accuracy_figure(
                 if se is not None:
                     ax.axhspan(value - se, value + se, color=DENSE_COLOR, alpha=0.12, linewidth=0, zorder=0)
                 top = max(top, value + (se or 0.0))
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups, fontsize=8)
-        ax.set_xlim(-0.55, len(groups) - 0.45)
+        ax.set_xticks(centers)
+        ax.set_xticklabels(groups, fontsize=8, rotation=90 if n_bars > 40 else 0)
+        ax.set_xlim(centers[0] - len(present[groups[0]]) * bar_w / 2 - 0.15,
+                    centers[-1] + len(present[groups[-1]]) * bar_w / 2 + 0.15)  # fmt: skip
         ax.set_ylim(0, min(100.0, top * 1.12) if top > 0 else 100.0)
         se_note = ", ±1 SE" if metric == "pass_at_1" else ""
         ax.set_ylabel(f"{metric.replace('_at_', '@')} (%){se_note}", fontsize=8)
@@ -267,10 +281,12 @@ def lengths_figure(
     dense, groups, cals, cell = _layout([n for n in reports if n not in empty], labels)
     colors = calibration_colors(cals)
     groups = groups or [None]  # the dense model alone
-    per_panel = len(cals) + (dense is not None)
-    fig, axes = plt.subplots(1, len(groups), figsize=(max(5.0, 1.0 + (0.5 + 0.42 * per_panel) * len(groups)), 3.6),
-                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
-    for ax, group in zip(axes[0], groups):
+    # each panel as wide as its boxes: the dense model and the calibrations that group has
+    counts = [(dense is not None) + sum((g, c) in cell for c in cals) for g in groups]
+    ratios = [0.5 + 0.42 * max(1, n) for n in counts]
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(5.0, 1.0 + sum(ratios)), 3.6), sharey=True, squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": ratios})  # fmt: skip
+    for ax, group, per_panel in zip(axes[0], groups, counts):
         names = ([dense] if dense is not None else []) + [cell[(group, c)] for c in cals if (group, c) in cell]
         data = [series[n] for n in names]
         boxes = ax.boxplot(data, positions=range(len(names)), whis=(5, 95), widths=0.6, showfliers=False,
