@@ -348,3 +348,27 @@ def test_seed_reports_merge_problem_by_problem():
     assert r.pass_at_1_per_problem == [0.5, 0.0, 0.75] and r.pass_at_1 == pytest.approx(0.5 * (0.5 + 1 / 3))
     assert r.lengths == list(range(1, 13)) and r.mean_length == pytest.approx(6.5)
     assert merged["a__v"].settings["seeds_merged"] == 2
+
+
+def test_null_comparisons_are_rarely_called_and_real_ones_are_found():
+    """Two calibrations drawn from one distribution: the 95% interval excludes 0 in few of 40 repetitions; a real
+    effect of 15 points with the same noise (about 5 standard errors, seeds and problems together) is found in
+    nearly all of them."""
+    rng = np.random.default_rng(1)
+    claim = parse_claims([{"id": "1", "claim": "a > b", "source": "s", "order": ["a", "b"], "pruning": ["v"]}])
+    false, found = 0, 0
+    for _ in range(40):
+        difficulty = rng.uniform(0.1, 0.9, 150)
+        for shift, counter in ((0.0, "false"), (0.15, "found")):
+            reports = {}
+            for s in range(3):
+                for cal, mu in (("a", shift), ("b", 0.0)):
+                    p = np.clip(difficulty + mu + rng.normal(0, 0.03), 0, 1)  # a seed moves every problem a little
+                    reports[f"{cal}.seed{s}__v"] = _report(cal, rng.binomial(4, p) / 4)  # 4 samples per problem
+            (res,) = evaluate_claims(claim, reports, [0, 1, 2], TASK, resamples=400)
+            if counter == "false":
+                false += res.links[0].verdict != "no detectable difference"
+            else:
+                found += res.links[0].verdict == "better"
+    assert false <= 6  # about 5% expected (2 of 40); 6 would be 15%
+    assert found >= 38
