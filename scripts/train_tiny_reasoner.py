@@ -41,14 +41,14 @@ from hf_ssgr.calibration.prompts import render_prompt  # noqa: E402
 from hf_ssgr.tiny_reasoner import (  # noqa: E402
     LEVELS,
     MODEL_PATH,
+    VARIED_MODEL_PATH,
     build_tokenizer,
     make_problem,
-    VARIED_MODEL_PATH,
     reasoning_text,
     split_of,
-    varied_reasoning_text,
     test_problems,
     text_corpus,
+    varied_reasoning_text,
 )
 
 

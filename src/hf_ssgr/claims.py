@@ -39,8 +39,23 @@ from typing import Any
 
 import numpy as np
 
+from .evaluation.stats import _verdict
+
 __all__ = ["Claim", "Link", "LinkResult", "ClaimResult", "parse_claims", "evaluate_claims", "claims_markdown",
-           "plot_claims", "ERROR_EPS"]
+           "plot_claims", "seed_label", "base_label", "ERROR_EPS"]
+
+SEED_TAG = ".seed"  # `<calibration>.seed<k>`: the label of a calibration built with seed k
+
+
+def seed_label(label: str, seed: int) -> str:
+    """The label of calibration `label` built with `seed` (`ssgr` → `ssgr.seed1`)."""
+    return f"{label}{SEED_TAG}{seed}"
+
+
+def base_label(label: str) -> str:
+    """A calibration's label without its seed (`ssgr.seed1` → `ssgr`; `ssgr` as it is)."""
+    return label.split(SEED_TAG)[0]
+
 
 KINDS = ("order", "better", "not_worse", "grows", "reconstruction")
 ERROR_EPS = 1e-12  # a reconstruction error of exactly 0 is taken as this before its logarithm
@@ -244,8 +259,6 @@ def _bootstrap(arrays, sign, cal, resamples: int, seed: int, confidence: float):
             centre = a.mean(axis=0, keepdims=True)
             a = centre + (a - centre) * np.sqrt(a.shape[0] / (a.shape[0] - 1))
         draw = seed_draws[c]
-        if draw.shape[1] != a.shape[0]:  # a calibration with different seed counts in different terms
-            draw = rng.integers(0, a.shape[0], size=(resamples, a.shape[0]))
         for start in range(0, resamples, 1000):
             stop = min(resamples, start + 1000)
             seed_mean = a[draw[start:stop]].mean(axis=1)  # [r, n]
@@ -256,10 +269,6 @@ def _bootstrap(arrays, sign, cal, resamples: int, seed: int, confidence: float):
     per_seed = [float(sum(s * a[min(i, a.shape[0] - 1)] for s, a in zip(sign, arrays)).mean())
                 for i in range(n_seeds)]  # fmt: skip
     return effect, low, high, per_seed
-
-
-def _verdict(low: float, high: float) -> str:
-    return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
 
 
 def evaluate_claims(
@@ -321,7 +330,7 @@ def _seed_names(model: str, seeds: list[int] | None) -> list[str]:
     if model == "dense" or not seeds:
         return [model]
     cal, _, variant = model.partition("__")
-    return [f"{cal}.seed{s}__{variant}" for s in seeds]
+    return [f"{seed_label(cal, s)}__{variant}" for s in seeds]
 
 
 def _claim_verdict(claim: Claim, res: ClaimResult) -> str:
@@ -421,7 +430,7 @@ def plot_claims(results: list[ClaimResult], path: str, title: str | None = None)
     for ax, metric in zip(axes[:, 0], metrics):
         mine = [(cid, lr) for cid, lr in rows if lr.metric == metric]
         scale = 100 if metric == "pass@1" else 1
-        for y, (cid, lr) in enumerate(mine):
+        for y, (_, lr) in enumerate(mine):
             color = _VERDICT_COLORS[lr.verdict]
             ax.plot([scale * lr.low, scale * lr.high], [y, y], color=color, linewidth=2)
             ax.plot([scale * lr.effect], [y], "o", color=color, markersize=4)

@@ -37,6 +37,7 @@ import yaml
 from .calibration.config import CalibrationConfig
 from .calibration.policies import get_policy
 from .calibration.sources import get_source
+from .claims import base_label, models_needing_errors, parse_claims, seed_label
 from .evaluation.config import EvalConfig
 from .pruning.config import PruningConfig
 from .utils import (
@@ -184,8 +185,6 @@ class RunConfig:
         names = [p.short_name for p in self.prune]
         if len(set(names)) != len(names):
             raise ValueError(f"Two pruning configurations have the same name ({names}); they must differ.")
-        from .claims import parse_claims
-
         self.parsed_claims = parse_claims(self.claims)
         if self.parsed_claims and not self.evaluate:
             raise ValueError("claims need evaluate: true.")
@@ -217,13 +216,13 @@ class RunConfig:
             spec.config.max_tokens = self.calibration_tokens
         if not seeds:
             return [spec]
-        return [CalibrationSpec(f"{spec.name}.seed{s}", spec.source, spec.source_path,
+        return [CalibrationSpec(seed_label(spec.name, s), spec.source, spec.source_path,
                                 dataclasses.replace(spec.config, seed=s)) for s in seeds]  # fmt: skip
 
     def applies(self, calibration: str, prune: PruningConfig) -> bool:
         """Whether the pruning configuration is applied to the calibration (label, with or without its seed)."""
         only = self.prune_policies.get(prune.short_name)
-        return only is None or calibration.split(".seed")[0] in only
+        return only is None or base_label(calibration) in only
 
     def _decode_budgets(self) -> list[int]:
         """The checked `decode_budgets`: positive integers, each once, none equal to `max_new_tokens`, and an
@@ -318,6 +317,7 @@ class _Run:
         self._model = self._tok = None
         self._last_pruned = None  # (policy, variant, model, pruner): reused by the quantized variants of one prune
         self.claims_results: str | None = None  # the claims table (markdown), once measured
+        self.error_models = models_needing_errors(cfg.parsed_claims)  # whose reconstruction errors a claim reads
         self.budget_reports: dict[str, dict[int, Any]] = {}  # name -> decode budget -> EvalReport
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
@@ -418,7 +418,7 @@ class _Run:
         folder = os.path.join(self.out, "pruned", policy, variant)
         meta_path = os.path.join(folder, PRUNING_CONFIG_NAME)
         done_eval = not self.cfg.evaluate or self.eval_done(name)
-        if os.path.exists(meta_path) and done_eval and (quantization != "none" or not self.needs_errors(policy, variant)):
+        if os.path.exists(meta_path) and done_eval and not self.needs_errors(policy, variant, quantization):
             return self.evaluate(None, None, name) if self.cfg.evaluate else None  # read from disk
         dense, tok = self.dense()
         t = time.perf_counter()
@@ -451,16 +451,13 @@ class _Run:
         return report
 
     # -- claims --------------------------------------------------------------------------------------------------------
-    @property
-    def error_models(self) -> set[str]:
-        from .claims import models_needing_errors
-
-        return models_needing_errors(self.cfg.parsed_claims)
-
-    def needs_errors(self, policy: str, variant: str) -> bool:
-        """Whether a claim reads this model's reconstruction errors and they are not on disk yet."""
-        base = f"{policy.split('.seed')[0]}__{variant}"
-        return base in self.error_models and not os.path.exists(self.errors_path(f"{policy}__{variant}"))
+    def needs_errors(self, policy: str, variant: str, quantization: str = "none") -> bool:
+        """Whether a claim reads this (unquantized) model's reconstruction errors and they are not on disk yet."""
+        return (
+            quantization == "none"
+            and f"{base_label(policy)}__{variant}" in self.error_models
+            and not os.path.exists(self.errors_path(f"{policy}__{variant}"))
+        )
 
     def errors_path(self, name: str) -> str:
         return os.path.join(self.out, "eval", f"{name}.errors.json")
@@ -511,8 +508,7 @@ class _Run:
 
         cfg = self.cfg
         task = cfg.accuracy_tasks[0]
-        names = [n for n in reports] + [n for n in self.error_models]
-        errors = load_errors(os.path.join(self.out, "eval"), names)
+        errors = load_errors(os.path.join(self.out, "eval"), reports)  # the models that have them
         results = evaluate_claims(cfg.parsed_claims, {"dense": dense_report, **reports}, cfg.calibration_seeds, task,
                                   errors=errors, resamples=cfg.claims_resamples, seed=cfg.seed)  # fmt: skip
         text = claims_markdown(results, task, cfg.calibration_seeds, cfg.claims_resamples)
@@ -622,7 +618,7 @@ def merge_seed_reports(reports: dict[str, Any]) -> dict[str, Any]:
     groups: dict[str, list[Any]] = {}
     for name, rep in reports.items():
         cal, _, variant = name.partition("__")
-        groups.setdefault(f"{cal.split('.seed')[0]}__{variant}", []).append(rep)
+        groups.setdefault(f"{base_label(cal)}__{variant}", []).append(rep)
     out = {}
     for name, reps in groups.items():
         if len(reps) == 1:
@@ -637,6 +633,7 @@ def merge_seed_reports(reports: dict[str, Any]) -> dict[str, Any]:
                 for pid, v in zip(r.problem_ids, r.pass_at_1_per_problem):
                     by_problem.setdefault(pid, []).append(v)
             ids = [pid for pid in first.problem_ids if len(by_problem.get(pid, [])) == len(results)]
+            kept = set(ids)
             lengths = [n for r in results for n in r.lengths]
             tasks[task] = TaskResult(
                 task=task, title=first.title, num_problems=first.num_problems, num_samples=first.num_samples,
@@ -647,7 +644,7 @@ def merge_seed_reports(reports: dict[str, Any]) -> dict[str, Any]:
                 truncated=statistics.fmean(r.truncated for r in results),
                 gen_seconds=math.fsum(r.gen_seconds for r in results), lengths=lengths,
                 pass_at_1_per_problem=[statistics.fmean(by_problem[pid]) for pid in ids],
-                problem_levels=[lv for pid, lv in zip(first.problem_ids, first.problem_levels) if pid in set(ids)]
+                problem_levels=[lv for pid, lv in zip(first.problem_ids, first.problem_levels) if pid in kept]
                 if first.problem_levels else [],
                 problem_ids=ids,
             )  # fmt: skip
@@ -771,9 +768,8 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
             variant = variant_name(prune, quantization)
             name = f"{spec.name}__{variant}"
             done = os.path.exists(os.path.join(cfg.output_dir, "pruned", spec.name, variant, PRUNING_CONFIG_NAME))
-            if not (done and (not cfg.evaluate or run.eval_done(name))) or (
-                quantization == "none" and run.needs_errors(spec.name, variant)
-            ):
+            finished = done and (not cfg.evaluate or run.eval_done(name))
+            if not finished or run.needs_errors(spec.name, variant, quantization):
                 calibration = calibration if calibration is not None else run.calibration(spec)
             rep = run.prune_and_evaluate(spec.name, calibration, prune, quantization)
             if rep is not None:

@@ -24,6 +24,7 @@ logger = logging.getLogger("hf_ssgr")
 
 __all__ = [
     "PRUNING_CONFIG_NAME",
+    "EMBEDDED_MODELS",
     "EMBEDDED_MODEL_NAMES",
     "EMBEDDED_MOE_NAMES",
     "EMBEDDED_VARIED_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "resolve_model",
     "check_model_path",
     "is_embedded_model",
+    "embedded_model",
     "library_versions",
     "write_text_atomically",
     "write_json_atomically",
@@ -43,36 +45,43 @@ __all__ = [
 ]
 
 PRUNING_CONFIG_NAME = "pruning_config.json"
-EMBEDDED_MODEL_NAMES = ("tiny", "hf_ssgr:tiny", "embedded")
-EMBEDDED_MOE_NAMES = ("tiny-moe", "hf_ssgr:tiny-moe")
-EMBEDDED_VARIED_NAMES = ("tiny-varied", "hf_ssgr:tiny-varied")
+# The embedded tiny reasoners: the name recipes and the CLI use -> (every name it answers to, the attribute of
+# `hf_ssgr.tiny_reasoner` that holds its folder, what it is).
+EMBEDDED_MODELS = {
+    "tiny": (("tiny", "hf_ssgr:tiny", "embedded"), "MODEL_PATH", "embedded tiny reasoner"),
+    "tiny-moe": (("tiny-moe", "hf_ssgr:tiny-moe"), "MOE_MODEL_PATH", "embedded tiny mixture-of-experts reasoner"),
+    "tiny-varied": (("tiny-varied", "hf_ssgr:tiny-varied"), "VARIED_MODEL_PATH",
+                    "embedded tiny reasoner with varied chains of thought"),
+}  # fmt: skip
+EMBEDDED_MODEL_NAMES = EMBEDDED_MODELS["tiny"][0]
+EMBEDDED_MOE_NAMES = EMBEDDED_MODELS["tiny-moe"][0]
+EMBEDDED_VARIED_NAMES = EMBEDDED_MODELS["tiny-varied"][0]
 _VERSIONED_PACKAGES = ("hf-ssgr", "torch", "transformers", "datasets", "accelerate", "huggingface-hub",
                        "safetensors", "lm_eval", "math-verify", "vllm")  # fmt: skip
+
+
+def embedded_model(name: str | None) -> str | None:
+    """The `EMBEDDED_MODELS` key of the embedded tiny reasoner `name` names (`tiny`, `hf_ssgr:tiny`, `embedded`;
+    `tiny-moe`; `tiny-varied`), or None."""
+    return next((key for key, (names, _, _) in EMBEDDED_MODELS.items() if name in names), None)
 
 
 def is_embedded_model(name: str | None) -> bool:
     """Whether `name` names an embedded tiny reasoner (`tiny`, `hf_ssgr:tiny` or `embedded`; `tiny-moe` for the
     mixture of experts, `tiny-varied` for the reasoner whose chains of thought vary)."""
-    return name in EMBEDDED_MODEL_NAMES or name in EMBEDDED_MOE_NAMES or name in EMBEDDED_VARIED_NAMES
+    return embedded_model(name) is not None
 
 
 def resolve_model(name: str) -> str:
     """`tiny` (or `hf_ssgr:tiny`, `embedded`) names the embedded tiny reasoner's folder, `tiny-moe` its mixture of
     experts, `tiny-varied` the reasoner whose chains of thought vary; anything else is returned as it is, a path or a
     Hub id."""
-    if name in EMBEDDED_MOE_NAMES:
-        from .tiny_reasoner import MOE_MODEL_PATH
+    key = embedded_model(name)
+    if key is None:
+        return name
+    from . import tiny_reasoner
 
-        return MOE_MODEL_PATH
-    if name in EMBEDDED_VARIED_NAMES:
-        from .tiny_reasoner import VARIED_MODEL_PATH
-
-        return VARIED_MODEL_PATH
-    if is_embedded_model(name):
-        from .tiny_reasoner import MODEL_PATH
-
-        return MODEL_PATH
-    return name
+    return getattr(tiny_reasoner, EMBEDDED_MODELS[key][1])
 
 
 def check_model_path(path: str) -> None:

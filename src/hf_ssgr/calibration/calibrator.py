@@ -311,11 +311,11 @@ class SSGRCalibrator:
         if n_docs == 0:
             raise ValueError("The text corpus is empty.")
         rows, tries = [], 0
+        # every window holds max_length tokens: the token cap is a cap on rows
+        want = cfg.num_samples if cfg.max_tokens is None else min(cfg.num_samples, -(-cfg.max_tokens // cfg.max_length))
 
         def short():
-            if cfg.max_tokens is not None and sum(len(r["input_ids"]) for r in rows) >= cfg.max_tokens:
-                return False
-            return len(rows) < cfg.num_samples
+            return len(rows) < want
 
         while short() and tries < 20 * cfg.num_samples:
             tries += 1

@@ -43,14 +43,10 @@ def _command(meta: dict) -> str:
 
 
 def _embedded_display(base: str) -> str:
-    from ..utils import EMBEDDED_MOE_NAMES, EMBEDDED_VARIED_NAMES
+    from ..utils import EMBEDDED_MODELS, embedded_model
 
-    if base in EMBEDDED_MOE_NAMES:
-        return "hf-ssgr's embedded tiny mixture-of-experts reasoner (`hf_ssgr.tiny_reasoner.MOE_MODEL_PATH`)"
-    if base in EMBEDDED_VARIED_NAMES:
-        return ("hf-ssgr's embedded tiny reasoner with varied chains of thought "
-                "(`hf_ssgr.tiny_reasoner.VARIED_MODEL_PATH`)")  # fmt: skip
-    return "hf-ssgr's embedded tiny reasoner (`hf_ssgr.tiny_reasoner.MODEL_PATH`)"
+    _, attr, what = EMBEDDED_MODELS[embedded_model(base) or "tiny"]
+    return f"hf-ssgr's {what} (`hf_ssgr.tiny_reasoner.{attr}`)"
 
 
 def _pruning_figures(meta: dict) -> dict:
@@ -94,6 +90,7 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
     from huggingface_hub import EvalResult
 
     from ..evaluation.registry import BENCHMARKS
+    from ..evaluation.report import _fmt_seconds
 
     results, rows, datasets_used = [], [], []
     for task, r in report.tasks.items() if report is not None else []:
@@ -123,19 +120,11 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
                 "pruned_length": _fmt(r.mean_length, pct=False),
                 "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
                 "truncated": f"{100 * r.truncated:.1f}%",
-                "pruned_seconds": _fmt_seconds(r),
+                "pruned_seconds": _fmt_seconds(r),  # summed over the processes, each one's in parentheses
                 "dense_seconds": _fmt_seconds(b) if b else "n/a",
             }
         )
     return results, rows, datasets_used
-
-
-def _fmt_seconds(r) -> str:
-    """Generation wall time in seconds summed over the processes, with each process's in parentheses when there were
-    several (the elapsed time is the largest of them)."""
-    from ..evaluation.report import _fmt_seconds as fmt
-
-    return fmt(r)
 
 
 def _perplexity(report, baseline) -> tuple[list, list[dict]]:

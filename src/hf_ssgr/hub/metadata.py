@@ -30,14 +30,12 @@ def public_name(name: str | None) -> str | None:
     """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
     if name is None:
         return None
-    from ..tiny_reasoner import MODEL_PATH, MOE_MODEL_PATH, VARIED_MODEL_PATH
+    from .. import tiny_reasoner
+    from ..utils import EMBEDDED_MODELS
 
-    if os.path.abspath(str(name)) == os.path.abspath(MODEL_PATH):
-        return "tiny (hf-ssgr's embedded tiny reasoner)"
-    if os.path.abspath(str(name)) == os.path.abspath(MOE_MODEL_PATH):
-        return "tiny-moe (hf-ssgr's embedded tiny mixture-of-experts reasoner)"
-    if os.path.abspath(str(name)) == os.path.abspath(VARIED_MODEL_PATH):
-        return "tiny-varied (hf-ssgr's embedded tiny reasoner with varied chains of thought)"
+    for key, (_, attr, what) in EMBEDDED_MODELS.items():
+        if os.path.abspath(str(name)) == os.path.abspath(getattr(tiny_reasoner, attr)):
+            return f"{key} (hf-ssgr's {what})"
     return os.path.basename(str(name).rstrip("/")) if os.path.isabs(str(name)) else str(name)
 
 

@@ -122,9 +122,6 @@ def reasoning_text(p: Problem) -> str:
     return f"{lines}\n</think>\n\\boxed{{{p.answer}}}"
 
 
-_OP_WORD = {"+": "+", "-": "-", "*": "*"}
-
-
 def _slip(value: int, rng: random.Random) -> int:
     """A plausible wrong result near `value` (off by one or two, or by ten), never `value`, and never negative when
     `value` is not (a chain that carried an earlier slip on may have gone below zero)."""
