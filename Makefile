@@ -29,7 +29,7 @@ $(VENV)/.installed-quickstart: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[eval,plot]"
 	touch $@
 
-# The whole pipeline on the embedded tiny reasoner (about 5 minutes on 2 CPU cores): outputs/quickstart/report.md
+# The whole pipeline on the varied embedded tiny reasoner (about 7 minutes on 2 CPU cores): outputs/quickstart/report.md
 quickstart: $(VENV)/.installed-quickstart
 	$(BIN)/hf-ssgr run recipes/quickstart.yaml
 
