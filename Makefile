@@ -33,8 +33,10 @@ $(VENV)/.installed-quickstart: $(BIN)/python setup.cfg pyproject.toml
 quickstart: $(VENV)/.installed-quickstart
 	$(BIN)/hf-ssgr run recipes/quickstart.yaml
 
+# As root, the sandbox's tests run a second time as an unprivileged user (scripts/test_sandbox_unprivileged.sh).
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q
+	bash scripts/test_sandbox_unprivileged.sh
 
 test-all: install
 	$(BIN)/python -m pytest -q --run-slow
