@@ -126,16 +126,28 @@ def test_unknown_release_version_is_named():
 # Extraction and comparison
 
 
-def test_code_is_the_last_fenced_block_after_think():
+def test_code_is_the_last_fenced_block_of_the_reply_as_officially():
     reply = "plan ```python\nprint(0)\n```</think>Here:\n```python\nprint(1)\n```\nand\n```python\nprint(2)\n```"
     assert extract_code(reply) == "print(2)"
-    assert extract_code("```python\nprint(1)\n```") is None  # the thinking never closed
-    assert extract_code(reply, finish_reason="length") is None
+    # LiveCodeBench searches the whole reply: code only inside the thinking, or thinking that never closed, counts
+    assert extract_code("```python\nprint(1)\n```") == "print(1)"
+    assert extract_code("<think>try ```python\nprint(3)\n``` then</think>no code") == "print(3)"
+    assert extract_code(reply, finish_reason="length") == "print(2)"  # the official grader knows no truncation
     assert extract_code("</think>no code here") is None
     assert extract_code("</think>```\nx = 1\n```") == "x = 1"  # a fence without a language
     assert extract_code("</think>```python\nunterminated") is None
     # LiveCodeBench's rule: the lines between the last two lines that contain ``` (wherever it is on the line)
     assert extract_code("</think>Code: ```python\na = 1\nb = 2\n``` done") == "a = 1\nb = 2"
+
+
+def test_the_stricter_extraction_is_an_option():
+    reply = "plan ```python\nprint(0)\n```</think>Here:\n```python\nprint(2)\n```"
+    assert extract_code(reply, extraction="after_think") == "print(2)"
+    assert extract_code("```python\nprint(1)\n```", extraction="after_think") is None  # never closed
+    assert extract_code("<think>```python\nprint(3)\n```</think>none", extraction="after_think") is None
+    assert extract_code(reply, finish_reason="length", extraction="after_think") is None
+    with pytest.raises(ValueError, match="official, after_think"):
+        extract_code(reply, extraction="strict")
 
 
 @pytest.mark.parametrize(
@@ -209,13 +221,149 @@ def test_k_replies_scored_like_the_other_tasks(docs, sandbox, monkeypatch):
     monkeypatch.setattr(lcb, "get_sandbox", lambda *a, **k: sandbox)
     block = lambda code: f"I think.</think>```python\n{code}```"  # noqa: E731
     replies = [block(GOOD_FN), block(WRONG_FN), f"```python\n{GOOD_FN}```", block(GOOD_FN)]
-    scores = score_code_replies(replies, docs[0]["answer"], lengths=[10, 20, 30, 40],
-                                finish_reasons=[None, None, None, "length"])  # fmt: skip
-    assert scores["pass@1"] == 0.25 and scores["correct"] == 1.0 and scores["pass@4"] == 1.0
+    reasons = [None, None, None, "length"]
+    scores = score_code_replies(replies, docs[0]["answer"], lengths=[10, 20, 30, 40], finish_reasons=reasons)
+    assert scores["pass@1"] == 0.75 and scores["correct"] == 3.0 and scores["pass@4"] == 1.0  # as officially
     assert scores["truncated"] == 0.25 and scores["mean_length"] == 25.0
+    strict = score_code_replies(replies, docs[0]["answer"], finish_reasons=reasons, lcb_extraction="after_think")
+    assert strict["pass@1"] == 0.25
     # through the task's process_results, as lm-eval calls it
     metrics = process_results(dict(docs[0]), [[Reply(r, 7, None, 0.5) for r in replies]])
-    assert metrics["pass@1"] == 0.5 and metrics["pass@k"] == 1.0 and metrics["gen_seconds"] == 2.0
+    assert metrics["pass@1"] == 0.75 and metrics["pass@k"] == 1.0 and metrics["gen_seconds"] == 2.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a program sees, as under the official grader (lcb_runner 28fef95)
+
+
+def _stdin_problem(*pairs):
+    return json.dumps({"tests": [{"input": i, "output": o} for i, o in pairs], "fn_name": None})
+
+
+def _fn_problem(fn, *pairs):
+    return json.dumps({"tests": [{"input": i, "output": o} for i, o in pairs], "fn_name": fn})
+
+
+def _verdicts(sandbox, cases, timeout=6, stdin="buffer"):
+    return [v.passed for v in grade_programs([c for c, _ in cases], [t for _, t in cases], sandbox, timeout, stdin)]
+
+
+@pytest.mark.parametrize(
+    "code, stdin, expected",
+    [
+        ("import sys\ns = sys.stdin.readline()[:-1]\nprint(len(s))", "abc\n", "3"),  # the newline is kept
+        ("import sys\ninput = sys.stdin.readline\nn = int(input())\nprint(repr(input()))", "2\nab\n", "'ab\\n'"),
+        # read until end of input, through blank lines: readline gives '' only at the end
+        ("import sys\nn = 0\nwhile True:\n    line = sys.stdin.readline()\n    if not line:\n        break\n"
+         "    n += 1\nprint(n)", "a\n\nb\n\n", "4"),
+        ("import sys\nprint(repr(sys.stdin.readline()))", "7", "'7'"),  # no final newline
+        ("import sys\nsys.stdin.readline()\nprint(repr(sys.stdin.readline()))", "7\n", "''"),  # past the end
+        ("import sys\nprint(sys.stdin.readlines())", "1\n2\n", "['1', '2', '']"),  # split, without newlines
+        ("import sys\nprint(sum(map(int, sys.stdin.buffer.read().split())))", "1 2\n3\n", "6"),  # fast input
+        ("import sys\nprint(sys.stdin.buffer.readline())", "5 6\n7\n", "b'5 6\\n'"),
+        # the prelude's `from builtins import *` bound the real `open` before `open` was mocked: fd 0 is empty
+        ("print(repr(open(0).read()))", "x\ny", "''"),
+        # the prelude's `from sys import *` bound the real stdin, whose readline the official runner patched
+        ("print(repr(stdin.readline()))", "ab\ncd\n", "'ab'"),
+        ("print(int(input()) * 2)", "21", "42"),
+    ],
+)
+def test_stdin_reads_as_officially(sandbox, code, stdin, expected):
+    assert _verdicts(sandbox, [(code, _stdin_problem((stdin, expected)))]) == [True]
+
+
+def test_stdin_iteration_and_the_earlier_stand_in(sandbox):
+    loop = "import sys\nprint(sum(int(x) for x in sys.stdin))"
+    fast = "import sys\nprint(sum(map(int, sys.stdin.buffer.read().split())))"
+    readlines = "import sys\nprint(sys.stdin.readlines())"
+    problem = _stdin_problem(("1\n2\n", "3"))
+    lines = _stdin_problem(("1\n2\n", "['1\\n', '2\\n']"))
+    # lcb_runner since 2025-05-23: its stand-in cannot be iterated; before, sys.stdin was a StringIO (no .buffer)
+    assert _verdicts(sandbox, [(loop, problem), (fast, problem), (readlines, lines)]) == [False, True, False]
+    old = _verdicts(sandbox, [(loop, problem), (fast, problem), (readlines, lines)], stdin="stringio")
+    assert old == [True, False, True]
+    with pytest.raises(ValueError, match="buffer, stringio"):
+        grade_programs([loop], [problem], sandbox, stdin="file")
+
+
+def test_long_integers_as_officially(sandbox):
+    big = "1" + "0" * 5000  # 10 ** 5000
+    cases = [
+        ("print(10 ** 5000)", _stdin_problem(("", big))),  # the grader raises the int-string limit to 50,000 digits
+        ("print(10 ** 60000)", _stdin_problem(("", "1"))),  # ... and no further
+        ("class Solution:\n    def f(self, n):\n        return 10 ** n", _fn_problem("f", ("5000", big))),
+        ("class Solution:\n    def f(self, n):\n        return 10 ** n + 1", _fn_problem("f", ("5000", big))),
+    ]
+    assert _verdicts(sandbox, cases) == [True, False, True, False]  # the long expected output does not stop grading
+
+
+def test_numpy_results_compare_as_officially(sandbox):
+    pytest.importorskip("numpy")
+    head = "import numpy as np\nclass Solution:\n    def f(self, a):\n        return "
+    cases = [
+        (head + "np.int64(sum(a))", _fn_problem("f", ("[1, 2]", "3"))),  # np.int64(3) == 3
+        (head + "[np.int64(x) for x in a]", _fn_problem("f", ("[1, 2]", "[1, 2]"))),
+        (head + "np.array(a)", _fn_problem("f", ("[1, 2]", "[1, 2]"))),  # truth of an array: an error, so wrong
+        (head + "np.array(a[:1])", _fn_problem("f", ("[5]", "[5]"))),  # one element: true
+        (head + "float(np.float64(0.1) + 0.2)", _fn_problem("f", ("[0]", "0.30000000000000004"))),
+    ]
+    assert _verdicts(sandbox, cases) == [True, True, False, True, True]
+
+
+def test_the_official_reliability_guard(sandbox):
+    problem = _stdin_problem(("", "ok"))
+    blocked = [
+        "import os\nos.getcwd()\nprint('ok')",
+        "import subprocess\nsubprocess.run(['true'])\nprint('ok')",
+        "import resource\nprint('ok')",
+        "quit()\nprint('ok')",
+        "import os\nos.system('true')\nprint('ok')",
+        "import shutil\nshutil.rmtree('/nonexistent')\nprint('ok')",
+        "help()\nprint('ok')",
+    ]
+    allowed = ["print('ok')\nexit()\nprint('more')", "import sys\nprint('ok')\nsys.exit(3)"]  # SystemExit is kept
+    got = _verdicts(sandbox, [(c, problem) for c in blocked + allowed])
+    assert got == [False] * len(blocked) + [True] * len(allowed)
+
+
+def test_a_program_that_swallows_the_alarm_still_fails(sandbox):
+    # the official alarm handler prints a line into the captured output before it raises
+    swallow = (
+        "import time\ntry:\n    t = time.time()\n    while time.time() - t < 3:\n        pass\nexcept Exception:\n"
+        "    pass\nprint(int(input()) + 1)"
+    )
+    ignore = "import signal, time\nsignal.signal(signal.SIGALRM, lambda *a: None)\ntime.sleep(2)\nprint(int(input()) + 1)"
+    problem = _stdin_problem(("1\n", "2"))
+    assert _verdicts(sandbox, [(swallow, problem), (ignore, problem)], timeout=1) == [False, True]
+
+
+def test_a_problem_whose_tests_cannot_be_compared_does_not_stop_grading(sandbox, caplog):
+    bad = json.dumps({"tests": [{"input": "1", "output": "not json"}], "fn_name": "f"})
+    good = _fn_problem("f", ("1", "2"))
+    code = "class Solution:\n    def f(self, n):\n        return n + 1"
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        verdicts = grade_programs([code, code], [bad, good], sandbox)
+    assert [v.passed for v in verdicts] == [False, True]
+    assert verdicts[0].reason.startswith("grader error: JSONDecodeError") and "could not be compared" in caplog.text
+
+
+def test_grading_many_problems_at_once_gives_the_same_verdicts(docs, sandbox, monkeypatch):
+    import hf_ssgr.evaluation.livecodebench as lcb
+    from hf_ssgr.evaluation.registry import GradeCode
+
+    monkeypatch.setattr(lcb, "get_sandbox", lambda *a, **k: sandbox)
+    block = lambda code: f"ok</think>```python\n{code}```"  # noqa: E731
+    resps = [[block(GOOD_FN), block(WRONG_FN)], [block(GOOD_STDIN), "no code"], [block("print(0)")] * 2]
+    picked = [dict(docs[0]), dict(docs[1]), dict(docs[1])]
+    graded = GradeCode().apply([[Reply(r, 5, None, 1.0) for r in rs] for rs in resps], picked)
+    assert [[r.verdict.passed for r in rs] for rs in graded] == [[True, False], [True, False], [False, False]]
+    assert all(isinstance(r, Reply) and r.num_tokens == 5 for rs in graded for r in rs)
+    for doc, rs, raw in zip(picked, graded, resps):  # process_results reads the verdicts instead of grading again
+        assert process_results(doc, [rs])["pass@1"] == process_results(doc, [[Reply(r, 5) for r in raw]])["pass@1"]
+    monkeypatch.setattr(lcb, "grade_programs", lambda *a, **k: pytest.fail("graded twice"))
+    assert process_results(picked[0], [graded[0]])["pass@1"] == 0.5
+    other = {"kind": "math", "benchmark": "ssgr_gsm8k"}
+    assert GradeCode().apply([["x"]], [other]) == [["x"]]  # other tasks pass through
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,7 +381,7 @@ def test_local_file_task_through_evaluate(monkeypatch, sandbox):
     answers = {docs[0]["problem"]: (GOOD_FN, WRONG_FN), docs[1]["problem"]: (GOOD_STDIN, "print(0)\n")}
     answers[docs[2]["problem"]] = answers[docs[1]["problem"]]
 
-    def script(problem, j):  # per problem: good, wrong, good without </think>, good -> 2/4
+    def script(problem, j):  # per problem: good, wrong, good without </think>, good -> 3/4 (2/4 after </think>)
         good, bad = answers[problem]
         return [
             (f"ok</think>```python\n{good}```", "eos"),
@@ -248,7 +396,14 @@ def test_local_file_task_through_evaluate(monkeypatch, sandbox):
                       data_files={"ssgr_livecodebench": FIXTURE}, engine=engine)  # fmt: skip
     res = report["ssgr_livecodebench"]
     assert res.num_problems == 3 and res.num_samples == 4
-    assert res.pass_at_1 == pytest.approx(0.5) and res.pass_at_k == 1.0
+    assert res.pass_at_1 == pytest.approx(0.75) and res.pass_at_k == 1.0
+    strict = evaluate(model, tok, tasks=["ssgr_livecodebench"], num_samples=4, max_new_tokens=4096,
+                      data_files={"ssgr_livecodebench": FIXTURE}, engine=engine,
+                      task_metadata={"lcb_extraction": "after_think"})  # fmt: skip
+    assert strict["ssgr_livecodebench"].pass_at_1 == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="lcb_stdin must be one of buffer, stringio"):
+        evaluate(model, tok, tasks=["ssgr_livecodebench"], num_samples=4, max_new_tokens=4096,
+                 data_files={"ssgr_livecodebench": FIXTURE}, engine=engine, task_metadata={"lcb_stdin": "file"})
     # the task's settings through evaluate(): a contest-date window keeps the one problem of 2024-09
     windowed = evaluate(model, tok, tasks=["ssgr_livecodebench"], num_samples=4, max_new_tokens=4096,
                         data_files={"ssgr_livecodebench": FIXTURE}, engine=engine,

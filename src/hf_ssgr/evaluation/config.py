@@ -16,6 +16,8 @@ TASK_METADATA_KEYS = (
     "lcb_end_date",
     "lcb_prompt_style",
     "lcb_timeout",
+    "lcb_extraction",
+    "lcb_stdin",
     "sandbox_workers",
     "allow_unsandboxed",
 )
@@ -56,8 +58,9 @@ class EvalConfig:
         Windows (or replies) per forward pass of the perplexity tasks; unset: as many as fit in 4096 tokens.
     task_metadata (`dict`, *optional*):
         Settings of individual tasks, passed to them as lm-eval metadata (as `lm_eval --metadata` does): LiveCodeBench's
-        `lcb_release_version`, `lcb_start_date`, `lcb_end_date`, `lcb_prompt_style`, `lcb_timeout`, and its sandbox's
-        `sandbox_workers` and `allow_unsandboxed`.
+        `lcb_release_version`, `lcb_start_date`, `lcb_end_date`, `lcb_prompt_style`, `lcb_timeout`, `lcb_extraction`
+        (`official` or `after_think`), `lcb_stdin` (`buffer` or `stringio`), and its sandbox's `sandbox_workers` and
+        `allow_unsandboxed`.
     """
 
     tasks: list[str] = field(default_factory=lambda: ["ssgr_reasoning"], metadata={"help": "Task or group names."})

@@ -17,7 +17,7 @@ from ..distributed import Distributed
 from ..utils import check_model_path, library_versions
 from .config import EvalConfig
 from .perplexity import PERPLEXITY_TASKS, run_perplexity
-from .registry import BENCHMARKS, resolve_tasks, tasks_path
+from .registry import BENCHMARKS, GradeCode, resolve_tasks, tasks_path
 from .report import FILTER, EvalReport, TaskResult, plot_accuracy, plot_length_distributions
 
 logger = logging.getLogger("hf_ssgr")
@@ -28,11 +28,15 @@ __all__ = ["evaluate", "EvalReport", "TaskResult", "plot_accuracy", "plot_length
 _SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig))
 
 
-def _task_overrides(cfg: EvalConfig) -> dict:
-    """What every task's YAML is overridden with: k repeats and the filter that keeps them, and the sampling."""
+def _task_overrides(cfg: EvalConfig, task: str) -> dict:
+    """What a task's YAML is overridden with: k repeats and the filter that keeps them (then, for code, the one that
+    grades every problem's programs together), and the sampling."""
+    steps = [{"function": "take_first_k", "k": cfg.num_samples}]
+    if BENCHMARKS.get(task) is not None and BENCHMARKS[task].kind == "code":
+        steps.append({"function": GradeCode})
     return {
         "repeats": cfg.num_samples,
-        "filter_list": [{"name": FILTER, "filter": [{"function": "take_first_k", "k": cfg.num_samples}]}],
+        "filter_list": [{"name": FILTER, "filter": steps}],
         "generation_kwargs": {
             "until": [],
             "do_sample": cfg.temperature > 0,
@@ -143,8 +147,8 @@ def evaluate(
     }
     manager = TaskManager(include_path=tasks_path(), include_defaults=False, metadata=metadata)
     # An inline group: lm-eval merges each child's overrides into its registered YAML (a top-level dict would not).
-    overrides = _task_overrides(cfg)
-    specs = [{"group": "hf_ssgr_evaluate", "task": [{"task": n, **overrides} for n in names if n not in ppl_tasks]}]
+    tasks = [{"task": n, **_task_overrides(cfg, n)} for n in names if n not in ppl_tasks]
+    specs = [{"group": "hf_ssgr_evaluate", "task": tasks}]
     results = {"results": {}}
     try:
         if specs[0]["task"]:

@@ -1,21 +1,27 @@
 """LiveCodeBench code generation (RAC Table 5, `codegen_pass@1:16`): data, prompts, code extraction and grading.
 
 Grading is our own re-implementation of the verdicts of LiveCodeBench's official grader
-(`lcb_runner/evaluation/testing_util.py`), not the `nvidia-livecodebench` package, whose API-client dependencies are
-heavy for a from-scratch install and whose grader runs programs in-process (not in a sandbox). The semantics kept:
+(`lcb_runner/evaluation/testing_util.py` at 28fef95), not the `nvidia-livecodebench` package, whose API-client
+dependencies are heavy for a from-scratch install and whose grader runs programs in-process (not in a sandbox). The
+semantics kept:
 
-- stdin/stdout problems: the program's top-level statements are wrapped in a function (imports kept at the top,
-  after the grader's fixed prelude of standard-library imports; a trailing `if __name__ == '__main__':` is unwrapped),
-  compiled once, and called once per test with that test's input on `sys.stdin`; the captured stdout and the
-  expected output are stripped, split into lines, each line stripped; the line counts must match and each line must be
-  equal as text or, token by token, as `Decimal`s (so `1.0` passes for `1`, but `0.3333` does not for `0.33333`);
+- the program is the last fenced code block of the whole reply, the lines between the last two lines that hold a
+  ```` ``` ```` (`extraction="official"`); `extraction="after_think"` takes it from after `</think>` only and fails a
+  reply that was cut at the length limit;
+- what the program sees while it runs (the runner's int-string limit, `reliability_guard`, import prelude, stdin
+  stand-in, alarm handler): see `livecodebench_harness`;
+- stdin/stdout problems: the captured stdout and the expected output are stripped, split into lines, each line
+  stripped; the line counts must match and each line must be equal as text or, token by token, as `Decimal`s (so `1.0`
+  passes for `1`, but `0.3333` does not for `0.33333`);
 - call-based (functional) problems: `Solution().<fn_name>(*args)` with each input line JSON-decoded as one argument;
-  a tuple result counts as a list; the result must `==` the JSON-decoded expected output;
+  a tuple result counts as a list; `result == expected` (the JSON-decoded expected output) must be true, numpy
+  results included;
 - every public and private test must pass, in order, stopping at the first failure; each test has its own timeout
-  (`signal.alarm`, 6 s by default as in the official runner) and the whole program `(timeout + 1) * tests` seconds.
+  (`signal.alarm`, 6 s by default as in the official runner) and the whole program `(timeout + 1) * tests + 5` seconds.
 
-The only difference is where the program runs: in `hf_ssgr.evaluation.sandbox`, one process per program, and the
-outputs are compared outside it.
+What differs, by design: the program runs in `hf_ssgr.evaluation.sandbox` (one process per program, 4 GiB of
+address space, where the official runner sets no memory limit), and its results are compared outside it, so a result
+whose `==` is rigged (an object equal to everything) is equal to nothing here.
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ __all__ = [
     "grade_programs",
     "Verdict",
     "score_code_replies",
+    "grade_replies",
     "get_sandbox",
+    "decode_expected",
+    "results_equal",
 ]
 
 LCB_DATASET = "livecodebench/code_generation_lite"
@@ -247,18 +256,29 @@ def load_livecodebench(
 # ----------------------------------------------------------------------------------------------------------------
 # Extraction and comparison
 
-def extract_code(reply: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
-    """The last fenced code block after `</think>`, as LiveCodeBench extracts it: the lines between the last two
-    lines that contain a ```` ``` ````. `None` when the thinking never closed, the reply was cut at the length limit,
-    or fewer than two such lines remain (as the other tasks treat an unclosed `</think>`)."""
+EXTRACTIONS = ("official", "after_think")
+
+
+def extract_code(
+    reply: str, finish_reason: str | None = None, require_think_end: bool | None = None, extraction: str = "official"
+) -> str | None:
+    """The program of a reply: the lines between the last two lines that contain a ```` ``` ````, or `None` when
+    fewer than two such lines exist.
+
+    `extraction="official"` (LiveCodeBench's own rule, with which published tables were made) searches the whole reply,
+    thinking included. `"after_think"` searches only after `</think>`, and gives `None` when the thinking never closed
+    or the reply was cut at the length limit (`finish_reason == "length"`), as the other tasks score such replies.
+    `require_think_end=True` is `"after_think"` (kept for callers of the earlier signature)."""
     from ..verification import THINK_END, split_thinking
 
-    if finish_reason == "length":
-        return None
-    if THINK_END in reply:
+    if require_think_end:
+        extraction = "after_think"
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"Unknown LiveCodeBench code extraction {extraction!r}: use one of {', '.join(EXTRACTIONS)}.")
+    if extraction == "after_think":
+        if finish_reason == "length" or THINK_END not in reply:
+            return None
         _, reply = split_thinking(reply)
-    elif require_think_end:
-        return None
     lines = reply.split("\n")
     fences = [i for i, line in enumerate(lines) if "```" in line]
     if len(fences) < 2:
@@ -302,9 +322,35 @@ def _decode_value(obj: Any) -> Any:
             return {_hashable(_decode_value(k)): _decode_value(v) for k, v in obj["__dict__"]}
         if "__float__" in obj:
             return float(obj["__float__"])
+        if "__int__" in obj:
+            return int(obj["__int__"], 16)
+        if "__ndarray__" in obj:
+            import numpy as np
+
+            return np.array(_decode_value(obj["__ndarray__"]), dtype=obj["dtype"])
         if "__opaque__" in obj:
             return _Opaque(obj["__opaque__"])
     return obj
+
+
+def _long_int(digits: str) -> int:
+    """`parse_int` for expected outputs: any number of digits (`int()` of a string refuses more than 4,300 by
+    default, and the official grader raises that limit to 50,000; a `Decimal` has none)."""
+    return int(digits) if len(digits) <= 4000 else int(Decimal(digits))
+
+
+def decode_expected(text: str) -> Any:
+    """A call-based test's expected output, JSON-decoded with ints of any length."""
+    return json.loads(text, parse_int=_long_int)
+
+
+def results_equal(prediction: Any, expected: Any) -> bool:
+    """The official verdict of a call-based result: `bool(prediction == expected)`, false where that raises (a numpy
+    array of several elements) as the official runner records a runtime error there."""
+    try:
+        return bool(prediction == expected)
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _hashable(value: Any) -> Any:
@@ -345,8 +391,7 @@ def _compare(kind: str, outputs: list, tests: list[dict]) -> tuple[bool, int, st
         if kind == "stdin":
             ok = stdout_matches(out["stdout"], test["output"])
         else:
-            prediction = _decode_value(out["value"])
-            ok = prediction == json.loads(test["output"])
+            ok = results_equal(_decode_value(out["value"]), decode_expected(test["output"]))
         if not ok:
             return False, i + 1, "wrong answer"
     if len(outputs) < len(tests):
@@ -354,19 +399,27 @@ def _compare(kind: str, outputs: list, tests: list[dict]) -> tuple[bool, int, st
     return True, len(tests), "passed"
 
 
+STDIN_MODES = ("buffer", "stringio")
+
+
 def grade_programs(
-    programs: list[str | None], tests_json: list[str], sandbox, timeout: int = LCB_TIMEOUT
+    programs: list[str | None], tests_json: list[str], sandbox, timeout: int = LCB_TIMEOUT, stdin: str = "buffer"
 ) -> list[Verdict]:
     """Grade each program against its problem's tests (`answer` of a doc), all in the sandbox in parallel.
 
     A `None` program (no code extracted) fails without running. The harness runs the tests in order until one raises
-    or times out; the outputs are compared here, outside the sandbox, and the first mismatch decides the verdict."""
+    or times out; the outputs are compared here, outside the sandbox, and the first mismatch decides the verdict.
+    `stdin` is the official runner's stdin stand-in to reproduce: `"buffer"` (lcb_runner since 2025-05-23, with
+    `sys.stdin.buffer`) or `"stringio"` (before). A program whose outputs this grader cannot compare (it fails on a
+    problem's tests, not on the program) fails with a warning naming the error; the others are graded all the same."""
+    if stdin not in STDIN_MODES:
+        raise ValueError(f"Unknown LiveCodeBench stdin stand-in {stdin!r}: use one of {', '.join(STDIN_MODES)}.")
     harness = _harness_source()
     jobs, walls, index = [], [], []
     verdicts: list[Verdict | None] = [None] * len(programs)
     for i, (code, spec) in enumerate(zip(programs, tests_json)):
         if code is None:
-            verdicts[i] = Verdict(False, 0, "no code block after </think>")
+            verdicts[i] = Verdict(False, 0, "no code block")
             continue
         problem = json.loads(spec)
         kind = "functional" if problem["fn_name"] else "stdin"
@@ -377,6 +430,7 @@ def grade_programs(
                 "fn_name": problem["fn_name"],
                 "inputs": [t["input"] for t in problem["tests"]],
                 "timeout": int(timeout),
+                "stdin": stdin,
             }
         )
         walls.append((timeout + 1) * len(problem["tests"]) + 5.0)
@@ -388,7 +442,12 @@ def grade_programs(
         if result.output.get("compile_error"):
             verdicts[i] = Verdict(False, 0, result.output["compile_error"], result.seconds)
             continue
-        passed, run, reason = _compare("stdin" if kind == "stdin" else "functional", result.output["outputs"], tests)
+        try:
+            passed, run, reason = _compare(kind, result.output["outputs"], tests)
+        except Exception as err:  # noqa: BLE001 - one problem's bad tests never stop the evaluation
+            logger.warning("LiveCodeBench: a program's outputs could not be compared (%s: %s); it is counted wrong.",
+                           type(err).__name__, err)  # fmt: skip
+            passed, run, reason = False, 0, f"grader error: {type(err).__name__}: {err}"
         verdicts[i] = Verdict(passed, run, reason, result.seconds)
     return verdicts  # type: ignore[return-value]
 
@@ -422,15 +481,47 @@ def score_code_replies(
     allow_unsandboxed: bool = False,
     sandbox_workers: int | None = None,
     lcb_timeout: int = LCB_TIMEOUT,
+    lcb_extraction: str = "official",
+    lcb_stdin: str = "buffer",
+    verdicts: list[Verdict] | None = None,
 ) -> dict[str, float]:
-    """Metrics of one problem from its k replies (the keys of `scoring.score_problem`): each reply's last code block
-    after `</think>` graded against every test in the sandbox, the k programs at once."""
+    """Metrics of one problem from its k replies (the keys of `scoring.score_problem`): each reply's program
+    (`extract_code`) graded against every test in the sandbox, the k programs at once; or `verdicts` given by an
+    earlier grading of many problems together (`grade_replies`)."""
     from .scoring import problem_metrics
 
     if not replies:
         raise ValueError("score_code_replies needs at least one reply.")
     k = len(replies)
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
-    programs = [extract_code(r, f) for r, f in zip(replies, reasons)]
-    verdicts = grade_programs(programs, [tests] * k, get_sandbox(allow_unsandboxed, sandbox_workers), int(lcb_timeout))
+    if verdicts is None:
+        programs = [extract_code(r, f, extraction=lcb_extraction) for r, f in zip(replies, reasons)]
+        sandbox = get_sandbox(allow_unsandboxed, sandbox_workers)
+        verdicts = grade_programs(programs, [tests] * k, sandbox, int(lcb_timeout), lcb_stdin)
     return problem_metrics([v.passed for v in verdicts], reasons, lengths)
+
+
+def grade_replies(
+    problems: list[tuple[list[str], str, list[str | None]]],
+    *,
+    allow_unsandboxed: bool = False,
+    sandbox_workers: int | None = None,
+    lcb_timeout: int = LCB_TIMEOUT,
+    lcb_extraction: str = "official",
+    lcb_stdin: str = "buffer",
+) -> list[list[Verdict]]:
+    """Verdicts of many problems' replies at once: `problems` holds (replies, tests, finish reasons) per problem.
+    Every program of every problem goes to the sandbox in one pass, so the workers stay busy across problems instead of
+    waiting, problem by problem, for each one's slowest reply."""
+    programs, specs, sizes = [], [], []
+    for replies, tests, reasons in problems:
+        programs += [extract_code(r, f, extraction=lcb_extraction) for r, f in zip(replies, reasons)]
+        specs += [tests] * len(replies)
+        sizes.append(len(replies))
+    sandbox = get_sandbox(allow_unsandboxed, sandbox_workers)
+    flat = grade_programs(programs, specs, sandbox, int(lcb_timeout), lcb_stdin)
+    out, start = [], 0
+    for n in sizes:
+        out.append(flat[start : start + n])
+        start += n
+    return out

@@ -337,6 +337,8 @@ def load_benchmark(task: str, data_file: str | list[str] | None = None, seed: in
 # the loader only): the tokenizer that counts reply tokens under stock backends, and the length limit.
 _TASK_CONTEXT: dict[str, dict[str, Any]] = {}
 _TOKENIZERS: dict[str, Any] = {}
+# the metadata keys that reach LiveCodeBench's grading (hf_ssgr.evaluation.livecodebench.score_code_replies)
+SANDBOX_KEYS = ("allow_unsandboxed", "sandbox_workers", "lcb_timeout", "lcb_extraction", "lcb_stdin")
 
 
 def load_task_dataset(task: str, **metadata):
@@ -356,8 +358,14 @@ def load_task_dataset(task: str, **metadata):
     lcb = {k: metadata[f"lcb_{k}"] for k in lcb_keys if f"lcb_{k}" in metadata}
     docs = load_benchmark(task, data_files.get(task), seed=int(metadata.get("gpqa_seed", 0)), lcb=lcb)
     max_gen_toks = int(metadata.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
+    if task == "ssgr_livecodebench":  # a bad grading setting fails here, before any reply is generated
+        from .livecodebench import EXTRACTIONS, STDIN_MODES
+
+        for key, allowed in (("lcb_extraction", EXTRACTIONS), ("lcb_stdin", STDIN_MODES)):
+            if key in metadata and metadata[key] not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {metadata[key]!r}.")
     _TASK_CONTEXT[task] = {
-        "sandbox": {k: metadata[k] for k in ("allow_unsandboxed", "sandbox_workers", "lcb_timeout") if k in metadata},
+        "sandbox": {k: metadata[k] for k in SANDBOX_KEYS if k in metadata},
         "tokenizer": metadata.get("tokenizer") or metadata.get("pretrained"),
         "max_gen_toks": _generation_limit(task, metadata.get("pretrained"), max_gen_toks),
     }
@@ -387,7 +395,8 @@ def _generation_limit(task: str, pretrained, max_gen_toks: int) -> int:
 
 
 class Reply(str):
-    """A generated reply that knows its length in tokens, why generation stopped and its share of generation time.
+    """A generated reply that knows its length in tokens, why generation stopped and its share of generation time,
+    and, for code, its verdict once `GradeCode` has graded it.
 
     `hf_ssgr.evaluate`'s model class returns these; lm-eval passes them through its filters to `process_results`.
     """
@@ -395,14 +404,44 @@ class Reply(str):
     num_tokens: int
     finish_reason: str | None
     seconds: float
+    verdict: Any
 
-    def __new__(cls, text: str, num_tokens: int, finish_reason: str | None = None, seconds: float = float("nan")):
+    def __new__(
+        cls, text: str, num_tokens: int, finish_reason: str | None = None, seconds: float = float("nan"), verdict=None
+    ):
         obj = super().__new__(cls, text)
         obj.num_tokens, obj.finish_reason, obj.seconds = int(num_tokens), finish_reason, float(seconds)
+        obj.verdict = verdict
         return obj
 
     def __reduce__(self):
-        return (Reply, (str(self), self.num_tokens, self.finish_reason, self.seconds))
+        return (Reply, (str(self), self.num_tokens, self.finish_reason, self.seconds, self.verdict))
+
+
+class GradeCode:
+    """An lm-eval filter (after `take_first_k`) that grades the programs of every code problem of a task at once, so
+    the sandbox's workers stay busy across problems (lm-eval calls `process_results` one problem at a time). Each
+    reply comes out as a `Reply` carrying its verdict; other problems pass through unchanged."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def apply(self, resps, docs):
+        from .livecodebench import grade_replies
+
+        resps = [list(r) for r in resps]  # the filters before may hand on iterators
+        code = [i for i, doc in enumerate(docs) if doc.get("kind") == "code"]
+        if not code:
+            return resps
+        out = list(resps)
+        stats, problems = {}, []
+        for i in code:
+            stats[i] = [_reply_stats(docs[i]["benchmark"], r) for r in resps[i]]
+            problems.append(([str(r) for r in resps[i]], docs[i]["answer"], [s[1] for s in stats[i]]))
+        verdicts = grade_replies(problems, **_TASK_CONTEXT.get("ssgr_livecodebench", {}).get("sandbox", {}))
+        for i, graded in zip(code, verdicts):
+            out[i] = [Reply(str(r), *st, verdict=v) for r, st, v in zip(resps[i], stats[i], graded)]
+        return out
 
 
 def _tokenizer_for(task: str):
@@ -438,6 +477,10 @@ def process_results(doc: dict, results: list) -> dict[str, Any]:
         results = list(results[0])
     stats = [_reply_stats(task, r) for r in results]
     lengths = [s[0] for s in stats]
+    kwargs = {}
+    if doc["kind"] == "code":
+        graded = [getattr(r, "verdict", None) for r in results]
+        kwargs["verdicts"] = graded if all(v is not None for v in graded) else None
     score = _score_code if doc["kind"] == "code" else score_problem
     scores = score(
         [str(r) for r in results],
@@ -445,6 +488,7 @@ def process_results(doc: dict, results: list) -> dict[str, Any]:
         kind=doc["kind"],
         lengths=lengths,
         finish_reasons=[s[1] for s in stats],
+        **kwargs,
     )
     k = len(results)
     return {
@@ -457,12 +501,17 @@ def process_results(doc: dict, results: list) -> dict[str, Any]:
     }
 
 
-def _score_code(replies: list[str], tests: str, *, kind: str, lengths: list[int], finish_reasons: list) -> dict:
-    """LiveCodeBench: the k replies' programs graded in the sandbox (in parallel), scored as `score_problem` does."""
+def _score_code(
+    replies: list[str], tests: str, *, kind: str, lengths: list[int], finish_reasons: list, verdicts=None
+) -> dict:
+    """LiveCodeBench: the k replies' programs graded in the sandbox (in parallel, unless `GradeCode` already graded
+    them with every other problem's), scored as `score_problem` does."""
     from .livecodebench import score_code_replies
 
     options = _TASK_CONTEXT.get("ssgr_livecodebench", {}).get("sandbox", {})
-    return score_code_replies(replies, tests, lengths=lengths, finish_reasons=finish_reasons, **options)
+    return score_code_replies(
+        replies, tests, lengths=lengths, finish_reasons=finish_reasons, verdicts=verdicts, **options
+    )
 
 
 def median_of_all(items: list[list[int]]) -> float:

@@ -1,6 +1,6 @@
 """Functions the task YAMLs of this folder call; everything lives in `hf_ssgr.evaluation.registry`."""
 
-from hf_ssgr.evaluation.registry import load_task_dataset, median_of_all, process_results, total  # noqa: F401
+from hf_ssgr.evaluation.registry import GradeCode, load_task_dataset, median_of_all, process_results, total  # noqa: F401
 
 
 def load_gsm8k(**metadata):
