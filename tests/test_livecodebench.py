@@ -321,7 +321,9 @@ def test_the_official_reliability_guard(sandbox):
         "import shutil\nshutil.rmtree('/nonexistent')\nprint('ok')",
         "help()\nprint('ok')",
     ]
+    blocked.append("import fileinput\nfor line in fileinput.input():\n    pass\nprint('ok')")  # argv names no file
     allowed = ["print('ok')\nexit()\nprint('more')", "import sys\nprint('ok')\nsys.exit(3)"]  # SystemExit is kept
+    allowed.append("import tempfile\ntempfile.TemporaryFile().close()\nprint('ok')")  # its folder was chosen before
     got = _verdicts(sandbox, [(c, problem) for c in blocked + allowed])
     assert got == [False] * len(blocked) + [True] * len(allowed)
 

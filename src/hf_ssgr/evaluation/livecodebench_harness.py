@@ -4,7 +4,7 @@ It reproduces what the official runner (`lcb_runner/evaluation/testing_util.py`,
 `compute_code_generation_metrics.py`) does to a program before and while it runs:
 
 - `sys.set_int_max_str_digits(50000)`, the modules its own process has loaded (numpy among them, when the program
-  names it), and its `reliability_guard` (`quit`, `help`, `os.kill`, `os.system`, `os.getcwd`, `os.fork`,
+  names it; `tempfile` with its folder chosen), its command line as `sys.argv`, and its `reliability_guard` (`quit`, `help`, `os.kill`, `os.system`, `os.getcwd`, `os.fork`,
   `subprocess.Popen`, `shutil.rmtree`, ... set to `None`; `resource`, `psutil`, `joblib`, `tkinter`, `ipdb` made
   unimportable) before the program is compiled;
 - the same import prelude; stdin programs wrapped in a function (imports hoisted, a trailing
@@ -62,14 +62,22 @@ PRELOADED = ("datetime", "decimal", "enum", "faulthandler", "platform", "time", 
 PRELOADED_IF_NAMED = ("numpy", "multiprocessing", "concurrent.futures")  # costly: only when the program names them
 
 
+# The command line the official grader runs under (`python -m lcb_runner.runner.main ... --evaluate`), which a
+# program can read: `fileinput.input()` opens these as files, officially, and so fails.
+ARGV = ["lcb_runner/runner/main.py", "--scenario", "codegeneration", "--evaluate"]
+
+
 def preload(code):
     import importlib
+    import tempfile
 
     for name in PRELOADED + tuple(n for n in PRELOADED_IF_NAMED if n.split(".")[0] in code):
         try:
             importlib.import_module(name)
         except ImportError:
             pass
+    tempfile.gettempdir()  # the official process has made a temporary folder (multiprocessing's manager) already
+    sys.argv = list(ARGV)
 
 
 def reliability_guard():
