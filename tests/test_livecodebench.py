@@ -321,8 +321,8 @@ def test_the_official_reliability_guard(sandbox):
         "import shutil\nshutil.rmtree('/nonexistent')\nprint('ok')",
         "help()\nprint('ok')",
     ]
-    # fileinput opens each argument of the runner's command line (with the mocked `open`): the input, once per argument
-    blocked.append("import fileinput\nprint('ok' if sum(1 for _ in fileinput.input()) == 0 else 'no')")
+    # the runner's command line has arguments (fileinput opens each, with the mocked `open`), not the bare `-c`
+    blocked.append("import sys\nprint('ok' if sys.argv[1:] == [] else 'no')")
     allowed = ["print('ok')\nexit()\nprint('more')", "import sys\nprint('ok')\nsys.exit(3)"]  # SystemExit is kept
     allowed.append("import tempfile\ntempfile.TemporaryFile().close()\nprint('ok')")  # its folder was chosen before
     got = _verdicts(sandbox, [(c, problem) for c in blocked + allowed])
