@@ -7,6 +7,7 @@ from hf_ssgr.verification import (
     accuracy_reward,
     extract_answer,
     extract_boxed,
+    final_boxes,
     is_equivalent,
     normalize_gold,
     quality_flags,
@@ -211,3 +212,54 @@ def test_words_in_a_text_box_after_a_number_are_units(prediction):
     assert is_equivalent(prediction, "18")
     assert not is_equivalent(prediction, "19")
     assert normalize_gold("\\text{Evelyn}") == "\\text{Evelyn}"  # a text answer alone is kept
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Answers boxed one at a time, decimal commas, units in bold or normal text
+
+
+@pytest.mark.parametrize(
+    "reply, gold",
+    [
+        ("ok</think>The answers are \\boxed{1}, \\boxed{2} and \\boxed{3}.", "\\{1,2,3\\}"),
+        ("ok</think>\\(\\boxed{1}\\) and \\(\\boxed{-2}\\).", "$\\boxed{-2,1}$."),
+        ("ok</think>\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "-2, 1"),
+        ("ok</think>\\[\n\\boxed{(1, 2)}, \\boxed{(2, 1)}, \\boxed{(-1, -20)}\n\\]", "(1,2),(2,1),(-1,-20)"),
+        ("ok</think>First \\boxed{5}. So: \\boxed{3} or \\boxed{1}", "\\{1, 3\\}"),  # only the final run counts
+    ],
+)
+def test_answers_boxed_one_at_a_time_match_a_list_gold(reply, gold):
+    assert verify_reply(reply, gold).correct
+
+
+@pytest.mark.parametrize(
+    "reply, gold",
+    [
+        ("ok</think>\\boxed{1}, \\boxed{2}", "1"),  # a single-valued gold: the last box is the answer
+        ("ok</think>\\boxed{1} and \\boxed{2}", "1, 2, 3"),  # some of the items only
+        ("ok</think>\\boxed{1}. Then we check. Finally \\boxed{2}", "1, 2"),  # text between: not one answer
+        ("\\boxed{1} and \\boxed{2}", "1, 2"),  # thinking never closed
+    ],
+)
+def test_boxes_are_not_joined_otherwise(reply, gold):
+    assert not verify_reply(reply, gold).correct
+
+
+def test_single_valued_golds_keep_the_last_box():
+    assert verify_reply("ok</think>\\boxed{1}, \\boxed{2}", "2").correct
+    assert final_boxes("ok</think>\\boxed{1}, \\boxed{2} and \\(\\boxed{3}\\)") == ["1", "2", "3"]
+    assert final_boxes("ok</think>no box") == [] and final_boxes("\\boxed{1}") == []
+
+
+def test_a_leading_zero_group_is_a_decimal_comma():
+    assert normalize_gold("0,111") != "111"
+    assert is_equivalent("0.111", "0,111") and not is_equivalent("111", "0,111")
+    assert normalize_gold("1,000") == "1000" and normalize_gold("12,345,678") == "12345678"
+
+
+@pytest.mark.parametrize(
+    "prediction, gold",
+    [("\\frac{1}{3} \\textbf{ meters}", "1/3"), ("125\\textnormal{ miles}", "125"), ("7 \\textit{cm}", "7")],
+)
+def test_units_in_bold_or_normal_text_are_stripped(prediction, gold):
+    assert normalize_gold(prediction) != prediction and is_equivalent(prediction, gold)

@@ -23,6 +23,8 @@ __all__ = [
     "extract_boxed",
     "split_thinking",
     "extract_answer",
+    "final_boxes",
+    "reply_is_correct",
     "normalize_gold",
     "strip_math_delimiters",
     "UNIT_WORDS",
@@ -69,23 +71,109 @@ def split_thinking(text: str) -> tuple[str | None, str]:
     return thinking.strip(), answer
 
 
-def extract_answer(text: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
-    """The last boxed answer after `</think>`; `None` if the thinking never closed, the reply was truncated
-    (`finish_reason == "length"`) or there is no boxed answer."""
+def _answer_part(text: str, finish_reason: str | None, require_think_end: bool) -> str | None:
     if finish_reason == "length":
         return None
     if THINK_END in text:
-        _, answer_part = split_thinking(text)
-    elif require_think_end:
-        return None
-    else:
-        answer_part = text
-    return extract_boxed(answer_part)
+        return split_thinking(text)[1]
+    return None if require_think_end else text
+
+
+def extract_answer(text: str, finish_reason: str | None = None, require_think_end: bool = True) -> str | None:
+    """The last boxed answer after `</think>`; `None` if the thinking never closed, the reply was truncated
+    (`finish_reason == "length"`) or there is no boxed answer."""
+    part = _answer_part(text, finish_reason, require_think_end)
+    return None if part is None else extract_boxed(part)
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """Every `\\boxed{...}` / `\\fbox{...}` of `text` as (start, end, content), nested braces balanced."""
+    found = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            found.append((m.start(), i, text[m.end() : i - 1]))
+    return found
+
+
+# What may stand between the boxes of one final answer: `\boxed{1}, \boxed{2} and \boxed{3}`, `\(\boxed{1}\) or
+# \(\boxed{2}\)`, `\boxed{1} \quad \text{and} \quad \boxed{2}`.
+_BOX_JOIN = re.compile(
+    r"^(?:\s|,|;|&|~|\$|\\[()\[\],;!]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*$"
+)
+
+
+def final_boxes(text: str, finish_reason: str | None = None, require_think_end: bool = True) -> list[str]:
+    """The boxed answers of a reply's final answer, in order: the last box after `</think>` and the boxes before it
+    that only separators join to it (commas, `and`, `or`, `\\quad`, math delimiters), as in
+    `\\boxed{-2} and \\boxed{1}`. Empty where `extract_answer` gives `None`."""
+    part = _answer_part(text, finish_reason, require_think_end)
+    boxes = _boxes(part) if part is not None else []
+    if not boxes:
+        return []
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _BOX_JOIN.match(part[box[1] : run[0][0]]):
+            break
+        run.insert(0, box)
+    return [content for _, _, content in run]
+
+
+def _top_level_items(answer: str) -> list[str]:
+    """The items of a list or set answer (`1, 2, 3`, `\\{1,2,3\\}`, `(1,2),(2,1)`, `1 and 2`); one item for
+    anything else (a number, an interval, a single tuple)."""
+    a = strip_math_delimiters(answer)
+    for left, right in (("\\{", "\\}"), ("{", "}")):
+        if a.startswith(left) and a.endswith(right):
+            a = a[len(left) : -len(right)]
+            break
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(a):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(a[start:i])
+            start = i + 1
+    items.append(a[start:])
+    if len(items) == 1:
+        items = re.split(r"\s+(?:and|\\text\{\s*and\s*\})\s+", a)
+    return [i.strip() for i in items if i.strip()]
+
+
+def _multi_valued(gold: str) -> bool:
+    if len(_boxes(gold)) > 1:
+        return True
+    inner = extract_boxed(gold) if "\\boxed" in gold else gold
+    return len(_top_level_items(inner or "")) > 1
+
+
+def reply_is_correct(
+    text: str, gold: str, finish_reason: str | None = None, require_think_end: bool = True
+) -> tuple[str | None, bool]:
+    """(the extracted answer, whether the reply is correct). The answer is the last box of the final answer, compared
+    with `is_equivalent`; where the gold is a list or set and the final answer boxes its items one at a time
+    (`\\boxed{1}, \\boxed{2} and \\boxed{3}` against `\\{1,2,3\\}`), those boxes taken together are compared too."""
+    answer = extract_answer(text, finish_reason, require_think_end)
+    if answer is None:
+        return None, False
+    if is_equivalent(answer, gold):
+        return answer, True
+    boxes = final_boxes(text, finish_reason, require_think_end)
+    if len(boxes) > 1 and _multi_valued(gold):
+        joined = ", ".join(strip_math_delimiters(b) for b in boxes)
+        if is_equivalent(joined, gold):
+            return joined, True
+    return answer, False
 
 
 # A single number whose comma groups are exactly three digits ("1,000", "1,234,567.5"): the commas are thousands
 # separators. Anything else with commas ("1, 3, 5", "5,15") is a list and keeps them.
-_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")  # a leading 0 group ("0,111") is a decimal comma
 _NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
 # Unit words stripped after a number ("18 dollars", "5 cm"): words only, never a single letter, which may be a
 # variable ("2n", "3m"). Matched case-insensitively, singular or plural.
@@ -103,7 +191,8 @@ _UNIT_WORD = rf"(?:{_UNIT_ALTERNATIVES})(?:e?s)?"
 # "18 \text{ eggs}", "3 \mbox{cm}^2": any words in a text box at the end after a number or a brace (a variable is
 # never in a text box). "%" and "°" after a number.
 _UNIT_TEXT = re.compile(
-    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}(?:\^\{?[23]\}?)?\.?$"
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm|textbf|textnormal|textit|textsf)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}"
+    r"(?:\^\{?[23]\}?)?\.?$"
 )
 _UNIT_PLAIN = re.compile(rf"(?<=[\d}}\s])\s*{_UNIT_WORD}(?:\^\{{?[23]\}}?)?\.?$", flags=re.IGNORECASE)
 _UNIT_SIGN = re.compile(rf"^({_NUMBER})\s*(?:\\?%|°|\^\{{?\\circ\}}?)$")
@@ -259,9 +348,8 @@ def verify_reply(
     require_think_end: bool = True,
     quality: QualityConfig | None = None,
 ) -> VerifiedReply:
-    answer = extract_answer(text, finish_reason, require_think_end)
-    flags = quality_flags(text, quality)
-    return VerifiedReply(answer, is_equivalent(answer, gold) if answer is not None else False, **flags)
+    answer, correct = reply_is_correct(text, gold, finish_reason, require_think_end)
+    return VerifiedReply(answer, correct, **quality_flags(text, quality))
 
 
 def accuracy_reward(completions: list, solution: list[str], **kwargs) -> list[float | None]:

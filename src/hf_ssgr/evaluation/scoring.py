@@ -12,7 +12,7 @@ import re
 import statistics
 from collections.abc import Sequence
 
-from ..verification import THINK_END, extract_answer, extract_boxed, is_equivalent, split_thinking
+from ..verification import THINK_END, extract_boxed, reply_is_correct, split_thinking
 
 __all__ = ["pass_at_k", "extract_choice_letter", "score_problem", "problem_metrics", "summarize_lengths"]
 
@@ -90,8 +90,7 @@ def extract_choice_letter(text: str, finish_reason: str | None = None, require_t
 def _is_correct(reply: str, gold: str, kind: str, finish_reason: str | None) -> bool:
     if kind == "choice":
         return extract_choice_letter(reply, finish_reason) == gold.strip().upper()
-    answer = extract_answer(reply, finish_reason)
-    return answer is not None and is_equivalent(answer, gold)
+    return reply_is_correct(reply, gold, finish_reason)[1]
 
 
 def score_problem(
