@@ -124,6 +124,19 @@ def test_every_command_honours_config(command, tmp_path, capsys):
     assert "must be a YAML mapping of flag names, not a list" in capsys.readouterr().err
 
 
+def test_config_with_an_equals_sign_is_read_and_an_abbreviation_is_refused(tmp_path, capsys):
+    config = tmp_path / "push.yaml"
+    config.write_text(f"model: {tmp_path / 'nowhere'}\nrepo_id: me/x\n")
+    assert main(["push", f"--config={config}"]) == 2
+    assert f"{tmp_path / 'nowhere'} has no pruning_config.json" in capsys.readouterr().err  # the file was read
+    assert main(["push", "--conf", str(config)]) == 2
+    assert "unrecognized arguments: --conf" in capsys.readouterr().err
+    assert main(["push", "--config", str(config), f"--config={config}"]) == 2
+    assert "--config given 2 times" in capsys.readouterr().err
+    assert main(["push", "--model", "x", "--repo", "me/x"]) == 2  # no abbreviation passes for a flag (--repo_id)
+    assert "unrecognized arguments: --repo" in capsys.readouterr().err
+
+
 def test_push_config_values_are_used_and_a_flag_overrides_them(tmp_path, capsys):
     config = tmp_path / "push.yaml"
     config.write_text(f"model: {tmp_path / 'nowhere'}\nrepo_id: me/x\n")

@@ -460,3 +460,54 @@ def wanda_like(w, x):
     norms = torch.sqrt((x**2).sum(0) * 1.01)
     scores = (w * norms).abs()
     return w.masked_fill(lowest_k_mask(scores, w.numel() // 2), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Edge cases: no sparsity, patterns that do not tile, NaN statistics, the fast N:M selection
+
+
+@pytest.mark.parametrize("m", [4, 8, 16])
+def test_nm_mask_keeps_the_stable_sort_order_on_ties(m):
+    g = torch.Generator().manual_seed(m)
+    for scores in (torch.randint(0, 3, (64, 8 * m), generator=g).float(), torch.rand(64, 8 * m, generator=g)):
+        for n in range(1, m):
+            groups = scores.reshape(64, 8, m)
+            idx = torch.argsort(groups, dim=-1, stable=True)[..., :n]
+            expected = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(64, 8 * m)
+            assert torch.equal(nm_mask(scores, n, m), expected), (n, m)
+
+
+def test_alps_at_sparsity_zero_keeps_the_weight_without_a_divergence_fallback():
+    x = correlated_inputs()
+    w = weight()
+    out, info = alps_prune(w, x.T @ x, 0.0)
+    assert "fallback" not in info.extra
+    torch.testing.assert_close(out, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "alps", "wanda", "magnitude"])
+def test_nm_with_columns_that_m_does_not_divide_is_refused_clearly(method):
+    x = correlated_inputs(d_in=66)
+    w = weight(d_in=66)
+    gram = x.T @ x
+    call = {
+        "sparsegpt": lambda: sparsegpt_prune(w, gram, x.shape[0], 0.5, (2, 4)),
+        "alps": lambda: alps_prune(w, gram, 0.5, (2, 4)),
+        "wanda": lambda: wanda_prune(w, (x * x).sum(0), x.shape[0], 0.5, (2, 4)),
+        "magnitude": lambda: magnitude_prune(w, 0.5, (2, 4)),
+    }[method]
+    with pytest.raises(ValueError, match="2:4 sparsity needs a number of input columns divisible by 4, but .* has 66"):
+        call()
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "alps"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_gram_is_named_as_such(method, bad):
+    x = correlated_inputs()
+    gram = x.T @ x
+    gram[3, 5] = bad
+    with pytest.raises(ValueError, match="XᵀX holds 1 NaN or inf entries"):
+        if method == "sparsegpt":
+            sparsegpt_prune(weight(), gram, x.shape[0], 0.5)
+        else:
+            alps_prune(weight(), gram, 0.5)

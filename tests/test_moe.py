@@ -391,3 +391,26 @@ def test_experts_as_linear_modules_see_their_routed_tokens():
         assert m["sparsity"] == 0.5
     assert "model.layers.0.mlp.gate" not in pruner.state.module_metrics
     assert "mlp.gate.weight" in pruner.state.coverage["uncovered"]
+
+
+def test_an_expert_that_no_token_reached_is_pruned_by_magnitude_not_zeroed(caplog):
+    data = calib(1, 3)  # 3 tokens, top-2 of 8 experts: some experts receive none
+    model = make_tiny_moe("qwen3_moe", num_layers=1)
+    dense = copy.deepcopy(model)
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        pruner = prune(model, PruningConfig(method="sparsegpt", sparsity=0.5, starved_experts="routed"), data)
+    metrics = pruner.state.module_metrics
+    empty = [n for n, m in metrics.items() if m.get("tokens") == 0]
+    assert empty, "every expert received a token"
+    mag = copy.deepcopy(dense)
+    prune(mag, PruningConfig(method="magnitude", sparsity=0.5, targets=["mlp.experts"]), None)
+    module, reference = model.model.layers[0].mlp.experts, mag.model.layers[0].mlp.experts
+    for name in empty:
+        m = metrics[name]
+        assert m["sparsity"] == 0.5 and m["fallback"] == "magnitude" and m["no_signal"] is True, (name, m)
+        attr, e = name.split(".")[-2], int(name.split(".")[-1])
+        assert torch.equal(expert_matrices(module, attr)[e], expert_matrices(reference, attr)[e])
+    reached = [n for n, m in metrics.items() if "experts." in n and m.get("tokens")]
+    assert reached and all("no_signal" not in metrics[n] for n in reached)
+    assert "received no signal to prune from" in caplog.text
+    assert pruner.state.log_history[0]["fallback"] >= len(empty)

@@ -647,3 +647,20 @@ def test_alps_divergence_falls_back_and_is_recorded(monkeypatch, caplog):
     assert (
         pruning_metadata(model, pruner.config, pruner.state.module_metrics)["solver_warnings"]["fallback"] == fell_back
     )
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "alps"])
+def test_a_module_whose_inputs_are_all_zero_is_pruned_by_magnitude(method, caplog):
+    from hf_ssgr.pruning.kernels import magnitude_prune
+
+    model = make_tiny_model("llama")
+    with torch.no_grad():
+        model.model.layers[0].self_attn.v_proj.weight.zero_()  # so o_proj of layer 0 only ever sees zeros
+    dense_o = model.model.layers[0].self_attn.o_proj.weight.detach().clone()
+    with caplog.at_level("WARNING", logger="hf_ssgr"):
+        pruner = prune(model, make_calibration(), method=method, alps_max_iter=20)
+    m = pruner.state.module_metrics["model.layers.0.self_attn.o_proj"]
+    assert m["fallback"] == "magnitude" and m["no_signal"] is True and m["sparsity"] == pytest.approx(0.5)
+    assert torch.equal(model.model.layers[0].self_attn.o_proj.weight, magnitude_prune(dense_o, 0.5))
+    assert "no_signal" not in pruner.state.module_metrics["model.layers.1.self_attn.o_proj"]
+    assert "model.layers.0.self_attn.o_proj" in caplog.text

@@ -76,7 +76,8 @@ class SsgrParser:
         self.positional = positional
         if description:  # the command module's docstring, its example block shown as written
             description = "\n".join(line for line in description.strip().splitlines() if not line.startswith("```"))
-        self.parser = HfArgumentParser(self.dataclass_types, prog=prog, description=description,
+        # no abbreviations: `--conf FILE` must not pass for `--config FILE` (it did, and the file was never read)
+        self.parser = HfArgumentParser(self.dataclass_types, prog=prog, description=description, allow_abbrev=False,
                                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         self.parser.error = self._error  # argparse would print its usage and exit; say it in one line instead
         all_fields = [f for d in self.dataclass_types for f in dataclasses.fields(d) if f.init]
@@ -127,15 +128,26 @@ class SsgrParser:
         A dataclass that refuses its values (`__post_init__`) raises a [`CommandError`] with its message.
         """
         argv = list(argv)
-        namespace = argparse.Namespace()
-        if "--config" in argv:
-            i = argv.index("--config")
-            if i + 1 >= len(argv):
-                raise CommandError("--config needs a YAML file.")
-            defaults = self.read_config(argv[i + 1])
-            self.parser.set_defaults(**defaults)
-            argv = argv[:i] + argv[i + 2 :]
-        namespace = self.parser.parse_args(argv)
+        config, rest = [], []
+        i = 0
+        while i < len(argv):  # `--config FILE` and `--config=FILE`, once
+            arg = argv[i]
+            if arg == "--config":
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise CommandError("--config needs a YAML file.")
+                config.append(argv[i + 1])
+                i += 2
+                continue
+            if arg.startswith("--config="):
+                config.append(arg.split("=", 1)[1])
+            else:
+                rest.append(arg)
+            i += 1
+        if len(config) > 1:
+            raise CommandError(f"--config given {len(config)} times ({', '.join(config)}): give one file.")
+        if config:
+            self.parser.set_defaults(**self.read_config(config[0]))
+        namespace = self.parser.parse_args(rest)
         values = vars(namespace)
         values.pop("config", None)
         positional = values.pop(self.positional, None) if self.positional else None

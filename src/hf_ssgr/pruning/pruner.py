@@ -265,6 +265,7 @@ class OneShotPruner:
         self._base_solver = self.solver  # the run's sparsity; a layer-wise run swaps in each layer's (`_layer_solver`)
         self._verified_experts: set[int] = set()  # experts modules whose output the pruner's reading reproduced
         self._starved: dict[str, int] = {}  # expert projections with fewer routed tokens than inputs: their count
+        self._no_signal: set[str] = set()  # modules whose statistics carried no signal: pruned by magnitude
         torch.manual_seed(cfg.seed)
         layers, layers_name = find_decoder_layers(model)
         self._layers_name = layers_name
@@ -788,6 +789,7 @@ class OneShotPruner:
                 failure = exc
 
         limit = self._expert_batch_size(modules, device)
+        magnitude = set(magnitude)
         for members in groups.values():
             shared: dict[str, Any] = {}  # the solver's scratch space for one input
             for full in members:
@@ -798,6 +800,9 @@ class OneShotPruner:
                 if owner[full] != dist.rank or failure is not None:
                     continue
                 module_stats = stats.module_stats(local_names.get(full, full)) if stats is not None else None
+                if full not in magnitude and self._without_signal(module_stats):
+                    self._no_signal.add(full)
+                    magnitude.add(full)
                 item = (full, target, module_stats, shared)
                 if limit > 1 and target.expert is not None and full not in magnitude:
                     batch = batches.setdefault(id(target.param), [])
@@ -808,6 +813,14 @@ class OneShotPruner:
                 solve([item])
         for batch in batches.values():
             solve(batch)
+        quiet = sorted(f for f in modules if f in self._no_signal and f in local_metrics)
+        if quiet:
+            logger.warning(
+                "%d modules received no signal to prune from (no calibration token, or all-zero %s): %s; pruned by "
+                "magnitude instead of %s (recorded as fallback='magnitude', no_signal=True).", len(quiet),
+                " and ".join(sorted(self.solver.needs)), ", ".join(quiet[:6]) + (" ..." if len(quiet) > 6 else ""),
+                self.solver.title or self.config.method,
+            )  # fmt: skip
         if dist.enabled:
             self._share_solves(layer_index, modules, owner, local_metrics, failure)
         metrics = {full: local_metrics[full] for full in modules}
@@ -839,6 +852,18 @@ class OneShotPruner:
                 target.write(buf)
         for part in dist.all_gather_object(dict(local_metrics)):
             local_metrics.update(part)
+
+    def _without_signal(self, stats) -> bool:
+        """Whether a module's statistics hold nothing a data-driven solver could use: no calibration token reached
+        it (an expert nothing was routed to), or a statistic the solver needs is zero everywhere (inputs that are all
+        zero). Solved as such, SparseGPT would zero every weight and Wanda choose by tie order alone."""
+        if stats is None or not self.solver.needs_data():
+            return False
+        if stats.count == 0:
+            return True
+        return any(
+            getattr(stats, key, None) is not None and not bool(getattr(stats, key).any()) for key in self.solver.needs
+        )
 
     def _expert_batch_size(self, modules: dict[str, Target], device) -> int:
         """How many experts of one module one batched solver call takes: `expert_solve_batch`, bounded so that the
@@ -889,7 +914,10 @@ class OneShotPruner:
         if target.expert is not None and stats is not None:
             result["tokens"] = self._starved.get(full, stats.count)  # the tokens routed to it
         if full in self._starved:
-            result["starved"] = "magnitude" if magnitude else cfg.starved_experts
+            result["starved"] = "magnitude" if magnitude and full not in self._no_signal else cfg.starved_experts
+        if full in self._no_signal:
+            result["fallback"] = "magnitude"
+            result["no_signal"] = True
         if stats is not None and cfg.reconstruction_error:
             if stats.gram is not None:
                 result["error"] = relative_reconstruction_error(weight, final.to(device=weight.device), stats.gram)
