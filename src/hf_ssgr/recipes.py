@@ -42,7 +42,9 @@ from .evaluation.config import EvalConfig
 from .pruning.config import PruningConfig
 from .utils import (
     PRUNING_CONFIG_NAME,
+    check_output,
     library_versions,
+    parse_torch_dtype,
     resolve_model,
     write_folder_atomically,
     write_json_atomically,
@@ -147,6 +149,7 @@ class RunConfig:
     parsed_claims: list[Any] = field(init=False, repr=False)
 
     def __post_init__(self):
+        parse_torch_dtype(self.torch_dtype, "torch_dtype")  # a misspelt dtype fails here, not after calibrating
         if not self.policies:
             raise ValueError("policies is empty: name at least one calibration policy (e.g. [ssgr]).")
         unknown = set(self.policy_overrides) - set(self.policies)
@@ -340,10 +343,9 @@ class _Run:
 
     def dense(self):
         if self._model is None:
-            import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            dtype = self.cfg.torch_dtype if self.cfg.torch_dtype == "auto" else getattr(torch, self.cfg.torch_dtype)
+            dtype = parse_torch_dtype(self.cfg.torch_dtype, "torch_dtype")
             self._model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
             self._model.eval()
             self._tok = AutoTokenizer.from_pretrained(self.model_path)
@@ -750,6 +752,9 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
 
     if isinstance(cfg, str):
         cfg = RunConfig.from_yaml(cfg, **overrides)
+    check_output(os.path.join(cfg.output_dir, "manifest.json"), "output_dir", "file")
+    if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+        raise FileExistsError(f"output_dir {cfg.output_dir} is an existing file, not a folder (nothing was written).")
     os.makedirs(cfg.output_dir, exist_ok=True)
     run = _Run(cfg)
     run.save_manifest()

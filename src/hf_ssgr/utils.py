@@ -37,6 +37,10 @@ __all__ = [
     "write_text_atomically",
     "write_json_atomically",
     "write_folder_atomically",
+    "check_output",
+    "disk_full",
+    "disk_full_error",
+    "parse_torch_dtype",
     "move_folder_into_place",
     "owned_temp_dir",
     "remove_stale_folders",
@@ -174,10 +178,102 @@ def write_json_atomically(path: str | os.PathLike, data: Any, **dump_kwargs) -> 
     return write_text_atomically(path, json.dumps(data, indent=2, **dump_kwargs))
 
 
-def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], Any]) -> str:
+def check_output(path: str | os.PathLike, flag: str, kind: str = "folder") -> str:
+    """Refuse, before any work, an output that cannot be written: a folder output that is an existing file (or a file
+    output that is an existing folder), or a place where nothing can be created (a read-only file system, a folder
+    without write permission), found by creating and removing a file there. Outputs are written beside their
+    destination and renamed into place, so that is where it is tried. Returns the absolute path.
+
+    Args:
+        path: the output. flag: how the user named it, for the message (`"--save_dir"`, `"save_pruned(save_dir)"`).
+        kind: `"folder"` or `"file"`.
+    """
+    full = os.path.abspath(os.fspath(path))
+    if kind == "folder" and os.path.exists(full) and not os.path.isdir(full):
+        raise FileExistsError(
+            f"{flag} {path} is an existing file, not a folder: give a folder path (nothing was written)."
+        )
+    if kind == "file" and os.path.isdir(full):
+        raise IsADirectoryError(f"{flag} {path} is an existing folder: give a file path (nothing was written).")
+    where = os.path.dirname(full)
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    if not os.path.isdir(where):
+        raise NotADirectoryError(f"{flag} {path}: {where} is a file, so nothing can be written under it.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hf-ssgr-write-test-", dir=where)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise PermissionError(
+            f"{flag} {path}: nothing can be written in {where} ({err.strerror}); choose a writable place (nothing "
+            "was done)."
+        ) from None
+    return full
+
+
+TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32", "float64")
+
+
+def parse_torch_dtype(name: str, flag: str = "torch_dtype"):
+    """`"auto"`, or the torch dtype named by `name` (`"bfloat16"`, `"torch.float16"`, ...); anything else is refused
+    with the valid names."""
+    if name in (None, "auto"):
+        return "auto"
+    import torch
+
+    key = str(name).replace("torch.", "")
+    if key not in TORCH_DTYPES:
+        raise ValueError(
+            f"{flag} {name!r} is not a dtype a model can be loaded in: use one of {', '.join(TORCH_DTYPES)}."
+        )
+    return getattr(torch, key)
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether `err` says the disk is full (an `OSError` with ENOSPC, or safetensors' own error for it)."""
+    import errno
+
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
+
+
+def disk_full_error(where: str, needed_bytes: float | None, what: str) -> OSError:
+    """The message for a write that ran out of space: where, how much it needs and how much is free."""
+    import errno
+
+    folder = where
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder or ".").free
+    need = f"about {needed_bytes / 2**30:.2f} GiB are needed there and " if needed_bytes else ""
+    return OSError(
+        errno.ENOSPC, f"No space left on device writing {where}: {need}{free / 2**30:.2f} GiB are free. {what}"
+    )
+
+
+def _umask() -> int:
+    """This process's umask (read without changing it where Linux tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_folder_atomically(
+    save_dir: str | os.PathLike, write: Callable[[str], Any], needed_bytes: float | None = None
+) -> str:
     """Run `write(tmp_dir)` into a temporary sibling folder, then move it to `save_dir`, replacing an old one: the
-    folder exists only once complete, and a failed or killed write leaves the old one as it was."""
-    save_dir = os.path.abspath(os.fspath(save_dir))
+    folder exists only once complete, and a failed or killed write leaves the old one as it was. The folder gets the
+    permissions the umask gives a new folder (as `save_pretrained`'s), not the temporary folder's 0700. An existing
+    file at `save_dir` is refused (it is never replaced by the folder). A full disk is said as such, with
+    `needed_bytes` (what the folder will take, where the caller knows it) and the free space."""
+    save_dir = check_output(save_dir, "the output folder")
     parent = os.path.dirname(save_dir)
     os.makedirs(parent, exist_ok=True)
     recover_folder(save_dir)
@@ -185,8 +281,10 @@ def write_folder_atomically(save_dir: str | os.PathLike, write: Callable[[str], 
     try:
         write(tmp)
         move_folder_into_place(tmp, save_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(err):
+            raise disk_full_error(save_dir, needed_bytes, "Free some space and run it again (nothing was written).")
         raise
     return save_dir
 
@@ -196,6 +294,11 @@ def move_folder_into_place(src: str, save_dir: str) -> str:
     aside first and removed after, so `save_dir` is at every moment the old folder or the new one, or briefly absent."""
     save_dir = os.path.abspath(save_dir)
     parent = os.path.dirname(save_dir)
+    os.chmod(src, 0o777 & ~_umask())  # a new folder's permissions, not the temporary folder's 0700
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise FileExistsError(
+            f"{save_dir} is an existing file, not a folder: it is not replaced (nothing was written)."
+        )
     if os.path.exists(save_dir):
         old = owned_temp_dir(f".{os.path.basename(save_dir)}.old-", parent)
         os.rmdir(old)

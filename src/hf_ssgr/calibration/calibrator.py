@@ -196,8 +196,14 @@ class SSGRCalibrator:
         """Return the calibration `datasets.Dataset` for `model` (object, Hub id or local path) and `source` (a
         registered name, a `Dataset`, or a local file). `tokenizer` is a tokenizer object or a Hub id / local path;
         by default the model's own (needed with a model object)."""
+        from ..utils import check_model_path, check_output, resolve_model
+
         cfg = self.config
         t_start = time.perf_counter()
+        if isinstance(model, (str, os.PathLike)):
+            check_model_path(resolve_model(str(model)))  # a missing folder is named, before anything is loaded
+        if cfg.rollouts_dir:
+            check_output(cfg.rollouts_dir, "rollouts_dir")
         tokenizer = _resolve_tokenizer(tokenizer)
         source_name = source if isinstance(source, str) else "user"
         rows, counts = self._rows(model, source, tokenizer, source_name, random.Random(cfg.seed))

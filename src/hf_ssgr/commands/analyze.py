@@ -41,12 +41,13 @@ def main(argv: list[str]) -> int:
 
     from ..calibration.sources import load_problems
     from ..evaluation.analysis import plot_error_ratio_heatmap, reconstruction_errors
-    from ..utils import check_model_path, resolve_model
+    from ..utils import check_model_path, check_output, resolve_model
 
     (args,) = make_parser().parse(argv)
     missing = [f"--{n}" for n in ("dense", "model_a", "model_b", "output") if not getattr(args, n)]
     if missing:
         raise CommandError(f"{' '.join(missing)} required.")
+    check_output(args.output, "--output", "file")
     paths = {k: resolve_model(getattr(args, k)) for k in ("dense", "model_a", "model_b")}
     for path in paths.values():
         check_model_path(path)

@@ -34,9 +34,11 @@ def make_parser() -> SsgrParser:
 def main(argv: list[str]) -> int:
     from ..calibration.calibrator import SSGRCalibrator
     from ..distributed import is_main_process, wait_for_everyone
-    from ..utils import check_model_path, resolve_model, write_folder_atomically
+    from ..utils import check_model_path, check_output, resolve_model, write_folder_atomically
 
     args, config = make_parser().parse(argv)
+    if args.save_dir:
+        check_output(args.save_dir, "--save_dir")
     missing = [f"--{n}" for n in ("model", "source", "save_dir") if not getattr(args, n)]
     if missing:
         raise CommandError(f"{' '.join(missing)} required.")

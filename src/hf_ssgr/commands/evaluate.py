@@ -33,11 +33,13 @@ def main(argv: list[str]) -> int:
     from ..distributed import is_main_process
     from ..evaluation.evaluate import evaluate
     from ..evaluation.report import EvalReport
-    from ..utils import resolve_model
+    from ..utils import check_output, resolve_model
 
     args, config = make_parser().parse(argv)
     if not args.model:
         raise CommandError("--model is required.")
+    if args.output:
+        check_output(args.output, "--output", "file")
     baseline = EvalReport.load(args.baseline) if args.baseline else None
     report = evaluate(resolve_model(args.model), config=config, model_name=args.model_name, output_path=args.output)
     if is_main_process():  # under torchrun every process holds the same report; one prints it

@@ -40,7 +40,8 @@ class PruneArguments:
     resume: bool = field(
         default=False,
         metadata={
-            "help": "In memory (--stream false): resume from the latest checkpoint in --output_dir. A streamed run "
+            "help": "In memory (--stream false): resume from the latest checkpoint in --output_dir if there is one "
+            "(else start at the first layer), so the same command serves the first run and a rerun. A streamed run "
             "resumes by itself from the unfinished folder beside --save_dir."
         },
     )
@@ -80,19 +81,19 @@ def load_calibration(path: str):
 
 
 def main(argv: list[str]) -> int:
-    import torch
     from transformers import AutoModelForCausalLM
 
     from ..hub.upload import save_pruned
     from ..pruning.pruner import OneShotPruner
     from ..pruning.solvers import get_solver
-    from ..utils import check_model_path, load_tokenizer, resolve_model
+    from ..utils import check_model_path, check_output, load_tokenizer, parse_torch_dtype, resolve_model
 
     args, config = make_parser().parse(argv)
     for name in ("model_name_or_path", "calibration", "save_dir"):
         if not getattr(args, name) and not (name == "calibration" and not get_solver(config.method).needs_data()):
             raise CommandError(f"--{name} is required.")
-    dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
+    dtype = parse_torch_dtype(args.torch_dtype, "--torch_dtype")
+    check_output(args.save_dir, "--save_dir")
     model_path = resolve_model(args.model_name_or_path)
     check_model_path(model_path)
     calibration = load_calibration(args.calibration) if args.calibration else None

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from ..distributed import Distributed
-from ..utils import check_model_path, library_versions
+from ..utils import check_model_path, check_output, library_versions
 from .config import EvalConfig
 from .perplexity import PERPLEXITY_TASKS, run_perplexity
 from .registry import BENCHMARKS, GradeCode, resolve_tasks, tasks_path
@@ -115,6 +115,8 @@ def evaluate(
     """
     given = {k: v for k, v in locals().items() if k in _SETTINGS and v is not None}
     cfg = dataclasses.replace(config, **given) if config is not None else EvalConfig(**given)
+    if output_path:
+        check_output(output_path, "output_path", "file")  # before any reply is generated
     if isinstance(model_or_path, (str, os.PathLike)):
         check_model_path(str(model_or_path))
         model_or_path = str(model_or_path)

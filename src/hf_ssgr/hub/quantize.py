@@ -245,11 +245,12 @@ def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | 
     from transformers import AutoModelForCausalLM
 
     from ..pruning.config import PruningConfig
-    from ..utils import PRUNING_CONFIG_NAME, load_tokenizer, write_folder_atomically
+    from ..utils import PRUNING_CONFIG_NAME, check_output, load_tokenizer, write_folder_atomically
     from .cards import model_card
     from .upload import write_checkpoint_files
 
     check_scheme(scheme)
+    check_output(dst, "DST")
     meta = _read_pruning_config(src, PRUNING_CONFIG_NAME)
     with open(os.path.join(src, "config.json"), encoding="utf-8") as f:
         if "quantization_config" in json.load(f):
@@ -267,7 +268,8 @@ def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | 
     def write(folder: str) -> None:
         write_checkpoint_files(folder, model, tokenizer, meta, card, compressor=compressor)
 
-    return write_folder_atomically(dst, write)
+    size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    return write_folder_atomically(dst, write, size)
 
 
 def _read_pruning_config(src: str, name: str) -> dict:

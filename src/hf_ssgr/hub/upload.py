@@ -89,8 +89,9 @@ def save_pruned(
     model, compressor = _quantized(model, meta, quantization)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
     try:
+        size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
         return write_folder_atomically(
-            save_dir, lambda tmp: write_checkpoint_files(tmp, model, tokenizer, meta, card, compressor)
+            save_dir, lambda tmp: write_checkpoint_files(tmp, model, tokenizer, meta, card, compressor), size
         )
     finally:
         wait_for_everyone()
@@ -127,18 +128,57 @@ def _resolve_token(token: str | None) -> str:
     return token
 
 
+def _unreachable(err: BaseException) -> bool:
+    """Whether `err` says the Hub could not be reached (no network, a name that does not resolve, a time-out, offline
+    mode), as opposed to an answer from the Hub."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return True
+    if isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
+        return False
+    name = type(err).__name__
+    module = type(err).__module__ or ""
+    return isinstance(err, (ConnectionError, TimeoutError, OSError)) or (
+        module.startswith(("httpx", "httpcore", "requests", "urllib3")) and ("Connect" in name or "Timeout" in name)
+    )
+
+
+def _hub_unreachable(err: BaseException, action: str) -> ConnectionError:
+    offline = " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+    return ConnectionError(
+        f"The Hub cannot be reached{offline} while {action} ({type(err).__name__}: {str(err).splitlines()[0][:200]}): "
+        "nothing was uploaded. Check the network (or HF_ENDPOINT) and run the same command again."
+    )
+
+
 def _create_repo(api, repo_id: str, repo_type: str, private: bool) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    except HfHubHTTPError as err:
+    except Exception as err:  # noqa: BLE001 - sorted below: unreachable, refused, or re-raised
+        if _unreachable(err):
+            raise _hub_unreachable(err, f"creating {repo_id}") from err
+        if not isinstance(err, HfHubHTTPError):
+            raise
         status = getattr(getattr(err, "response", None), "status_code", None)
         raise PermissionError(
             f"Cannot create or write the {repo_type} repo {repo_id!r} (HTTP {status}): check that the token has write "
             f"access and that the namespace {repo_id.split('/')[0]!r} is yours or your organisation's. Nothing was "
             "uploaded."
         ) from err
+
+
+def _upload(api, repo_id: str, repo_type: str, folder: str, message: str, create_pr: bool):
+    """One commit of `folder`'s files; a Hub that cannot be reached is said as such (a commit is all or nothing)."""
+    try:
+        return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=message,
+                                 create_pr=create_pr)  # fmt: skip
+    except Exception as err:  # noqa: BLE001
+        if _unreachable(err):
+            raise _hub_unreachable(err, f"uploading to {repo_id}") from err
+        raise
 
 
 def push_to_hub(
@@ -188,15 +228,10 @@ def push_to_hub(
             report.save(os.path.join(tmp, "eval_results.json"))
         if baseline is not None:
             baseline.save(os.path.join(tmp, "eval_results_dense.json"))
-        info = api.upload_folder(
-            repo_id=repo_id,
-            repo_type="model",
-            folder_path=tmp,
-            commit_message=commit_message
-            or f"Upload {meta.get('method')} pruned model ({sparsity_description(meta)})"
-            + (f", {quantization} quantized" if quantization else ""),
-            create_pr=create_pr,
+        message = commit_message or f"Upload {meta.get('method')} pruned model ({sparsity_description(meta)})" + (
+            f", {quantization} quantized" if quantization else ""
         )
+        info = _upload(api, repo_id, "model", tmp, message, create_pr)
     logger.info("Uploaded %s to %s", sparsity_description(meta), getattr(info, "commit_url", repo_id))
     return info
 
@@ -234,11 +269,6 @@ def push_calibration_to_hub(
             shutil.copytree(
                 rollouts_dir, os.path.join(tmp, "rollouts"), ignore=shutil.ignore_patterns("*.lock", "*.tmp")
             )
-        info = api.upload_folder(
-            repo_id=repo_id,
-            repo_type="dataset",
-            folder_path=tmp,
-            commit_message=commit_message or f"Upload calibration data ({len(calibration)} rows)",
-            create_pr=create_pr,
-        )
+        message = commit_message or f"Upload calibration data ({len(calibration)} rows)"
+        info = _upload(api, repo_id, "dataset", tmp, message, create_pr)
     return info

@@ -96,6 +96,9 @@ def as_rows(calibration: Any, need_prompt_length: bool) -> list[Row]:
                     raise ValueError("A calibration row given as a dict needs an 'input_ids' key.")
                 ids.append(row["input_ids"])
                 prompt_lengths.append(row.get("prompt_length"))
+            elif isinstance(row, torch.Tensor) and row.dim() == 2:  # a (rows, tokens) batch in the list: its rows
+                ids.extend(row)
+                prompt_lengths.extend([None] * row.shape[0])
             else:
                 ids.append(row)
                 prompt_lengths.append(None)
@@ -128,8 +131,24 @@ def as_rows(calibration: Any, need_prompt_length: bool) -> list[Row]:
 
 
 def _token_ids(i: int, row: Any) -> torch.Tensor:
-    """Row `i`'s token ids as a 1-D long tensor; a value that is not an integer is refused, not truncated."""
-    t = row.detach().to("cpu") if isinstance(row, torch.Tensor) else torch.as_tensor(row)
+    """Row `i`'s token ids as a 1-D long tensor; text, a value that is not an integer, or a row of more than one
+    dimension is refused, not converted."""
+    if isinstance(row, str) or (isinstance(row, (list, tuple)) and row and isinstance(row[0], str)):
+        text = row if isinstance(row, str) else row[0]
+        raise ValueError(
+            f"Calibration row {i} is text ({text[:40]!r}), but calibration rows are token ids: tokenize it first, "
+            "e.g. [tokenizer(t)['input_ids'] for t in texts], or build the set with SSGRCalibrator "
+            "(policy='text' for a plain corpus)."
+        )
+    try:
+        t = row.detach().to("cpu") if isinstance(row, torch.Tensor) else torch.as_tensor(row)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"Calibration row {i} is not a sequence of token ids ({type(row).__name__}: {err}).") from None
+    if t.dim() > 1:
+        raise ValueError(
+            f"Calibration row {i} has shape {tuple(t.shape)}: a row is one sequence of token ids (pass a 2-D tensor "
+            "as the calibration itself, or its rows as a list)."
+        )
     t = t.reshape(-1)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         bad = t[t != t.round()] if t.is_floating_point() else t

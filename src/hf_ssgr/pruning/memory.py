@@ -224,6 +224,7 @@ class _ModelShape:
 
     @classmethod
     def of(cls, config: Any) -> _ModelShape:
+        _check_sizes(config)
         d = _get(config, "hidden_size")
         layers, heads = _get(config, "num_hidden_layers"), _get(config, "num_attention_heads")
         if not (d and layers and heads):
@@ -618,6 +619,32 @@ def _layer_seconds(
 # ------------------------------------------------------------------------------------------------------------------
 
 
+# The sizes of a config that must be positive where given, and those that may also be 0 (none of them).
+_POSITIVE_SIZES = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+    "moe_intermediate_size", "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok",
+    "vocab_size", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+)  # fmt: skip
+_NON_NEGATIVE_SIZES = (
+    "q_lora_rank", "n_shared_experts", "shared_expert_intermediate_size", "first_k_dense_replace",
+    "decoder_sparse_step", "moe_layer_freq",
+)  # fmt: skip
+
+
+def _check_sizes(config: Any) -> None:
+    """Refuse a config whose sizes are not whole numbers of the right sign (a negative hidden size would give a
+    negative peak that `plan` reports as fitting)."""
+    for keys, least in ((_POSITIVE_SIZES, 1), (_NON_NEGATIVE_SIZES, 0)):
+        for key in keys:
+            value = _get(config, key, None)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"The model config's {key} must be a whole number {'>= 1' if least else '>= 0'}, got {value!r}."
+                )
+
+
 def estimate_prune_memory(
     config: Any,
     num_rows: int,
@@ -666,8 +693,15 @@ def estimate_prune_memory(
     """
     from .solvers import get_solver
 
-    if world_size < 1 or num_rows < 1 or tokens_per_row < 1:
-        raise ValueError("num_rows, tokens_per_row and world_size must be at least 1.")
+    for name, value in (("num_rows", num_rows), ("tokens_per_row", tokens_per_row), ("world_size", world_size),
+                        ("dtype_bytes", dtype_bytes), ("batch_size", batch_size), ("chunk_size", chunk_size),
+                        ("expert_solve_batch", expert_solve_batch)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+    for name, value in (("error_sample_tokens", error_sample_tokens), ("runtime_bytes", runtime_bytes),
+                        ("moe_stats_memory_gb", moe_stats_memory_gb), ("device_memory_gb", device_memory_gb)):  # fmt: skip
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must not be negative, got {value!r}.")
     assumptions = assumptions or PlanAssumptions()
     shape = _ModelShape.of(config)
     b = dtype_bytes

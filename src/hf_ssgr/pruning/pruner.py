@@ -112,7 +112,10 @@ def refuse_offloaded(model: nn.Module) -> None:
 
 
 class NonFiniteActivationError(ValueError):
-    """Raised when a decoder layer produces NaN or infinite activations."""
+    """Raised when a decoder layer produces NaN or infinite activations. `damaged_weights` is true when the layer's
+    own weights hold NaN or inf (the checkpoint is damaged, so no rerun can get past it)."""
+
+    damaged_weights: bool = False
 
 
 def _non_finite_cause(module: nn.Module | None) -> str:
@@ -196,8 +199,9 @@ class OneShotPruner:
                 a list of token-id lists or tensors, or a 2-D tensor. Optional for solvers that need no statistics
                 (`method="magnitude"`): with data they still report the reconstruction error.
             resume_from_checkpoint: a `checkpoint-layer-XXX` directory, or `True` for the latest one in
-                `config.output_dir`. The run continues after the last finished layer; the result equals that of an
-                uninterrupted run.
+                `config.output_dir` if there is one (none yet: the run starts at the first layer, so the same call
+                is right the first time and after a crash). The run continues after the last finished layer; the
+                result equals that of an uninterrupted run.
 
         Rows longer than the model's `max_position_embeddings` are refused (truncate them first).
         """
@@ -212,7 +216,9 @@ class OneShotPruner:
         was_training = model.training
         model.eval()
         try:
-            if resume_from_checkpoint:
+            if resume_from_checkpoint is True and cfg.output_dir and not list_checkpoints(cfg.output_dir):
+                logger.info("Nothing to resume in %s yet: starting at the first layer.", cfg.output_dir)
+            elif resume_from_checkpoint:
                 start_layer = self._resume(model, resume_from_checkpoint, backup) + 1
             with fp32_statistics():
                 self._prune_layers(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
@@ -741,8 +747,12 @@ class OneShotPruner:
     def _raise_if_non_finite(self, flags: list[torch.Tensor], where: str, module: nn.Module | None = None) -> None:
         bad = bool(flags) and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
         if self._dist.any(bad):  # every process raises together
-            raise NonFiniteActivationError(f"Non-finite activations (NaN or inf) at the output of {where}: "
+            err = NonFiniteActivationError(f"Non-finite activations (NaN or inf) at the output of {where}: "
                                            + _non_finite_cause(module))  # fmt: skip
+            err.damaged_weights = module is not None and any(
+                p.device.type != "meta" and not bool(torch.isfinite(p).all()) for p in module.parameters()
+            )
+            raise err
 
     # ----------------------------------------------------------------------------------------------------------------
     # Solving

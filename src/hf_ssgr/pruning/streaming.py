@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import disk_full, disk_full_error
+
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = ["SourceCheckpoint", "StreamingRun", "prune_streaming", "dequantize_fp8", "partial_dir"]
@@ -47,6 +49,27 @@ RUN_FILE = "run.json"
 INDEX_NAME = "model.safetensors.index.json"
 _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 _CT_AUX_SUFFIXES = (".weight_scale", ".input_scale", ".weight_zero_point", ".input_zero_point", ".output_scale")
+
+
+def _read_header(path: str) -> dict:
+    """The JSON header of a safetensors file (its tensors' dtypes, shapes and offsets)."""
+    import struct
+
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(size))
+
+
+def _shard_fingerprint(path: str) -> list:
+    """What tells a source shard apart from a changed one: its size, modification time and the hash of its header (a
+    tensor rewritten in place changes the time; another layout, the header)."""
+    import hashlib
+
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        header = f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
+    return [st.st_size, st.st_mtime_ns, hashlib.sha256(header).hexdigest()[:16]]
 
 
 def partial_dir(save_dir: str) -> str:
@@ -264,6 +287,15 @@ class SourceCheckpoint:
             )  # fmt: skip
         return layers, others, unexpected
 
+    def nbytes(self, key: str) -> int:
+        """Bytes the stored tensor `key` takes in its shard (read from the shard's header)."""
+        headers = self.__dict__.setdefault("_headers", {})
+        name = self.weight_map[key]
+        if name not in headers:
+            headers[name] = _read_header(os.path.join(self.path, name))
+        start, end = headers[name].get(key, {}).get("data_offsets", (0, 0))
+        return int(end) - int(start)
+
     def load(self, keys: list[str], folder: str | None = None, weight_map: dict[str, str] | None = None) -> None:
         """Load the checkpoint tensors `keys` into the skeleton through transformers' loader (renamings and fusions
         included, cast to the compute dtype). `folder`/`weight_map` read another folder in the same format (the
@@ -394,12 +426,11 @@ class StreamingRun:
     def identity(self, fingerprint: str | None) -> dict[str, Any]:
         import hashlib
 
-        sizes = {}
-        for name in sorted(set(self.source.weight_map.values())):
-            sizes[name] = os.path.getsize(os.path.join(self.source.path, name))
         config = self.source.stored_config.to_json_string(use_diff=False)
         return {
-            "source": hashlib.sha256((config + json.dumps(sizes, sort_keys=True)).encode()).hexdigest()[:16],
+            "source": hashlib.sha256(config.encode()).hexdigest()[:16],
+            "shards": {name: _shard_fingerprint(os.path.join(self.source.path, name))
+                       for name in sorted(set(self.source.weight_map.values()))},  # fmt: skip
             "dtype": str(self.source.dtype),
             "numerics": self.pruner.config.numerics_dict(),
             "calibration": fingerprint,
@@ -426,10 +457,14 @@ class StreamingRun:
             saved = json.load(f)
         if saved != identity:
             diff = sorted(k for k in identity if saved.get(k) != identity[k])
+            changed = sorted(n for n, f in identity["shards"].items() if (saved.get("shards") or {}).get(n) != f)
+            detail = f"; the source shards changed since: {', '.join(changed)}" if "shards" in diff and changed else ""
             raise ValueError(
-                f"{self.partial} holds an unfinished streamed prune of another run (it differs in {diff}): delete "
-                "that folder, or pass restart=True (`--restart` on the command line) to start over."
+                f"{self.partial} holds an unfinished streamed prune of another run (it differs in {diff}{detail}): "
+                "delete that folder, or pass restart=True (`--restart` on the command line) to start over."
             )
+        if self.is_main:
+            self._remove_stale_shards()
         for i in range(self.num_shards - 1):
             record = os.path.join(self.state_dir, f"layer-{i:05d}.json")
             if os.path.isfile(os.path.join(self.partial, self.shard_name(i))) and os.path.isfile(record):
@@ -451,6 +486,43 @@ class StreamingRun:
             state.layer_index = start - 1
             logger.info("Resuming the streamed prune in %s: layers 0..%d are written.", self.partial, start - 1)
         return start
+
+    def _remove_stale_shards(self) -> None:
+        """Remove the half-written shards (`NAME.PID.tmp`) of runs killed while writing one: a finished folder holds
+        only the model's files."""
+        for name in sorted(os.listdir(self.partial)) if os.path.isdir(self.partial) else []:
+            m = re.fullmatch(r".+\.(\d+)\.tmp", name)
+            if m and int(m.group(1)) != os.getpid():
+                os.remove(os.path.join(self.partial, name))
+                logger.info("Removed %s, a shard half-written by an interrupted run.", os.path.join(self.partial, name))
+
+    def _save_shard(self, tensors: dict, path: str) -> None:
+        """Write one output shard through a temporary file; a full disk is said as such (the finished layers are
+        kept, and the run resumes once there is room)."""
+        from safetensors.torch import save_file
+
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            save_file(tensors, tmp, metadata={"format": "pt"})
+            os.replace(tmp, path)
+        except BaseException as err:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if disk_full(err):
+                done = sum(1 for i in self.records if i < self.num_run)
+                raise disk_full_error(path, self._bytes_left(), f"Free some space and run the same command again: "
+                                      f"the {done} layers written so far are kept in {self.partial} and the run "
+                                      "resumes after them.") from None  # fmt: skip
+            raise
+
+    def _bytes_left(self) -> float:
+        """About how much the shards not yet written take: the source's tensors of the layers without a record, and
+        the weights outside the layers (as stored, a bound for the pruned copies)."""
+        total = 0
+        for i, keys in self.layer_keys.items():
+            if i not in self.records:
+                total += sum(self.source.nbytes(k) for k in keys)
+        return total + sum(self.source.nbytes(k) for k in self.other_keys)
 
     def load_resident(self) -> None:
         """The weights outside the decoder layers that the run needs: all but an unpruned, untied `lm_head`."""
@@ -486,8 +558,6 @@ class StreamingRun:
         release_host_memory()
 
     def _write_layer(self, i: int, layer: nn.Module, targets: dict) -> None:
-        from safetensors.torch import save_file
-
         from ..hub.metadata import layer_sparsity_entry
 
         state = self.pruner.state
@@ -524,15 +594,7 @@ class StreamingRun:
             from ..utils import write_json_atomically
 
             write_json_atomically(os.path.join(self.state_dir, f"layer-{i:05d}.json"), record, default=str)
-            path = os.path.join(self.partial, self.shard_name(i))
-            tmp = f"{path}.{os.getpid()}.tmp"
-            try:
-                save_file(out, tmp, metadata={"format": "pt"})
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+            self._save_shard(out, os.path.join(self.partial, self.shard_name(i)))
         self.records[i] = json.loads(json.dumps(record, default=str))
         self.out_map.update(dict.fromkeys(out, self.shard_name(i)))
 
@@ -542,7 +604,6 @@ class StreamingRun:
     def finish(self, calibration, tokenizer, base_model, command, recipe) -> str:
         """Copy what was not pruned, measure, write the index, configs, tokenizer, metadata and card, and move the
         folder into place."""
-        from safetensors.torch import save_file
         from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
         from ..hub.cards import model_card
@@ -570,7 +631,7 @@ class StreamingRun:
         out = self.source.revert(outside)
         last = self.shard_name(self.num_shards - 1)
         if self.is_main:
-            save_file(out, os.path.join(self.partial, last), metadata={"format": "pt"})
+            self._save_shard(out, os.path.join(self.partial, last))
         self.out_map.update(dict.fromkeys(out, last))
         # Measured zeros, as prune() measures them on the weights.
         recs = [self.records[i] for i in range(len(self.layers))]
@@ -600,6 +661,7 @@ class StreamingRun:
             json.dump(meta, f, indent=2, default=str)
             f.write("\n")
         model_card(meta, None, None, command=command, recipe=recipe).save(os.path.join(self.partial, "README.md"))
+        self._remove_stale_shards()
         move_folder_into_place(self.partial, self.save_dir)
         shutil.rmtree(os.path.join(self.save_dir, STATE_DIR), ignore_errors=True)
         pruner._dist.barrier()
@@ -700,6 +762,9 @@ def prune_streaming(pruner, model_name_or_path: str, calibration, save_dir: str,
             "prune_pretrained loads each layer once: prune the model in memory with prune(), or pass an allocation "
             "as layer_sparsities (e.g. pruner.state.layer_sparsities of an OWL run on the same model and data)."
         )
+    from ..utils import check_output
+
+    check_output(save_dir, "prune_pretrained(save_dir)")
     path = _local_checkpoint(model_name_or_path)
     if os.path.abspath(path) == os.path.abspath(save_dir):
         raise ValueError(f"save_dir {save_dir} is the input checkpoint: write the pruned model to another folder.")
@@ -724,5 +789,15 @@ def prune_streaming(pruner, model_name_or_path: str, calibration, save_dir: str,
                            pruner.state.layer_index, run.partial)  # fmt: skip
             return run.partial
         return run.finish(calibration, tokenizer, base_model or model_name_or_path, command, recipe)
+    except Exception as err:  # noqa: BLE001 - re-raised; damaged weights also remove the unfinished folder
+        from .pruner import NonFiniteActivationError
+
+        if not isinstance(err, NonFiniteActivationError):
+            raise
+        if err.damaged_weights and run.is_main:  # no rerun gets past damaged weights: leave nothing to resume
+            shutil.rmtree(run.partial, ignore_errors=True)
+            err.args = (f"{err.args[0]} The unfinished folder {run.partial} was removed: it could never finish from "
+                        "this checkpoint.",)  # fmt: skip
+        raise
     finally:
         pruner._stream = None
