@@ -38,6 +38,9 @@ __all__ = [
     "write_json_atomically",
     "write_folder_atomically",
     "check_output",
+    "public_name",
+    "public_text",
+    "scrub_local_paths",
     "disk_full",
     "disk_full_error",
     "parse_torch_dtype",
@@ -230,6 +233,47 @@ def parse_torch_dtype(name: str, flag: str = "torch_dtype"):
     return getattr(torch, key)
 
 
+_HUB_CACHE = re.compile(r"(?:^|/)(?:models|datasets)--([^/]+)--([^/]+)/snapshots/[0-9a-f]+")
+# an absolute or home path in free text: not part of a word, a number ("1/3") or a URL ("https://...")
+_PATH_IN_TEXT = re.compile(r"(?<![\w.:/~-])(?:~|/)[^\s'\"`,;()\[\]{}<>|]*")
+
+
+def public_name(name: str | os.PathLike | None) -> str | None:
+    """A model, file or folder as a public record may name it: an embedded model by its name, a Hub cache snapshot
+    by its Hub id, another absolute or home path by its last component (a relative path and a Hub id as they are).
+    Nothing of the local file system (home, user, mount points) survives."""
+    if name is None:
+        return None
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    from . import tiny_reasoner
+
+    for key, (_, attr, what) in EMBEDDED_MODELS.items():
+        if os.path.abspath(text) == os.path.abspath(getattr(tiny_reasoner, attr)):
+            return f"{key} (hf-ssgr's {what})"
+    m = _HUB_CACHE.search(text)
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    if text.startswith(("/", "~")) or os.path.isabs(text) or text.startswith(".." + os.sep):
+        return os.path.basename(text.rstrip("/" + os.sep)) or text.strip("/~") or "."
+    return text
+
+
+def public_text(text: str) -> str:
+    """`text` (a command line, a message) with every absolute or home path in it replaced by `public_name` of it."""
+    return _PATH_IN_TEXT.sub(lambda m: public_name(m.group(0)) if len(m.group(0)) > 1 else m.group(0), text)
+
+
+def scrub_local_paths(value: Any) -> Any:
+    """`value` (a record: dicts, lists, strings) with `public_text` applied to every string, keys included."""
+    if isinstance(value, str):
+        return public_text(value)
+    if isinstance(value, dict):
+        return {scrub_local_paths(k): scrub_local_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub_local_paths(v) for v in value)
+    return value
+
+
 def disk_full(err: BaseException) -> bool:
     """Whether `err` says the disk is full (an `OSError` with ENOSPC, or safetensors' own error for it)."""
     import errno
@@ -284,7 +328,8 @@ def write_folder_atomically(
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if disk_full(err):
-            raise disk_full_error(save_dir, needed_bytes, "Free some space and run it again (nothing was written).")
+            what = "Free some space and run it again (nothing was written)."
+            raise disk_full_error(save_dir, needed_bytes, what) from None
         raise
     return save_dir
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..distributed import Distributed
-from ..utils import load_tokenizer, owned_temp_dir, remove_stale_folders
+from ..utils import load_tokenizer, owned_temp_dir, remove_stale_folders, scrub_local_paths
 from ..verification import QualityConfig, verify_reply
 from .config import CalibrationConfig
 from .engines import make_engine, replica_env, sample_seed
@@ -129,9 +129,13 @@ class _Models:
 
 
 def _model_name(model) -> str:
-    if isinstance(model, str):
-        return model
-    return getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    """How the Dataset, its report and the rollout store name a model: a Hub id as it is, a local folder by its name
+    only (these records are published with the data; see `utils.public_name`)."""
+    from ..utils import public_name
+
+    if isinstance(model, (str, os.PathLike)):
+        return public_name(model)
+    return public_name(getattr(getattr(model, "config", None), "_name_or_path", None)) or type(model).__name__
 
 
 def _load_model(model_or_path, tokenizer):
@@ -230,11 +234,11 @@ class SSGRCalibrator:
             )
         self.report = CalibrationReport(
             model=_model_name(model),
-            rollout_model=cfg.rollout_model or _model_name(model),
+            rollout_model=_model_name(cfg.rollout_model or model),
             source=source_name,
             policy=cfg.policy,
-            config=cfg.to_dict(),
-            counts=counts,
+            config=scrub_local_paths(cfg.to_dict()),  # source_path, rollouts_dir: their names only
+            counts=scrub_local_paths(counts),
             rows=len(rows),
             tokens=sum(len(r["input_ids"]) for r in rows),
             seconds=time.perf_counter() - t_start,
@@ -357,7 +361,7 @@ class SSGRCalibrator:
             gen_model, gen_tok, gen_path = _load_model(cfg.rollout_model, None)
         same_vocab = (not off_policy) or gen_tok.get_vocab() == tok.get_vocab()
         models = _Models(tok, gen_model, gen_tok, gen_path, same_vocab)
-        self._generator_name = _model_name(gen_model) if not isinstance(cfg.rollout_model, str) else cfg.rollout_model
+        self._generator_name = _model_name(cfg.rollout_model if isinstance(cfg.rollout_model, str) else gen_model)
         meta = {
             "model": _model_name(gen_model),
             "model_fingerprint": model_fingerprint(gen_model),

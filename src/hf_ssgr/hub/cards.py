@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..utils import is_embedded_model
+from ..utils import is_embedded_model, public_text, scrub_local_paths
 from .metadata import calibration_summary, public_name, short_name, sparsity_description
 
 __all__ = ["model_card", "calibration_card"]
@@ -190,9 +190,12 @@ def model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    base = meta.get("base_model") or "unknown"
+    base = public_name(meta.get("base_model")) or "unknown"
     embedded = is_embedded_model(base)
-    on_hub = not (embedded or base == "unknown" or os.path.isabs(base) or os.path.exists(base))
+    if "base_model_on_hub" in meta:
+        on_hub = bool(meta["base_model_on_hub"])
+    else:  # a pruning_config.json written before the field
+        on_hub = not (embedded or base == "unknown" or os.path.isabs(str(meta.get("base_model"))) or os.path.exists(base))
     method = meta.get("method") or "unknown"
     name = model_name or f"{base.split('/')[-1]}-{short_name(meta)}"
     calib = meta.get("calibration") or None
@@ -220,9 +223,10 @@ def model_card(
         datasets=list(dict.fromkeys(datasets_used)) or None,
         eval_results=eval_results or None,
     )
-    settings = dict(report.settings) if report is not None else {}
+    settings = scrub_local_paths(dict(report.settings)) if report is not None else {}
     if recipe is None and meta.get("config"):
         recipe = yaml.safe_dump(meta["config"], sort_keys=False)
+    recipe = public_text(recipe) if recipe else recipe
     return ModelCard.from_template(
         data,
         template_path=os.path.join(TEMPLATES, "model_card.md"),
@@ -244,7 +248,7 @@ def model_card(
         ppl_rows=ppl_rows,
         has_baseline=baseline is not None,
         eval_settings=settings,
-        command=command or _command(meta),
+        command=public_text(command or _command(meta)),
         recipe=recipe,
         solver_warnings={k: len(v) for k, v in (meta.get("solver_warnings") or {}).items() if v},
         dampening=(meta.get("config") or {}).get("dampening"),

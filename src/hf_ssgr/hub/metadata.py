@@ -10,7 +10,7 @@ import statistics
 from typing import Any
 
 from ..pruning.config import PruningConfig
-from ..utils import library_versions
+from ..utils import library_versions, public_name, scrub_local_paths
 
 __all__ = [
     "pruning_metadata",
@@ -23,24 +23,25 @@ __all__ = [
 
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
 _MODULE_METRIC_KEYS = ("sparsity", "target_sparsity", "error", "error_tokens", "tokens", "damping", "damping_raised",
-                       "fallback", "starved", "seconds")  # fmt: skip
+                       "fallback", "no_signal", "starved", "seconds")  # fmt: skip
 
 
-def public_name(name: str | None) -> str | None:
-    """Model names as a card may show them: the embedded model by name, other local paths by their folder name."""
-    if name is None:
-        return None
+def _base_model(model, base_model: str | None) -> tuple[str, bool]:
+    """The base model's public name, and whether it is a Hub id (a local folder is named by its folder only)."""
     from .. import tiny_reasoner
-    from ..utils import EMBEDDED_MODELS
+    from ..utils import EMBEDDED_MODELS, is_embedded_model
 
-    for key, (_, attr, what) in EMBEDDED_MODELS.items():
-        if os.path.abspath(str(name)) == os.path.abspath(getattr(tiny_reasoner, attr)):
-            return f"{key} (hf-ssgr's {what})"
-    return os.path.basename(str(name).rstrip("/")) if os.path.isabs(str(name)) else str(name)
-
-
-def _base_model(model, base_model: str | None) -> str:
-    return base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
+    raw = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not raw:
+        return "unknown", False
+    raw = str(raw)
+    for key, (names, attr, _) in EMBEDDED_MODELS.items():
+        if raw in names or os.path.abspath(raw) == os.path.abspath(getattr(tiny_reasoner, attr)):
+            return key, False
+    name = public_name(raw)
+    local = os.path.exists(raw) or raw.startswith(("/", "~", ".")) or is_embedded_model(raw)
+    on_hub = (not local and bool(re.fullmatch(r"[\w.-]+/[\w.-]+", raw))) or (local and "/snapshots/" in raw and name != raw)
+    return name or "unknown", on_hub
 
 
 def calibration_summary(calibration) -> dict[str, Any] | None:
@@ -162,7 +163,8 @@ def pruning_metadata(
         )
     from ..pruning.targets import pruning_accounting
 
-    cfg = config.to_dict()
+    cfg = scrub_local_paths(config.to_dict())  # output_dir and the like: no local path in a public record
+    base = _base_model(model, base_model)
     if measured is not None:
         layers, accounting = measured["layers"], measured
     else:
@@ -171,13 +173,14 @@ def pruning_metadata(
     return {
         "format": "hf-ssgr/pruning-config",
         "version": 1,
-        "base_model": _base_model(model, base_model),
+        "base_model": base[0],
+        "base_model_on_hub": base[1],
         "method": cfg.get("method"),
         "sparsity": cfg.get("sparsity"),
         "sparsity_type": cfg.get("sparsity_type"),
         "scope": {"layers": cfg.get("layers"), "targets": cfg.get("targets"), "exclude": cfg.get("exclude")},
         "config": cfg,
-        "calibration": calibration_summary(calibration),
+        "calibration": scrub_local_paths(calibration_summary(calibration)),
         # measured on the weights: the share of the parameters the targets hold, and of zeros over them, over the
         # decoder layers and over the whole model
         "coverage": accounting["coverage"],
@@ -193,7 +196,7 @@ def pruning_metadata(
         # Solves that did less than asked: a damping raised to make XᵀX positive definite, an ALPS fallback.
         "solver_warnings": {
             key: sorted(n for n, m in (module_metrics or {}).items() if m.get(key))
-            for key in ("damping_raised", "fallback", "starved")
+            for key in ("damping_raised", "fallback", "no_signal", "starved")
         },
         "versions": library_versions(),
     }

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 
-from ..utils import PRUNING_CONFIG_NAME, write_folder_atomically
+from ..utils import PRUNING_CONFIG_NAME, public_text, scrub_local_paths, write_folder_atomically
 from .cards import calibration_card, model_card
 from .metadata import pruning_metadata, sparsity_description
 
@@ -170,8 +170,39 @@ def _create_repo(api, repo_id: str, repo_type: str, private: bool) -> None:
         ) from err
 
 
+# The records an upload writes itself (not tokenizer files or rollout texts, whose strings are data).
+_RECORD_FILES = ("README.md", "pruning_config.json", "eval_results.json", "eval_results_dense.json", "meta.json")
+
+
+def _scrub_records(folder: str) -> None:
+    """The last look before an upload: no absolute or home path in the records it writes (`public_text`); any that
+    got through is replaced by its last component, and warned about."""
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name not in _RECORD_FILES:
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if name.endswith(".json"):
+                clean = json.dumps(scrub_local_paths(json.loads(text)), indent=2) + "\n"
+                changed = json.loads(clean) != json.loads(text)
+            else:
+                clean = public_text(text)
+                changed = clean != text
+            if changed:
+                if not name.startswith("eval_results"):  # evaluation settings name local data files by design
+                    found.append(os.path.relpath(path, folder))
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(clean)
+    if found:
+        logger.warning("Local paths in %s were replaced by their last component before the upload.", ", ".join(found))
+
+
 def _upload(api, repo_id: str, repo_type: str, folder: str, message: str, create_pr: bool):
     """One commit of `folder`'s files; a Hub that cannot be reached is said as such (a commit is all or nothing)."""
+    _scrub_records(folder)
     try:
         return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=message,
                                  create_pr=create_pr)  # fmt: skip
