@@ -35,6 +35,18 @@ SCENARIOS = {
         "num_layers": 2,
         "config": {"method": "alps", "sparsity": 0.5, "sparsity_type": "4:8"},
     },
+    # float64 statistics: the same XᵀX whatever the split of the rows, so the same model as one process, bit for bit
+    "sparsegpt24_float64": {
+        "arch": "qwen2",
+        "num_rows": 9,
+        "config": {"method": "sparsegpt", "sparsity": 0.5, "sparsity_type": "2:4", "gram_dtype": "float64",
+                   "batch_size": 2, "chunk_size": 40},
+    },
+    "alps_float64": {
+        "arch": "qwen3",
+        "num_layers": 2,
+        "config": {"method": "alps", "sparsity": 0.5, "gram_dtype": "float64"},
+    },
     "response_mask": {
         "arch": "llama",
         "prompt_length": 9,
@@ -113,7 +125,11 @@ def _load(out, name):
     return ranks
 
 
-@pytest.mark.parametrize("name", ["sparsegpt", "wanda24", "alps48", "response_mask", "moe_qwen3", "moe_gpt_oss"])
+@pytest.mark.parametrize(
+    "name",
+    ["sparsegpt", "wanda24", "alps48", "response_mask", "moe_qwen3", "moe_gpt_oss", "sparsegpt24_float64",
+     "alps_float64"],
+)  # fmt: skip
 def test_two_processes_match_one(two_processes, name):
     (w0, info0), (w1, info1) = _load(two_processes, name)
     reference, state = _single_process(SCENARIOS[name])
@@ -134,6 +150,9 @@ def test_two_processes_match_one(two_processes, name):
             torch.testing.assert_close(w0[key], ref, rtol=1e-4, atol=2e-5)
         changed += int((ref == 0).sum() > 0)
     assert changed > 0
+    if name.endswith("float64"):
+        for key, ref in reference.items():
+            assert torch.equal(w0[key], ref), f"{key}: float64 statistics, yet not the one-process weights"
     # The solves were really spread: both processes solved some module, and all modules were reported.
     assert set(info0["metrics"]) == set(state.module_metrics)
     assert {m["process"] for m in info0["metrics"].values()} == {0, 1}

@@ -170,7 +170,7 @@ def plan_rows(config: dict, display: str, short: str | None, args: PlanArguments
                         moe_statistics=cfg.moe_statistics, moe_stats_memory_gb=cfg.moe_stats_memory_gb,
                         expert_solve_batch=cfg.expert_solve_batch, streamed=mode == "streamed", world_size=g,
                         sparsity_type=cfg.sparsity_type, prune_lm_head=lm_head,
-                        device_memory_gb=mem or None, assumptions=assumptions,
+                        device_memory_gb=mem or None, assumptions=assumptions, gram_dtype=cfg.gram_dtype,
                     )  # fmt: skip
                 except (TypeError, KeyError) as err:
                     raise CommandError(f"Cannot read the model shape from its config ({err}).") from None

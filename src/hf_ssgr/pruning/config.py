@@ -19,7 +19,7 @@ import yaml
 __all__ = ["PruningConfig", "parse_sparsity_type", "PRUNING_METHODS", "LAYER_SCOPES", "TOKEN_MASKS"]
 
 PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")  # the built-in solvers; more can be registered
-GRAM_DTYPES = ("float32", "bfloat16")
+GRAM_DTYPES = ("float32", "bfloat16", "float64")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
 MOE_STATISTICS = ("routed", "all_tokens")
@@ -166,7 +166,11 @@ class PruningConfig:
         with float32 accumulation inside each product and rounds each product's result to bfloat16 before adding it:
         about 1.9× faster products on CPUs with AVX-512 bf16, at a relative error of about 1e-3 in `XᵀX`. On a
         GPU, 16-bit activations always go through a 16-bit product with float32 output, which is exact, so this
-        setting changes nothing there.
+        setting changes nothing there. `"float64"` multiplies and sums in float64 and rounds the finished (and, across
+        processes, all-reduced) `XᵀX` to float32 for the solve: the statistics then do not depend on how the rows
+        were split between processes or batched (a different summation order moves a float64 sum by about 1e-16,
+        which almost never changes its float32 rounding), so 1 and N processes give the same model. It doubles the
+        memory of `XᵀX` while it is collected and costs more time on a CPU (see docs/pruning.md).
 
     > Parameters that control devices, checkpoints and reproducibility
 
@@ -251,7 +255,10 @@ class PruningConfig:
     chunk_size: int = field(default=4096, metadata={"help": "Tokens per matrix product when accumulating X^T X."})
     gram_dtype: str = field(
         default="float32",
-        metadata={"help": "X^T X products on a CPU: 'float32' (reference) or 'bfloat16' (faster, ~1e-3 rel. error)."},
+        metadata={
+            "help": "X^T X products: 'float32' (reference), 'bfloat16' (CPU, faster, ~1e-3 rel. error) or 'float64' "
+            "(the same statistics whatever the number of processes)."
+        },
     )
     device: str | None = field(default=None, metadata={"help": "Compute device (default: the model's)."})
     offload_activations: bool = field(default=False, metadata={"help": "Keep cached activations on the CPU."})
@@ -329,7 +336,8 @@ class PruningConfig:
             raise ValueError(f"chunk_size={self.chunk_size} must be >= 1.")
         if self.gram_dtype not in GRAM_DTYPES:
             raise ValueError(
-                f"gram_dtype={self.gram_dtype!r} is not supported: choose 'float32' (the reference) or 'bfloat16'."
+                f"gram_dtype={self.gram_dtype!r} is not supported: choose 'float32' (the reference), 'bfloat16' or "
+                "'float64'."
             )
         if not isinstance(self.error_sample_tokens, int) or self.error_sample_tokens < 0:
             raise ValueError(

@@ -80,7 +80,8 @@ def _block_bounds(d: int, blocks: int) -> list[int]:
 def accumulate_gram(
     gram: torch.Tensor, x: torch.Tensor, chunk_size: int = 4096, upper_blocks: int = 1, dtype: str = "float32"
 ) -> int:
-    """`gram += xᵀx`, summed in float32, `chunk_size` tokens at a time. Returns the number of tokens added.
+    """`gram += xᵀx`, summed in float32 (in float64 with `dtype="float64"`, into a float64 `gram`), `chunk_size`
+    tokens at a time. Returns the number of tokens added.
 
     16-bit activations on a GPU go through a 16-bit matrix product with float32 accumulation and output: the product
     of two bf16/fp16 numbers is exact in float32, so this is float32 statistics without upcasting the activations
@@ -97,14 +98,17 @@ def accumulate_gram(
     if dtype not in GRAM_DTYPES:
         raise ValueError(f"Unknown XᵀX product dtype {dtype!r}: choose one of {', '.join(GRAM_DTYPES)}.")
     x = x.reshape(-1, x.shape[-1])
-    if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda and _mm_fp32_out_supported(x):
+    if dtype == "float64":
+        if gram.dtype != torch.float64:
+            raise TypeError(f"gram_dtype='float64' accumulates into a float64 XᵀX, got {gram.dtype}.")
+    elif x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda and _mm_fp32_out_supported(x):
         gram.add_(torch.mm(x.t(), x, out_dtype=torch.float32))  # no upcast copy, so no need to chunk
         return x.shape[0]
     bounds = _block_bounds(x.shape[-1], upper_blocks) if upper_blocks > 1 else [0, x.shape[-1]]
     for start in range(0, x.shape[0], chunk_size):
         xc = x[start : start + chunk_size].to(getattr(torch, dtype))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if dtype == "float32":
+            if dtype in ("float32", "float64"):
                 gram[lo:hi, lo:].addmm_(xc[:, lo:hi].t(), xc[:, lo:])
             else:
                 gram[lo:hi, lo:].add_(torch.mm(xc[:, lo:hi].t(), xc[:, lo:]))

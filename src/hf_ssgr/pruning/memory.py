@@ -358,12 +358,14 @@ def _expert_group(kind: _Layer, exact_gram: bool, bound: float | None) -> int:
 
 
 def _statistics_bytes(kind: _Layer, exact_gram: bool, sq_norms: bool, sample: int, b: int, moe_statistics: str,
-                      group: int) -> float:  # fmt: skip
-    """The S term: float32 XᵀX per distinct input (or squared norms and the error-estimate sample), for a dense
-    layer or for a mixture of experts collected `group` experts at a time."""
+                      group: int, gram_bytes: int = 4) -> float:  # fmt: skip
+    """The S term: XᵀX per distinct input (float32, or float64 with `gram_dtype="float64"`: `gram_bytes`), or squared
+    norms and the error-estimate sample, for a dense layer or for a mixture of experts collected `group` experts at a
+    time."""
     shared, per_expert = _distinct_inputs(kind, moe_statistics)
     if exact_gram:
-        return 4.0 * sum(c * c for c in shared.values()) + group * 4.0 * sum(c * c for c in per_expert.values())
+        g = float(gram_bytes)
+        return g * sum(c * c for c in shared.values()) + group * g * sum(c * c for c in per_expert.values())
     if not kind.experts:
         inputs = sum(shared.values())
         return 4.0 * inputs * sq_norms + sample * inputs * b
@@ -669,6 +671,7 @@ def estimate_prune_memory(
     prune_lm_head: bool = False,
     device_memory_gb: float | None = None,
     assumptions: PlanAssumptions | None = None,
+    gram_dtype: str = "float32",
 ) -> MemoryEstimate:
     """Peak memory, disk traffic and estimated time of a pruning run, term by term (see the module docstring).
 
@@ -690,6 +693,7 @@ def estimate_prune_memory(
         device_memory_gb: memory of the compute device, for the default bound of the experts' statistics
             (`moe_stats_memory_gb=None`: half of what is free) and their number of passes.
         assumptions: what the time estimate assumes beyond its measured rates ([`PlanAssumptions`]).
+        gram_dtype: `PruningConfig.gram_dtype` (`"float64"` doubles XᵀX while it is collected).
     """
     from .solvers import get_solver
 
@@ -721,7 +725,7 @@ def estimate_prune_memory(
         out = {"W: model weights": shape.params * b if model_on_device else kind.params * b}
         out["A: cached layer inputs"] = activations
         out["S: statistics"] = _statistics_bytes(kind, exact_gram, "sq_norms" in solver.needs, sample, b,
-                                                 moe_statistics, group)  # fmt: skip
+                                                 moe_statistics, group, 8 if gram_dtype == "float64" else 4)  # fmt: skip
         out["K: solve workspace (fp32)"] = _workspace_bytes(kind, solver, expert_solve_batch)
         out["F: one batch through one layer"] = _batch_bytes(kind, shape, batch_size * tokens_per_row, chunk_size,
                                                              uses_gram, b, moe_statistics)  # fmt: skip
@@ -825,7 +829,7 @@ def estimate_prune_memory(
             dequant += kind.count * 4.0 * kind.linear_params / (assumptions.dequant_gbps * 1e9)
         if world_size > 1:  # all-reduce of the statistics (every group's), exchange of the solved weights
             group_all = _statistics_bytes(kind, exact_gram, "sq_norms" in solver.needs, sample, b, moe_statistics,
-                                          kind.experts)  # fmt: skip
+                                          kind.experts, 8 if gram_dtype == "float64" else 4)  # fmt: skip
             reduce += kind.count * (2.0 * group_all + kind.linear_params * b) / (bus * 1e9)
     seconds.update(compute)
     if transfers:

@@ -709,9 +709,11 @@ class OneShotPruner:
         return stats
 
     def _reduce_stats(self, stats: LayerStats, where: str) -> None:
-        """Sum the statistics of every process (all of them then hold the statistics of all the rows)."""
+        """Sum the statistics of every process (all of them then hold the statistics of all the rows), then round
+        float64 sums to float32."""
         dist = self._dist
         if not dist.enabled:
+            stats.round_to_float32()
             return
         names = sorted(stats.stats)
         if len({tuple(n) for n in dist.all_gather_object(names)}) != 1:
@@ -728,6 +730,7 @@ class OneShotPruner:
                 parts = dist.all_gather_object(None if st["sample"] is None else st["sample"].cpu())
                 parts = [p for p in parts if p is not None]
                 st["sample"] = torch.cat(parts) if parts else None  # moved to the solving device when used
+        stats.round_to_float32()
 
     def _propagate(self, layer, i, batches, device, storage):
         finite = []

@@ -65,6 +65,7 @@ class LayerStats:
         self._sample_index: torch.Tensor | None = None
         self.stop_early = stop_early
         self.gram_dtype = gram_dtype
+        self._gram_type = torch.float64 if gram_dtype == "float64" else torch.float32  # the accumulator's
         self.expert_tokens = expert_tokens
         self._verified = verified if verified is not None else set()  # experts modules whose reading was checked
         self.leader: dict[str, str] = {}
@@ -106,6 +107,12 @@ class LayerStats:
                 st["blocks"] = 1
             if isinstance(st["sample"], list):
                 st["sample"] = torch.cat(st["sample"]) if st["sample"] else None
+
+    def round_to_float32(self) -> None:
+        """Round float64 XᵀX sums (`gram_dtype="float64"`, after the all-reduce) to the float32 the solvers take."""
+        for st in self.stats.values():
+            if st["gram"] is not None and st["gram"].dtype == torch.float64:
+                st["gram"] = st["gram"].to(torch.float32)
 
     def module_stats(self, name: str) -> ModuleStats:
         """The statistics of the input that module `name` reads (after `finalize`, and the all-reduce if several
@@ -219,7 +226,7 @@ class LayerStats:
         if st is None:
             d = flat.shape[-1]
             st = self.stats[name] = {
-                "gram": torch.zeros(d, d, dtype=torch.float32, device=flat.device) if self.need_gram else None,
+                "gram": torch.zeros(d, d, dtype=self._gram_type, device=flat.device) if self.need_gram else None,
                 "sq": torch.zeros(d, dtype=torch.float32, device=flat.device) if self.need_sq else None,
                 "count": 0,
                 # On a CPU, accumulate only the upper block triangle of large XᵀX (about 40% less work).
