@@ -5,7 +5,8 @@ one-process sum by the float32 rounding of another summation order (about 1e-7 r
 derived from it can flip near-ties, and SparseGPT's column-by-column updates carry a flip on to later columns. This
 script measures the result: for each configuration, the largest weight difference, the mask entries that differ, the
 mean relative reconstruction error of the modules, and the held-out negative log-likelihood per token of reference
-reasoning texts (100 problems), for 1 and 2 processes (`torchrun --nproc_per_node 2`, gloo on CPU).
+reasoning texts (100 problems), for 1 and 2 processes (`torchrun --nproc_per_node 2`, gloo on CPU), each process
+on one thread (a different thread count changes the float32 rounding of the forward passes as well).
 
     python benchmarks/bench_process_counts.py [--rows 32]
 
@@ -110,10 +111,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for label, config in CONFIGS.items():
             one, two = os.path.join(tmp, "one"), os.path.join(tmp, "two")
-            prune(config, rows, one)
+            # one thread per process in both runs: a thread count of its own changes float32 rounding too
             env = dict(os.environ, OMP_NUM_THREADS="1")
+            worker = [os.path.abspath(__file__), "--rows", str(args.rows), "--worker", json.dumps(config)]
+            subprocess.run([sys.executable, *worker, one], env=env, check=True, capture_output=True)
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                   os.path.abspath(__file__), "--rows", str(args.rows), "--worker", json.dumps(config), two]  # fmt: skip
+                   *worker, two]  # fmt: skip
             subprocess.run(cmd, env=env, check=True, capture_output=True)
             w1, w2 = load_file(one + ".safetensors"), load_file(two + ".safetensors")
             pruned = [k for k in w1 if ".layers." in k and k.endswith(".weight") and (w1[k] == 0).any()]
