@@ -13,10 +13,12 @@ if [ "$(id -u)" != 0 ]; then
   echo "not root: the main test run already ran the sandbox's tests unprivileged" >&2
   exit 0
 fi
-if ! "$PY" -c "import venv, ensurepip" 2>/dev/null; then
-  echo "error: $PY cannot make a virtual environment (install python3-venv, or set SANDBOX_TEST_PYTHON to a" \
-       "Python that every user may run)" >&2
-  exit 1
+if ! "$PY" -c "import venv, ensurepip" 2>/dev/null || ! command -v setpriv >/dev/null; then
+  echo "cannot run the sandbox's tests unprivileged here: $PY cannot make a virtual environment or setpriv is" \
+       "missing (install python3-venv and util-linux, or set SANDBOX_TEST_PYTHON to a Python every user may run)" >&2
+  # CI sets HF_SSGR_REQUIRE_SANDBOX=1: there, not running them is a failure
+  [ "${HF_SSGR_REQUIRE_SANDBOX:-}" = 1 ] && exit 1
+  exit 0
 fi
 
 dir=$(mktemp -d /tmp/hf-ssgr-unprivileged.XXXXXX)
