@@ -242,6 +242,26 @@ def test_push_without_token_or_write_access_uploads_nothing(monkeypatch, pruned)
         push_to_hub(model, None, "no-namespace", token=TOKEN)
 
 
+def test_the_pruned_model_carries_its_record_to_save_and_push(monkeypatch, pruned, tmp_path):
+    """The documented flow: calibrate -> prune -> push, with no pruner= in between; explicit arguments still win."""
+    model, pruner = pruned
+    assert model.hf_ssgr_pruning["config"] is pruner.config
+    with_pruner = json.loads(open(os.path.join(save_pruned(model, str(tmp_path / "a"), pruner=pruner),
+                                               PRUNING_CONFIG_NAME)).read())  # fmt: skip
+    without = json.loads(open(os.path.join(save_pruned(model, str(tmp_path / "b")), PRUNING_CONFIG_NAME)).read())
+    assert {k: v for k, v in without.items() if k != "versions"} == {
+        k: v for k, v in with_pruner.items() if k != "versions"
+    }
+    other = PruningConfig(method="wanda", sparsity=0.3)
+    given = json.loads(open(os.path.join(save_pruned(model, str(tmp_path / "c"), config=other),
+                                         PRUNING_CONFIG_NAME)).read())  # fmt: skip
+    assert given["method"] == "wanda" and given["sparsity"] == 0.3  # an explicit config wins over the record
+    hub = FakeHub(monkeypatch)
+    push_to_hub(model, make_char_tokenizer(), "me/tiny", token=TOKEN)
+    pushed = json.loads(hub.commits[0]["files"][PRUNING_CONFIG_NAME])
+    assert pushed["method"] == "sparsegpt" and pushed["modules"].keys() == with_pruner["modules"].keys()
+
+
 def test_push_runs_on_the_main_process_only(monkeypatch, pruned):
     import hf_ssgr.hub.upload as hub_module
 
@@ -277,8 +297,8 @@ def test_metadata_takes_one_shape_and_names_come_from_short_name(pruned, tmp_pat
     model, pruner = pruned
     with pytest.raises(TypeError, match="needs the PruningConfig the model was pruned with, got dict"):
         pruning_metadata(model, pruner.config.to_dict(), pruner.state.module_metrics)
-    with pytest.raises(TypeError, match="Pass the OneShotPruner as pruner="):
-        save_pruned(model, str(tmp_path / "x"))
+    with pytest.raises(TypeError, match="carries no pruning record.*pass the OneShotPruner as pruner="):
+        save_pruned(make_tiny_model("qwen2"), str(tmp_path / "x"))  # a model that was never pruned
     meta = pruning_metadata(model, pruner.config, pruner.state.module_metrics, base_model=BASE)
     assert model_card(meta).data.model_name == f"DeepSeek-R1-Distill-Qwen-7B-{pruner.config.short_name}"
     two_four = PruningConfig(method="wanda", sparsity=0.5, sparsity_type="2:4", layers="0,1")

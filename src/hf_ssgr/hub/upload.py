@@ -44,12 +44,19 @@ def write_checkpoint_files(folder, model, tokenizer, meta, card, compressor=None
     card.save(os.path.join(folder, "README.md"))
 
 
-def _pruning_of(pruner, config, module_metrics):
-    """The config and module metrics of a prune: from the pruner, or given; refused when neither says it."""
+def _pruning_of(pruner, config, module_metrics, model=None):
+    """The config and module metrics of a prune: given (`config=`, `module_metrics=`), from the pruner, or from the
+    record `OneShotPruner.prune` leaves on the model, in that order; refused when none says it."""
     if pruner is not None:
         return config or pruner.config, module_metrics or pruner.state.module_metrics
+    record = getattr(model, "hf_ssgr_pruning", None) if model is not None else None
+    if config is None and record is not None:
+        return record["config"], module_metrics or record["module_metrics"]
     if config is None:
-        raise TypeError("Pass the OneShotPruner as pruner=, or its config= (a PruningConfig) and module_metrics=.")
+        raise TypeError(
+            "This model carries no pruning record (it was not pruned by OneShotPruner.prune in this process): pass "
+            "the OneShotPruner as pruner=, or its config= (a PruningConfig) and module_metrics=."
+        )
     return config, module_metrics
 
 
@@ -84,7 +91,7 @@ def save_pruned(
     if not _is_main_process():
         wait_for_everyone()
         return save_dir
-    config, module_metrics = _pruning_of(pruner, config, module_metrics)
+    config, module_metrics = _pruning_of(pruner, config, module_metrics, model)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     model, compressor = _quantized(model, meta, quantization)
     card = model_card(meta, report, baseline, command=command, recipe=recipe)
@@ -247,7 +254,7 @@ def push_to_hub(
     from huggingface_hub import HfApi
 
     token = _resolve_token(token)
-    config, module_metrics = _pruning_of(pruner, config, module_metrics)
+    config, module_metrics = _pruning_of(pruner, config, module_metrics, model)
     meta = pruning_metadata(model, config, module_metrics, calibration, base_model)
     model, compressor = _quantized(model, meta, quantization)
     card = model_card(meta, report, baseline, model_name=repo_id.split("/")[-1], command=command, recipe=recipe)

@@ -198,6 +198,9 @@ class OneShotPruner:
             calibration: a `datasets.Dataset` with `input_ids` (and `prompt_length` for prompt/response token masks),
                 a list of token-id lists or tensors, or a 2-D tensor. Optional for solvers that need no statistics
                 (`method="magnitude"`): with data they still report the reconstruction error.
+            The pruned model carries its record (`model.hf_ssgr_pruning`: the config and the per-module metrics), which
+            `save_pruned` and `push_to_hub` read when they are not given `pruner=` or `config=`.
+
             resume_from_checkpoint: a `checkpoint-layer-XXX` directory, or `True` for the latest one in
                 `config.output_dir` if there is one (none yet: the run starts at the first layer, so the same call
                 is right the first time and after a crash). The run continues after the last finished layer; the
@@ -222,6 +225,8 @@ class OneShotPruner:
                 start_layer = self._resume(model, resume_from_checkpoint, backup) + 1
             with fp32_statistics():
                 self._prune_layers(model, layers, targets, pruned, rows, start_layer, num_run, prune_head, backup)
+            # The model carries what was done to it, so save_pruned / push_to_hub need no pruner= afterwards.
+            model.hf_ssgr_pruning = {"config": self.config, "module_metrics": dict(self.state.module_metrics)}
 
         except BaseException:
             if cfg.restore_on_error and backup:
