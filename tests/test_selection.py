@@ -148,3 +148,41 @@ def test_difficulty_decisions_and_their_bounds():
     assert not sampling_decided("medium", [S(1, False)] * 7, n, 0.75)
     assert sampling_decided("incorrect", [S(1, True), S(1, False)], n, 0.75)
     assert sampling_decided("rac", [S(1, True)], n, 0.75) and samples_before_decision("rac", [], n, 0.75) == 1
+
+
+def test_a_policy_plug_in_is_found_through_its_entry_point_by_the_cli(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    import hf_ssgr.calibration.policies as policies
+    from hf_ssgr.commands.cli import main
+
+    plugin = tmp_path / "hf_ssgr_toy_policy.py"
+    plugin.write_text(
+        "from hf_ssgr.calibration.policies import Policy\n\n"
+        "class AnswerOnly(Policy):\n"
+        "    name = 'answer-only'\n"
+        "    description = 'the problem and its gold answer as the reply'\n"
+        "    generates = False\n"
+        "    def problem_response(self, problem, tokenizer):\n"
+        "        return tokenizer(str(problem['answer']), add_special_tokens=False)['input_ids']\n"
+    )
+    info = tmp_path / "hf_ssgr_toy_policy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hf-ssgr-toy-policy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[hf_ssgr.policies]\nanswer = hf_ssgr_toy_policy:AnswerOnly\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(policies, "_ENTRY_POINTS_LOADED", False)
+    try:
+        out = tmp_path / "calib"
+        argv = ["calibrate", "--model", "tiny", "--source", "tiny-arith", "--policy", "answer-only", "--num_samples", "3",
+                "--save_dir", str(out)]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        ds = datasets.load_from_disk(str(out))
+        assert len(ds) == 3 and set(ds["policy"]) == {"answer-only"}
+        assert "answer-only" in policies.list_policies()
+    finally:
+        if policies.find_policy("answer-only") is not None:
+            policies.unregister_policy("answer-only")
+        import sys
+
+        sys.modules.pop("hf_ssgr_toy_policy", None)

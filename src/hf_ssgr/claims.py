@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation.stats import _verdict
+from .evaluation.stats import verdict
 
 __all__ = ["Claim", "Link", "LinkResult", "ClaimResult", "parse_claims", "evaluate_claims", "claims_markdown",
            "plot_claims", "seed_label", "base_label", "ERROR_EPS"]
@@ -316,7 +316,7 @@ def evaluate_claims(
             mats = [np.array([[v[p] for p in common] for v in vals]) for vals in arrays]
             eff, low, high, per_seed = _bootstrap(mats, signs, cals, resamples, seed, confidence)
             res.links.append(LinkResult(link.label, eff, low, high, len(common), max(m.shape[0] for m in mats),
-                                        per_seed, _verdict(low, high), link.metric))  # fmt: skip
+                                        per_seed, verdict(low, high), link.metric))  # fmt: skip
         res.verdict = _claim_verdict(claim, res)
         results.append(res)
     return results

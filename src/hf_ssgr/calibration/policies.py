@@ -45,6 +45,7 @@ calib = SSGRCalibrator(CalibrationConfig(policy="last_correct")).build(model, "M
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,10 @@ from ..verification import THINK_END
 if TYPE_CHECKING:
     from .store import VerifiedSample
 
+logger = logging.getLogger("hf_ssgr")
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Policy",
     "Decision",
     "register_policy",
@@ -525,6 +529,29 @@ def think_end_index(response_ids: list[int], tokenizer) -> int | None:
 
 _POLICIES: dict[str, Policy] = {}
 _ALIASES: dict[str, str] = {}
+# Packages make policies known without being imported first through this entry-point group: each entry point loads a
+# `Policy` object or subclass (`[hf_ssgr.policies]` `mine = my_package:MyPolicy`), registered on first use.
+ENTRY_POINT_GROUP = "hf_ssgr.policies"
+_ENTRY_POINTS_LOADED = False
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            policy = loaded() if isinstance(loaded, type) and issubclass(loaded, Policy) else loaded
+            if not isinstance(policy, Policy):
+                raise TypeError(f"it loads {type(policy).__name__}, not a Policy object or subclass")
+            if policy.name.lower() not in _POLICIES:
+                register_policy(policy)
+        except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop the built-in policies
+            logger.warning("The %s entry point %r could not be registered: %s", ENTRY_POINT_GROUP, entry.name, err)
 
 
 def register_policy(policy: Policy, *, overwrite: bool = False) -> Policy:
@@ -576,9 +603,14 @@ def unregister_policy(name: str) -> Policy:
 
 
 def find_policy(name: str) -> Policy | None:
-    """The policy registered under `name` or an alias (case-insensitive), or `None`."""
+    """The policy registered under `name` or an alias (case-insensitive), or `None`; the `hf_ssgr.policies`
+    entry points are loaded the first time a name is not found."""
     key = str(name).lower()
-    return _POLICIES.get(_ALIASES.get(key, key))
+    found = _POLICIES.get(_ALIASES.get(key, key))
+    if found is None and not _ENTRY_POINTS_LOADED:
+        _load_entry_points()
+        found = _POLICIES.get(_ALIASES.get(key, key))
+    return found
 
 
 def get_policy(name: str) -> Policy:
@@ -594,7 +626,8 @@ def get_policy(name: str) -> Policy:
 
 def list_policies(generates: bool | None = None) -> list[str]:
     """The names of the registered policies, in registration order; only those that generate rollouts (or only those
-    that do not) with `generates=True` (`False`)."""
+    that do not) with `generates=True` (`False`); entry-point plug-ins included."""
+    _load_entry_points()
     return [p.name for p in _POLICIES.values() if generates is None or p.generates == generates]
 
 

@@ -205,7 +205,7 @@ class EvalReport:
                 f"{r.mean_length:.0f}",
                 f"{r.median_length:.0f}",
                 f"{100 * r.truncated:.1f}%",
-                _fmt_seconds(r),
+                format_gen_seconds(r),
             ]
             if baseline is not None:
                 b = baseline.tasks.get(t)
@@ -318,7 +318,7 @@ class EvalReport:
         return cls(model=model, tasks=tasks, settings=dict(settings or {}))
 
 
-def _fmt_seconds(r: TaskResult) -> str:
+def format_gen_seconds(r: TaskResult) -> str:
     """Generation seconds summed over the processes, and each process's in parentheses when there are several."""
     if math.isnan(r.gen_seconds):
         return "n/a"

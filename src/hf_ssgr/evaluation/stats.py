@@ -69,7 +69,7 @@ class Comparison:
         )
 
 
-def _verdict(low: float, high: float) -> str:
+def verdict(low: float, high: float) -> str:
     if low > 0:
         return "better"
     if high < 0:
@@ -127,4 +127,4 @@ def _comparison(diff, boot, n, resamples, seed, alpha, confidence) -> Comparison
     low, high = (float(x) for x in np.quantile(boot, [alpha, 1 - alpha]))
     # the percentile interval of a constant is that constant; keep float noise from flipping the verdict
     low, high = (round(low, 12), round(high, 12))
-    return Comparison(diff, low, high, int(n), resamples, seed, _verdict(low, high), confidence)
+    return Comparison(diff, low, high, int(n), resamples, seed, verdict(low, high), confidence)

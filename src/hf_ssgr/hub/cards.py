@@ -90,7 +90,7 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
     from huggingface_hub import EvalResult
 
     from ..evaluation.registry import BENCHMARKS
-    from ..evaluation.report import _fmt_seconds
+    from ..evaluation.report import format_gen_seconds
 
     results, rows, datasets_used = [], [], []
     for task, r in report.tasks.items() if report is not None else []:
@@ -120,8 +120,8 @@ def _evaluation(report, baseline) -> tuple[list, list[dict], list[str]]:
                 "pruned_length": _fmt(r.mean_length, pct=False),
                 "dense_length": _fmt(b.mean_length, pct=False) if b else "n/a",
                 "truncated": f"{100 * r.truncated:.1f}%",
-                "pruned_seconds": _fmt_seconds(r),  # summed over the processes, each one's in parentheses
-                "dense_seconds": _fmt_seconds(b) if b else "n/a",
+                "pruned_seconds": format_gen_seconds(r),  # summed over the processes, each one's in parentheses
+                "dense_seconds": format_gen_seconds(b) if b else "n/a",
             }
         )
     return results, rows, datasets_used

@@ -231,13 +231,6 @@ def quantized_copy(model: nn.Module, scheme: str = "fp8"):
     return twin, compressor, record
 
 
-def save_quantized_weights(model: nn.Module, compressor, folder: str) -> None:
-    """`save_pretrained` of a compressed model, then its `quantization_config` written into `config.json` by
-    compressed-tensors (`ModelCompressor.update_config`)."""
-    model.save_pretrained(folder, safe_serialization=True)
-    compressor.update_config(folder)
-
-
 def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | None = None) -> str:
     """Export the pruned model saved in folder `src` (by `save_pruned` or `hf-ssgr prune`) as a quantized model in
     `dst`: FP8 weights with the `quantization_config`, the tokenizer, `pruning_config.json` with its `quantization`
@@ -247,7 +240,7 @@ def quantize_pretrained(src: str, dst: str, scheme: str = "fp8", command: str | 
     from ..pruning.config import PruningConfig
     from ..utils import PRUNING_CONFIG_NAME, check_output, load_tokenizer, write_folder_atomically
     from .cards import model_card
-    from .upload import write_checkpoint_files
+    from .files import write_checkpoint_files
 
     check_scheme(scheme)
     check_output(dst, "DST")

@@ -18,30 +18,14 @@ import re
 import shutil
 import tempfile
 
-from ..utils import PRUNING_CONFIG_NAME, public_text, scrub_local_paths, write_folder_atomically
+from ..utils import public_text, scrub_local_paths, write_folder_atomically
 from .cards import calibration_card, model_card
+from .files import write_checkpoint_files
 from .metadata import pruning_metadata, sparsity_description
 
 logger = logging.getLogger("hf_ssgr")
 
 __all__ = ["save_pruned", "push_to_hub", "push_calibration_to_hub"]
-
-
-def write_checkpoint_files(folder, model, tokenizer, meta, card, compressor=None) -> None:
-    """Write the weights, tokenizer, `pruning_config.json` and card into `folder`; with a compressed-tensors
-    `compressor` (a quantized model), its `quantization_config` goes into `config.json` too."""
-    if compressor is not None:
-        from .quantize import save_quantized_weights
-
-        save_quantized_weights(model, compressor, folder)
-    else:
-        model.save_pretrained(folder, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    with open(os.path.join(folder, PRUNING_CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, default=str)
-        f.write("\n")
-    card.save(os.path.join(folder, "README.md"))
 
 
 def _pruning_of(pruner, config, module_metrics, model=None):

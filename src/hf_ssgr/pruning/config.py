@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from .kernels import GRAM_DTYPES
+
 __all__ = ["PruningConfig", "parse_sparsity_type", "PRUNING_METHODS", "LAYER_SCOPES", "TOKEN_MASKS"]
 
 PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt", "alps")  # the built-in solvers; more can be registered
-GRAM_DTYPES = ("float32", "bfloat16", "float64")
 LAYER_SCOPES = ("all", "first_third", "first_last_third")
 TOKEN_MASKS = ("all", "prompt", "response")
 MOE_STATISTICS = ("routed", "all_tokens")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import GRAM_DTYPES
+# The precisions of the XᵀX products (`PruningConfig.gram_dtype`); defined here, where they are computed.
+GRAM_DTYPES = ("float32", "bfloat16", "float64")
 
 __all__ = [
     "accumulate_gram",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .targets import match_module, resolve_targets  # noqa: F401  (their home is targets.py)
-
-__all__ = ["find_decoder_layers", "find_final_norm", "match_module", "resolve_targets", "TIED_LM_HEAD_MESSAGE"]
+__all__ = ["find_decoder_layers", "find_final_norm", "lm_head_is_tied", "module_device", "TIED_LM_HEAD_MESSAGE"]
 
 TIED_LM_HEAD_MESSAGE = (
     "lm_head is tied to the input embeddings (tie_word_embeddings=True), so pruning it would also prune the "

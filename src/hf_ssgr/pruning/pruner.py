@@ -66,12 +66,11 @@ from .modeling import (
     find_final_norm,
     lm_head_is_tied,
     module_device,
-    resolve_targets,
 )
 from .owl import check_layer_sparsities, owl_layer_sparsities, wanda_outlier_ratio
 from .solvers import Solver, get_solver
 from .statistics import LayerStats, StopLayer, fp32_statistics
-from .targets import UNCOVERED_LIMIT, Target, compute_coverage, zero_fractions
+from .targets import UNCOVERED_LIMIT, Target, compute_coverage, resolve_targets, zero_fractions
 
 logger = logging.getLogger("hf_ssgr")
 
