@@ -181,12 +181,6 @@ class _Layer:
     def expert_params(self) -> int:
         return sum(lin.rows * lin.cols * lin.count for lin in self.linears if lin.routed)
 
-    def active_linear_params(self) -> float:
-        """Linear parameters a token goes through: every dense target, `top_k` experts, and the router."""
-        dense = sum(lin.rows * lin.cols * lin.count for lin in self.linears if not lin.routed)
-        routed = self.expert_params * self.top_k / self.experts if self.experts else 0
-        return dense + routed + self.experts * self._hidden
-
     _hidden: int = 0
 
 
