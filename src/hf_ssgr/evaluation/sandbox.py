@@ -336,9 +336,8 @@ def _make_launcher(python: str, bwrap: str) -> _Launcher:
     view = _view(python)
     staged: list[str] = []
     if os.geteuid() == 0:
-        for tool in ("setpriv",):
-            if shutil.which(tool) is None:
-                raise _Unavailable(f"{tool} (util-linux) is not on PATH; as root the sandbox needs it")
+        if shutil.which("setpriv") is None:
+            raise _Unavailable("setpriv (util-linux) is not on PATH; as root the sandbox needs it")
         staged = [src for src, _ in view.binds if os.path.isdir(src) and not _reachable(src)]
         if not _reachable(bwrap) and not any(_under(bwrap, s) for s in staged):
             parent = os.path.dirname(bwrap)
