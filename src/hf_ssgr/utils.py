@@ -38,6 +38,7 @@ __all__ = [
     "write_json_atomically",
     "write_folder_atomically",
     "check_output",
+    "load_plugins",
     "public_name",
     "public_text",
     "scrub_local_paths",
@@ -440,6 +441,18 @@ def recover_folder(path: str | os.PathLike) -> bool:
     remove_stale_folders(parent, f".{base}.tmp-", f"partial save of {base}")
     remove_stale_folders(parent, old_prefix, f"replaced copy of {base}")
     return recovered
+
+
+def load_plugins(group: str, add: Callable[[Any], None]) -> None:
+    """Load every entry point of `group` and hand what it loads to `add` (which registers it, or raises to refuse
+    it); a plug-in that fails to load or is refused is warned about and skipped, never stopping the built-ins."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=group):
+        try:
+            add(entry.load())
+        except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop the built-in ones
+            logger.warning("The %s entry point %r could not be loaded: %s", group, entry.name, err)
 
 
 def dataclass_from_dict(cls, data: dict):

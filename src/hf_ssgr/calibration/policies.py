@@ -540,18 +540,16 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
+    from ..utils import load_plugins
 
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry.load()
-            policy = loaded() if isinstance(loaded, type) and issubclass(loaded, Policy) else loaded
-            if not isinstance(policy, Policy):
-                raise TypeError(f"it loads {type(policy).__name__}, not a Policy object or subclass")
-            if policy.name.lower() not in _POLICIES:
-                register_policy(policy)
-        except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop the built-in policies
-            logger.warning("The %s entry point %r could not be registered: %s", ENTRY_POINT_GROUP, entry.name, err)
+    def add(loaded) -> None:
+        policy = loaded() if isinstance(loaded, type) and issubclass(loaded, Policy) else loaded
+        if not isinstance(policy, Policy):
+            raise TypeError(f"it loads {type(policy).__name__}, not a Policy object or subclass")
+        if policy.name.lower() not in _POLICIES:
+            register_policy(policy)
+
+    load_plugins(ENTRY_POINT_GROUP, add)
 
 
 def register_policy(policy: Policy, *, overwrite: bool = False) -> Policy:

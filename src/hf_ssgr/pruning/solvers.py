@@ -187,16 +187,15 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
+    from ..utils import load_plugins
 
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            solver = entry.load()
-        except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop the built-in methods
-            logger.warning("The %s entry point %r could not be loaded: %s", ENTRY_POINT_GROUP, entry.name, err)
-            continue
-        if isinstance(solver, type) and issubclass(solver, Solver) and solver.name not in _SOLVERS:
+    def add(solver) -> None:
+        if not (isinstance(solver, type) and issubclass(solver, Solver)):
+            raise TypeError(f"it loads {solver!r}, not a Solver subclass")
+        if solver.name not in _SOLVERS:
             register_solver(solver)
+
+    load_plugins(ENTRY_POINT_GROUP, add)
 
 
 def list_solvers() -> list[str]:
