@@ -752,9 +752,7 @@ def run_recipe(cfg: RunConfig | str, **overrides) -> dict[str, Any]:
 
     if isinstance(cfg, str):
         cfg = RunConfig.from_yaml(cfg, **overrides)
-    check_output(os.path.join(cfg.output_dir, "manifest.json"), "output_dir", "file")
-    if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
-        raise FileExistsError(f"output_dir {cfg.output_dir} is an existing file, not a folder (nothing was written).")
+    check_output(os.path.join(cfg.output_dir, "manifest.json"), "output_dir", "file")  # refuses a file as output_dir too
     os.makedirs(cfg.output_dir, exist_ok=True)
     run = _Run(cfg)
     run.save_manifest()

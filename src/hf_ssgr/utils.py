@@ -39,6 +39,7 @@ __all__ = [
     "write_folder_atomically",
     "check_output",
     "load_plugins",
+    "hub_id",
     "public_name",
     "public_text",
     "scrub_local_paths",
@@ -239,6 +240,19 @@ _HUB_CACHE = re.compile(r"(?:^|/)(?:models|datasets)--([^/]+)--([^/]+)/snapshots
 _PATH_IN_TEXT = re.compile(r"(?<![\w.:/~-])(?:~|/)[^\s'\"`,;()\[\]{}<>|]*")
 
 
+def hub_id(name: str | os.PathLike | None) -> str | None:
+    """The Hub id `name` stands for: an `org/name` (or legacy bare `name`) that is no local path, or the id a Hub
+    cache snapshot folder was downloaded as; `None` for anything else (a local folder, `unknown`)."""
+    if name is None:
+        return None
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    m = _HUB_CACHE.search(text)
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    local = os.path.exists(text) or text.startswith(("/", "~", "."))
+    return text if not local and text != "unknown" and re.fullmatch(r"[\w.-]+(?:/[\w.-]+)?", text) else None
+
+
 def public_name(name: str | os.PathLike | None) -> str | None:
     """A model, file or folder as a public record may name it: an embedded model by its name, a Hub cache snapshot
     by its Hub id, another absolute or home path by its last component (a relative path and a Hub id as they are).
@@ -251,9 +265,8 @@ def public_name(name: str | os.PathLike | None) -> str | None:
     for key, (_, attr, what) in EMBEDDED_MODELS.items():
         if os.path.abspath(text) == os.path.abspath(getattr(tiny_reasoner, attr)):
             return f"{key} (hf-ssgr's {what})"
-    m = _HUB_CACHE.search(text)
-    if m:
-        return f"{m.group(1)}/{m.group(2)}"
+    if _HUB_CACHE.search(text):
+        return hub_id(text)
     if text.startswith(("/", "~")) or os.path.isabs(text) or text.startswith(".." + os.sep):
         return os.path.basename(text.rstrip("/" + os.sep)) or text.strip("/~") or "."
     return text

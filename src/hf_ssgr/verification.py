@@ -42,20 +42,8 @@ THINK_END = "</think>"
 
 def extract_boxed(text: str, last: bool = True) -> str | None:
     """Content of the last (or first) `\\boxed{...}` / `\\fbox{...}` in `text`, with nested braces balanced."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    if not starts:
-        return None
-    for start in reversed(starts) if last else starts:
-        depth, i = 1, start
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            return text[start : i - 1].strip()
-    return None
+    boxes = _boxes(text)
+    return boxes[-1 if last else 0][2].strip() if boxes else None
 
 
 def split_thinking(text: str) -> tuple[str | None, str]:

@@ -495,9 +495,9 @@ def score_code_replies(
     k = len(replies)
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * k
     if verdicts is None:
-        programs = [extract_code(r, f, extraction=lcb_extraction) for r, f in zip(replies, reasons)]
-        sandbox = get_sandbox(allow_unsandboxed, sandbox_workers)
-        verdicts = grade_programs(programs, [tests] * k, sandbox, int(lcb_timeout), lcb_stdin)
+        (verdicts,) = grade_replies([(replies, tests, reasons)], allow_unsandboxed=allow_unsandboxed,
+                                    sandbox_workers=sandbox_workers, lcb_timeout=lcb_timeout,
+                                    lcb_extraction=lcb_extraction, lcb_stdin=lcb_stdin)  # fmt: skip
     return problem_metrics([v.passed for v in verdicts], reasons, lengths)
 
 

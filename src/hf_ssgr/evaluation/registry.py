@@ -433,15 +433,14 @@ class GradeCode:
         code = [i for i, doc in enumerate(docs) if doc.get("kind") == "code"]
         if not code:
             return resps
-        out = list(resps)
         stats, problems = {}, []
         for i in code:
             stats[i] = [_reply_stats(docs[i]["benchmark"], r) for r in resps[i]]
             problems.append(([str(r) for r in resps[i]], docs[i]["answer"], [s[1] for s in stats[i]]))
         verdicts = grade_replies(problems, **_TASK_CONTEXT.get("ssgr_livecodebench", {}).get("sandbox", {}))
         for i, graded in zip(code, verdicts):
-            out[i] = [Reply(str(r), *st, verdict=v) for r, st, v in zip(resps[i], stats[i], graded)]
-        return out
+            resps[i] = [Reply(str(r), *st, verdict=v) for r, st, v in zip(resps[i], stats[i], graded)]
+        return resps
 
 
 def _tokenizer_for(task: str):

@@ -332,8 +332,7 @@ def _through(path: str, sources: dict[str, str]) -> str:
     return path
 
 
-def _make_launcher(python: str, bwrap: str) -> _Launcher:
-    view = _view(python)
+def _make_launcher(python: str, bwrap: str, view: _View) -> _Launcher:
     staged: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -391,8 +390,9 @@ def _probe(python: str) -> _Launcher | str:
                 "`apt install bubblewrap`"
             )
         failures = []
+        view = _view(python)  # asks the interpreter its prefixes once, whichever bubblewrap starts it
         for bwrap in candidates:
-            launcher = _make_launcher(python, bwrap)
+            launcher = _make_launcher(python, bwrap, view)
             fd = _seccomp_fd(bpf)
             try:
                 command = [python, "-I", "-c", _PROBE]

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..utils import is_embedded_model, public_text, scrub_local_paths
+from ..utils import hub_id, is_embedded_model, public_text, scrub_local_paths
 from .metadata import calibration_summary, public_name, short_name, sparsity_description
 
 __all__ = ["model_card", "calibration_card"]
@@ -192,10 +192,8 @@ def model_card(
 
     base = public_name(meta.get("base_model")) or "unknown"
     embedded = is_embedded_model(base)
-    if "base_model_on_hub" in meta:
-        on_hub = bool(meta["base_model_on_hub"])
-    else:  # a pruning_config.json written before the field
-        on_hub = not (embedded or base == "unknown" or os.path.isabs(str(meta.get("base_model"))) or os.path.exists(base))
+    # a pruning_config.json written before `base_model_on_hub` recorded the base model as given
+    on_hub = bool(meta.get("base_model_on_hub", not embedded and hub_id(meta.get("base_model")) is not None))
     method = meta.get("method") or "unknown"
     name = model_name or f"{base.split('/')[-1]}-{short_name(meta)}"
     calib = meta.get("calibration") or None

@@ -29,7 +29,7 @@ _MODULE_METRIC_KEYS = ("sparsity", "target_sparsity", "error", "error_tokens", "
 def _base_model(model, base_model: str | None) -> tuple[str, bool]:
     """The base model's public name, and whether it is a Hub id (a local folder is named by its folder only)."""
     from .. import tiny_reasoner
-    from ..utils import EMBEDDED_MODELS, is_embedded_model
+    from ..utils import EMBEDDED_MODELS, hub_id
 
     raw = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
     if not raw:
@@ -38,10 +38,7 @@ def _base_model(model, base_model: str | None) -> tuple[str, bool]:
     for key, (names, attr, _) in EMBEDDED_MODELS.items():
         if raw in names or os.path.abspath(raw) == os.path.abspath(getattr(tiny_reasoner, attr)):
             return key, False
-    name = public_name(raw)
-    local = os.path.exists(raw) or raw.startswith(("/", "~", ".")) or is_embedded_model(raw)
-    on_hub = (not local and bool(re.fullmatch(r"[\w.-]+/[\w.-]+", raw))) or (local and "/snapshots/" in raw and name != raw)
-    return name or "unknown", on_hub
+    return public_name(raw) or "unknown", hub_id(raw) is not None
 
 
 def calibration_summary(calibration) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 
 from ..utils import public_text, scrub_local_paths, write_folder_atomically
@@ -130,7 +131,7 @@ def _unreachable(err: BaseException) -> bool:
         return False
     name = type(err).__name__
     module = type(err).__module__ or ""
-    return isinstance(err, (ConnectionError, TimeoutError, OSError)) or (
+    return isinstance(err, (ConnectionError, TimeoutError, socket.gaierror)) or (
         module.startswith(("httpx", "httpcore", "requests", "urllib3")) and ("Connect" in name or "Timeout" in name)
     )
 
@@ -177,8 +178,9 @@ def _scrub_records(folder: str) -> None:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             if name.endswith(".json"):
-                clean = json.dumps(scrub_local_paths(json.loads(text)), indent=2) + "\n"
-                changed = json.loads(clean) != json.loads(text)
+                data = json.loads(text)
+                scrubbed = scrub_local_paths(data)
+                clean, changed = json.dumps(scrubbed, indent=2) + "\n", scrubbed != data
             else:
                 clean = public_text(text)
                 changed = clean != text

@@ -701,6 +701,7 @@ def estimate_prune_memory(
         if value is not None and not value >= 0:
             raise ValueError(f"{name} must not be negative, got {value!r}.")
     assumptions = assumptions or PlanAssumptions()
+    gram_bytes = 8 if gram_dtype == "float64" else 4  # XᵀX while it is collected
     shape = _ModelShape.of(config)
     b = dtype_bytes
     d, layers = shape.hidden, shape.layers
@@ -719,7 +720,7 @@ def estimate_prune_memory(
         out = {"W: model weights": shape.params * b if model_on_device else kind.params * b}
         out["A: cached layer inputs"] = activations
         out["S: statistics"] = _statistics_bytes(kind, exact_gram, "sq_norms" in solver.needs, sample, b,
-                                                 moe_statistics, group, 8 if gram_dtype == "float64" else 4)  # fmt: skip
+                                                 moe_statistics, group, gram_bytes)  # fmt: skip
         out["K: solve workspace (fp32)"] = _workspace_bytes(kind, solver, expert_solve_batch)
         out["F: one batch through one layer"] = _batch_bytes(kind, shape, batch_size * tokens_per_row, chunk_size,
                                                              uses_gram, b, moe_statistics)  # fmt: skip
@@ -823,7 +824,7 @@ def estimate_prune_memory(
             dequant += kind.count * 4.0 * kind.linear_params / (assumptions.dequant_gbps * 1e9)
         if world_size > 1:  # all-reduce of the statistics (every group's), exchange of the solved weights
             group_all = _statistics_bytes(kind, exact_gram, "sq_norms" in solver.needs, sample, b, moe_statistics,
-                                          kind.experts, 8 if gram_dtype == "float64" else 4)  # fmt: skip
+                                          kind.experts, gram_bytes)  # fmt: skip
             reduce += kind.count * (2.0 * group_all + kind.linear_params * b) / (bus * 1e9)
     seconds.update(compute)
     if transfers:

@@ -117,15 +117,23 @@ class NonFiniteActivationError(ValueError):
     damaged_weights: bool = False
 
 
+def _non_finite_weight(module: nn.Module | None) -> str | None:
+    """The name of the first loaded weight of `module` that holds NaN or inf, or `None`."""
+    for name, p in module.named_parameters() if module is not None else ():
+        if p.device.type != "meta" and not bool(torch.isfinite(p).all()):
+            return name
+    return None
+
+
 def _non_finite_cause(module: nn.Module | None) -> str:
     """Why a module's output is not finite, and what to do: NaN/inf weights (a damaged checkpoint), or an overflow
     (advice that fits the weights' dtype)."""
     if module is None:
         return "check the model's weights and the calibration rows."
-    for name, p in module.named_parameters():
-        if p.device.type != "meta" and not bool(torch.isfinite(p).all()):
-            return (f"its weight {name} holds NaN or inf values, so the checkpoint is damaged: load an intact copy of "
-                    "the model.")  # fmt: skip
+    damaged = _non_finite_weight(module)
+    if damaged is not None:
+        return (f"its weight {damaged} holds NaN or inf values, so the checkpoint is damaged: load an intact copy of "
+                "the model.")  # fmt: skip
     dtypes = {p.dtype for p in module.parameters()}
     if torch.float16 in dtypes:
         return "the model overflows in float16 on the calibration data: load it in bfloat16 or float32."
@@ -756,9 +764,7 @@ class OneShotPruner:
         if self._dist.any(bad):  # every process raises together
             err = NonFiniteActivationError(f"Non-finite activations (NaN or inf) at the output of {where}: "
                                            + _non_finite_cause(module))  # fmt: skip
-            err.damaged_weights = module is not None and any(
-                p.device.type != "meta" and not bool(torch.isfinite(p).all()) for p in module.parameters()
-            )
+            err.damaged_weights = _non_finite_weight(module) is not None
             raise err
 
     # ----------------------------------------------------------------------------------------------------------------

@@ -51,13 +51,11 @@ _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") 
 _CT_AUX_SUFFIXES = (".weight_scale", ".input_scale", ".weight_zero_point", ".input_zero_point", ".output_scale")
 
 
-def _read_header(path: str) -> dict:
-    """The JSON header of a safetensors file (its tensors' dtypes, shapes and offsets)."""
-    import struct
-
+def _header_bytes(path: str) -> bytes:
+    """The JSON header of a safetensors file, as stored (its tensors' dtypes, shapes and offsets)."""
     with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(size))
+        head = f.read(8)
+        return f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
 
 
 def _shard_fingerprint(path: str) -> list:
@@ -66,10 +64,7 @@ def _shard_fingerprint(path: str) -> list:
     import hashlib
 
     st = os.stat(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        header = f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-    return [st.st_size, st.st_mtime_ns, hashlib.sha256(header).hexdigest()[:16]]
+    return [st.st_size, st.st_mtime_ns, hashlib.sha256(_header_bytes(path)).hexdigest()[:16]]
 
 
 def partial_dir(save_dir: str) -> str:
@@ -292,7 +287,7 @@ class SourceCheckpoint:
         headers = self.__dict__.setdefault("_headers", {})
         name = self.weight_map[key]
         if name not in headers:
-            headers[name] = _read_header(os.path.join(self.path, name))
+            headers[name] = json.loads(_header_bytes(os.path.join(self.path, name)))
         start, end = headers[name].get(key, {}).get("data_offsets", (0, 0))
         return int(end) - int(start)
 
@@ -488,8 +483,8 @@ class StreamingRun:
         return start
 
     def _remove_stale_shards(self) -> None:
-        """Remove the half-written shards (`NAME.PID.tmp`) of runs killed while writing one: a finished folder holds
-        only the model's files."""
+        """Remove the half-written shards (`NAME.PID.tmp`) of runs killed while writing one, when a run starts: this
+        run removes its own when a write fails, so a finished folder holds only the model's files."""
         for name in sorted(os.listdir(self.partial)) if os.path.isdir(self.partial) else []:
             m = re.fullmatch(r".+\.(\d+)\.tmp", name)
             if m and int(m.group(1)) != os.getpid():
@@ -661,7 +656,6 @@ class StreamingRun:
             json.dump(meta, f, indent=2, default=str)
             f.write("\n")
         model_card(meta, None, None, command=command, recipe=recipe).save(os.path.join(self.partial, "README.md"))
-        self._remove_stale_shards()
         move_folder_into_place(self.partial, self.save_dir)
         shutil.rmtree(os.path.join(self.save_dir, STATE_DIR), ignore_errors=True)
         pruner._dist.barrier()
