@@ -156,8 +156,9 @@ def test_a_policy_plug_in_is_found_through_its_entry_point_by_the_cli(tmp_path, 
     import hf_ssgr.calibration.policies as policies
     from hf_ssgr.commands.cli import main
 
-    plugin = tmp_path / "hf_ssgr_toy_policy.py"
-    plugin.write_text(
+    from testing_utils import install_plugin
+
+    source = (
         "from hf_ssgr.calibration.policies import Policy\n\n"
         "class AnswerOnly(Policy):\n"
         "    name = 'answer-only'\n"
@@ -166,11 +167,8 @@ def test_a_policy_plug_in_is_found_through_its_entry_point_by_the_cli(tmp_path, 
         "    def problem_response(self, problem, tokenizer):\n"
         "        return tokenizer(str(problem['answer']), add_special_tokens=False)['input_ids']\n"
     )
-    info = tmp_path / "hf_ssgr_toy_policy-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hf-ssgr-toy-policy\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[hf_ssgr.policies]\nanswer = hf_ssgr_toy_policy:AnswerOnly\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "hf_ssgr_toy_policy", source, "hf_ssgr.policies",
+                   "answer = hf_ssgr_toy_policy:AnswerOnly")  # fmt: skip
     monkeypatch.setattr(policies, "_ENTRY_POINTS_LOADED", False)
     try:
         out = tmp_path / "calib"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from testing_utils import make_calibration, make_tiny_model
+from testing_utils import install_plugin, make_calibration, make_tiny_model
 
 from hf_ssgr import OneShotPruner, PruningConfig
 from hf_ssgr.pruning import solvers
@@ -74,8 +74,7 @@ def test_a_solver_registered_from_outside_runs_from_the_cli(toy_solver, tmp_path
 
 
 def test_solvers_are_found_through_entry_points(tmp_path, monkeypatch):
-    plugin = tmp_path / "hf_ssgr_toy_plugin.py"
-    plugin.write_text(
+    source = (
         "from hf_ssgr.pruning.kernels import SolveInfo, magnitude_prune\n"
         "from hf_ssgr.pruning.solvers import Solver\n\n"
         "class HalfMagnitude(Solver):\n"
@@ -83,11 +82,8 @@ def test_solvers_are_found_through_entry_points(tmp_path, monkeypatch):
         "    def solve(self, weight, stats, shared):\n"
         "        return magnitude_prune(weight, self.config.sparsity / 2), SolveInfo()\n"
     )
-    info = tmp_path / "hf_ssgr_toy_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hf-ssgr-toy-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[hf_ssgr.solvers]\nhalf = hf_ssgr_toy_plugin:HalfMagnitude\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "hf_ssgr_toy_plugin", source, "hf_ssgr.solvers",
+                   "half = hf_ssgr_toy_plugin:HalfMagnitude")  # fmt: skip
     monkeypatch.setattr(solvers, "_ENTRY_POINTS_LOADED", False)
     try:
         config = PruningConfig(method="half-magnitude", sparsity=0.5)  # found on first use

@@ -247,3 +247,14 @@ def make_tiny_moe(family: str = "qwen3_moe", num_layers: int = 2, seed: int = 0,
                 p.zero_()
     model.eval()
     return model
+
+
+def install_plugin(tmp_path, monkeypatch, module: str, source: str, group: str, entry: str) -> None:
+    """A one-module package on `sys.path` that declares `entry` (`name = module:Object`) in the entry-point `group`,
+    as an installed plug-in would (a `dist-info` folder beside the module)."""
+    (tmp_path / f"{module}.py").write_text(source)
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
