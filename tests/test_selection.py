@@ -152,11 +152,10 @@ def test_difficulty_decisions_and_their_bounds():
 
 def test_a_policy_plug_in_is_found_through_its_entry_point_by_the_cli(tmp_path, monkeypatch, capsys):
     import datasets
+    from testing_utils import install_plugin
 
     import hf_ssgr.calibration.policies as policies
     from hf_ssgr.commands.cli import main
-
-    from testing_utils import install_plugin
 
     source = (
         "from hf_ssgr.calibration.policies import Policy\n\n"
